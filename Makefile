@@ -1,0 +1,36 @@
+# reasonbed: the two commands a new user runs (see README.md).
+#   make run    set up .venv (if needed) and run the main job on the embedded default
+#   make test   set up .venv (if needed) and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+EXTRAS ?= cpu,dev
+STAMP := $(VENV)/.reasonbed-$(subst $(comma),-,$(EXTRAS))
+comma := ,
+
+.PHONY: setup run test lint bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[$(EXTRAS)]'
+	# PyPI's torchaudio/torchcodec are CUDA builds that break transformers' imports beside CPU torch;
+	# vLLM runs without them (README: install notes).
+	$(PY) -m pip uninstall -y torchaudio torchcodec
+	# Make every Python process of this environment apply the torchvision fix (README: install notes).
+	$(PY) -m reasonbed install-startup-hook
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(PY) jobs/tune_pacs.py --smoke-test
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check platform jobs tests
+
+clean-venv:
+	rm -rf $(VENV)

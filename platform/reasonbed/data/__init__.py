@@ -1,0 +1,1 @@
+"""Datasets: DomainBed specs, the folder reader (local or s3://), offline benchmarks and LODO splits."""

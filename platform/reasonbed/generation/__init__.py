@@ -1,0 +1,1 @@
+"""DomainBed-Reasoning generation: teacher chains for every image, validated, sharded, resumable."""

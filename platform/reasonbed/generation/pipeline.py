@@ -1,0 +1,193 @@
+"""The generation pipeline on Ray Data: images -> engine actor pool -> validated candidate rows.
+
+Index rows (no bytes) become a Ray dataset; tasks load image bytes; a pool of engine actors
+(`map_batches` with a callable class, `engine.actors` of them) writes `n` candidates per image and
+judges them; the driver gathers rows per shard and writes each shard the moment all its images are
+in. Shards already complete are skipped, so an interrupted run resumes where it stopped. An optional
+second pass revisits images with no kept chain. The summary goes to the log and `manifest.json`.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from reasonbed import storage
+from reasonbed.config import to_dict
+from reasonbed.data import catalog
+from reasonbed.data.reader import _load_images, scan
+from reasonbed.data.specs import DatasetError, DatasetSpec
+from reasonbed.generation.config import GenerationConfig
+from reasonbed.generation.schema import to_table
+from reasonbed.generation.shards import Shard, ShardStore, plan_shards
+from reasonbed.generation.summary import summarise
+from reasonbed.generation.validate import judge
+from reasonbed.inference.base import EngineConfig, Request, SamplingConfig, build_engine
+from reasonbed.prompts import PROMPT_VERSION, reasoning_prompt
+
+log = logging.getLogger(__name__)
+
+
+def rationalization_prompt(class_names: Sequence[str], answer: str) -> str:
+    """Label-conditioned prompt for the second pass (rows are marked prompt_kind=rationalization)."""
+    return (f"{reasoning_prompt(class_names)} The correct option is {answer}: explain, from what the image "
+            f"shows, why it is {answer}, in the same five stages, and conclude with {answer}.")
+
+
+class GenerationActor:
+    """A Ray Data actor: holds one engine and turns image rows into judged candidate rows."""
+
+    def __init__(self, engine_cfg: EngineConfig, sampling: SamplingConfig, class_names: list[str],
+                 data_root: str, storage_options: dict[str, Any], prompt_kind: str, pass_index: int,
+                 candidate_offset: int) -> None:
+        import reasonbed  # noqa: F401 - installs the torchvision fix in this actor too
+
+        self.engine = build_engine(engine_cfg, data_root=data_root, storage_options=storage_options)
+        self.engine_name, self.sampling, self.class_names = engine_cfg.name, sampling, class_names
+        self.prompt_kind, self.pass_index, self.offset = prompt_kind, pass_index, candidate_offset
+
+    def _prompt(self, label: int) -> str:
+        if self.prompt_kind == "rationalization":
+            return rationalization_prompt(self.class_names, self.class_names[label])
+        return reasoning_prompt(self.class_names)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        from PIL import Image
+
+        rows = [dict(zip(batch.keys(), values, strict=True)) for values in zip(*batch.values(), strict=True)]
+        base = {"teacher": self.engine.model_id, "engine": self.engine_name, "prompt_version": PROMPT_VERSION,
+                "temperature": self.sampling.temperature, "top_p": self.sampling.top_p,
+                "max_tokens": self.sampling.max_tokens, "seed": self.sampling.seed,
+                "pass_index": self.pass_index, "prompt_kind": self.prompt_kind}
+        out: list[dict[str, Any]] = []
+        requests, usable = [], []
+        for row in rows:
+            identity = {"image_id": str(row["id"]), "path": str(row["path"]), "domain": str(row["domain"]),
+                        "class_name": str(row["class_name"]), "label": int(row["label"]), "shard": str(row["shard"])}
+            if row["error"]:
+                out.append({**base, **identity, "candidate": -1, "valid": False, "kept": False,
+                            "predicted_label": -1, "reject_reason": "unreadable_image", "error": str(row["error"]),
+                            "prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0})
+                continue
+            image = Image.open(io.BytesIO(row["image"])).convert("RGB")
+            requests.append(Request(image, self._prompt(identity["label"]),
+                                    {"id": identity["image_id"], "path": identity["path"],
+                                     "class_names": self.class_names, "candidate_offset": self.offset}))
+            usable.append(identity)
+        if requests:
+            started = time.perf_counter()
+            completions = self.engine.generate(requests, self.sampling)
+            seconds = (time.perf_counter() - started) / max(1, sum(len(c) for c in completions))
+            for identity, candidates in zip(usable, completions, strict=True):
+                for index, completion in enumerate(candidates):
+                    out.append({**base, **identity, "candidate": self.offset + index, "chain": completion.text,
+                                **judge(completion.text, self.class_names, identity["label"]),
+                                "prompt_tokens": completion.prompt_tokens,
+                                "completion_tokens": completion.completion_tokens, "seconds": seconds, "error": ""})
+        columns = sorted({key for row in out for key in row})
+        return {column: [row.get(column) for row in out] for column in columns}
+
+
+def _run_pass(cfg: GenerationConfig, spec: DatasetSpec, root: str, store: ShardStore, shards: list[Shard],
+              sampling: SamplingConfig, prompt_kind: str, pass_index: int, candidate_offset: int) -> int:
+    """Generate the given shards; returns the number of shards written."""
+    import ray.data
+
+    if not shards:
+        return 0
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # shards fill in order: resume loses little
+    rows = [{**row, "shard": shard.name} for shard in shards for row in shard.rows]
+    expected = {shard.name: shard.image_ids for shard in shards}
+    dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // cfg.engine.batch_size, 200)))
+    dataset = dataset.map_batches(
+        _load_images, fn_kwargs={"root": root, "storage_options": dict(cfg.data.storage_options), "verify": True},
+        batch_size=cfg.engine.batch_size, num_cpus=0.25,
+    )
+    dataset = dataset.map_batches(
+        GenerationActor,
+        fn_constructor_kwargs={"engine_cfg": cfg.engine, "sampling": sampling,
+                               "class_names": spec.display_names, "data_root": root,
+                               "storage_options": dict(cfg.data.storage_options), "prompt_kind": prompt_kind,
+                               "pass_index": pass_index, "candidate_offset": candidate_offset},
+        batch_size=cfg.engine.batch_size, compute=ray.data.ActorPoolStrategy(size=cfg.engine.actors),
+        num_cpus=cfg.engine.num_cpus,
+        num_gpus=cfg.engine.num_gpus or None, batch_format="numpy",
+    )
+    pending: dict[str, list[dict[str, Any]]] = {name: [] for name in expected}
+    done: dict[str, set[str]] = {name: set() for name in expected}  # images with all their rows in
+    counts: dict[str, int] = {}
+    written, started = 0, time.perf_counter()
+    for batch in dataset.iter_batches(batch_size=None, batch_format="pandas"):
+        for row in batch.to_dict(orient="records"):
+            if row.get("error") and cfg.on_bad_image == "error":
+                raise DatasetError(f"image {row['path']!r} cannot be read: {row['error']} "
+                                   f"(on_bad_image=error; {written} shard(s) already written are kept)")
+            name, image_id = row.pop("shard"), row["image_id"]
+            pending[name].append(row)
+            counts[image_id] = counts.get(image_id, 0) + 1
+            if counts[image_id] == (1 if row["candidate"] < 0 else sampling.n):
+                done[name].add(image_id)
+            if done[name] == expected[name]:
+                store.write_shard(name, to_table(pending.pop(name)))
+                done[name] = set()
+                written += 1
+                elapsed = time.perf_counter() - started
+                log.info("shard %d/%d written: %s (%.0f s elapsed, ~%.0f s left)", written, len(shards), name,
+                         elapsed, elapsed / written * (len(shards) - written))
+    missing = sorted(pending)
+    if missing:
+        raise RuntimeError(f"generation ended with incomplete shards: {missing[:5]}")
+    return written
+
+
+def run_generation(cfg: GenerationConfig) -> dict[str, Any]:
+    """Generate (or finish generating) chains for the configured data; returns the summary."""
+    from reasonbed.ray_runtime import init_ray
+
+    spec, root = catalog.resolve(cfg.data)
+    store = ShardStore(cfg.output, cfg.output_storage_options)
+    store.check_writable()
+    index = scan(spec, root, cfg.domains or None, cfg.data.storage_options)
+    init_ray(address=cfg.ray_address or None)
+    started = time.perf_counter()
+    shards = plan_shards(index, cfg.shard_size, "pass0")
+    todo = [shard for shard in shards if not store.is_complete(shard)]
+    log.info("%s: %d images, %d shards, %d already complete, %d to generate", spec.name, len(index), len(shards),
+             len(shards) - len(todo), len(todo))
+    _run_pass(cfg, spec, root, store, todo, cfg.sampling, "blind", 0, 0)
+    if cfg.second_pass != "none":
+        first = store.read("pass0/", columns=["image_id", "kept", "candidate"])
+        kept_ids = {i for i, k in zip(first.column("image_id").to_pylist(), first.column("kept").to_pylist(),
+                                      strict=True) if k}
+        unreadable = {i for i, c in zip(first.column("image_id").to_pylist(), first.column("candidate").to_pylist(),
+                                        strict=True) if c < 0}
+        retry = [row for row in index if row["id"] not in kept_ids and row["id"] not in unreadable]
+        second = plan_shards(retry, cfg.shard_size, "pass1")
+        todo = [shard for shard in second if not store.is_complete(shard)]
+        log.info("second pass (%s): %d images with no kept chain, %d shards to generate", cfg.second_pass,
+                 len(retry), len(todo))
+        sampling = SamplingConfig(n=cfg.second_pass_n, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
+                                  max_tokens=cfg.sampling.max_tokens, seed=cfg.sampling.seed + 1)
+        kind = "rationalization" if cfg.second_pass == "rationalize" else "blind"
+        _run_pass(cfg, spec, root, store, todo, sampling, kind, 1, cfg.sampling.n)
+    table = store.read()
+    summary = summarise(table, len(index), time.perf_counter() - started)
+    manifest = {
+        "dataset": spec.name, "data_root": root, "images": len(index), "shards": store.list_shards(),
+        "config": redacted_config(cfg), "summary": summary,
+    }
+    store.write_manifest(manifest)
+    log.info("summary: %s", summary)
+    return summary
+
+
+def redacted_config(cfg: GenerationConfig) -> dict[str, Any]:
+    """The resolved config without secrets (storage options masked)."""
+    resolved = to_dict(cfg)
+    resolved["data"]["storage_options"] = storage.redact(cfg.data.storage_options)
+    resolved["output_storage_options"] = storage.redact(cfg.output_storage_options)
+    return resolved

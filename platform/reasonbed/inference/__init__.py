@@ -1,0 +1,1 @@
+"""Generation engines behind one protocol (template, vLLM, Hugging Face, OpenAI-compatible)."""

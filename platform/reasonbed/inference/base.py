@@ -1,0 +1,105 @@
+"""The engine protocol, its request/result types, config and registry.
+
+An engine turns a batch of (image, prompt text) requests into `n` completions each. Engines are
+registered by dotted path in `ENGINES` and imported only when chosen, so vLLM or the OpenAI client
+are imported only by runs that use them. `build_engine(cfg)` constructs one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from reasonbed.config import ConfigError
+from reasonbed.models.configs import ModelConfig
+from reasonbed.registry import Registry
+
+
+@dataclass
+class SamplingConfig:
+    """How candidates are sampled."""
+
+    n: int = 4  # candidates per image
+    temperature: float = 0.8  # sampling temperature (0 = greedy)
+    top_p: float = 0.95  # nucleus sampling mass
+    max_tokens: int = 256  # completion length limit in tokens
+    seed: int = 0  # sampling seed (per request: seed + row position)
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ConfigError(f"sampling.n: value {self.n!r} must be >= 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ConfigError(f"sampling: temperature {self.temperature!r} must be >= 0 and top_p "
+                              f"{self.top_p!r} in (0, 1]")
+        if self.max_tokens < 1:
+            raise ConfigError(f"sampling.max_tokens: value {self.max_tokens!r} must be >= 1")
+
+
+@dataclass
+class EngineConfig:
+    """Which engine generates, with what model and resources."""
+
+    name: Literal["template", "vllm", "hf", "openai"] = "vllm"  # see reasonbed.inference.base.ENGINES
+    model: ModelConfig = field(default_factory=ModelConfig)  # the teacher (ignored by template)
+    actors: int = 1  # engine actors in the Ray Data pool
+    num_cpus: float = 1.0  # CPUs per actor
+    num_gpus: float = 0.0  # GPUs per actor (tensor_parallel_size of them on a GPU cluster)
+    tensor_parallel_size: int = 1  # vLLM tensor parallelism inside an actor
+    batch_size: int = 8  # images per engine call
+    max_model_len: int = 2048  # vLLM context length
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)  # extra vllm.LLM(...) keyword arguments
+    lora_path: str = ""  # optional LoRA adapter directory applied at generation
+    base_url: str = ""  # openai: the endpoint, e.g. http://host:8000/v1
+    served_model: str = ""  # openai: model name on the server (default: model.path)
+    api_key_env: str = "OPENAI_API_KEY"  # openai: the environment variable holding the key
+    max_concurrency: int = 8  # openai: requests in flight per actor
+    timeout_s: float = 120.0  # openai: per-request timeout
+    max_retries: int = 5  # openai: retries on 429/5xx/timeouts, with exponential backoff
+    template_noise: float = 0.0  # template: fraction of candidates made wrong (exercises rejection)
+
+    def __post_init__(self) -> None:
+        if self.actors < 1 or self.batch_size < 1 or self.tensor_parallel_size < 1:
+            raise ConfigError(f"engine: actors ({self.actors}), batch_size ({self.batch_size}) and "
+                              f"tensor_parallel_size ({self.tensor_parallel_size}) must be >= 1")
+        if self.name == "openai" and not self.base_url:
+            raise ConfigError("engine.base_url is required for engine 'openai' (e.g. http://host:8000/v1)")
+        if not 0.0 <= self.template_noise <= 1.0:
+            raise ConfigError(f"engine.template_noise: value {self.template_noise!r} must be in [0, 1]")
+
+
+@dataclass
+class Request:
+    """One image and the user text to send with it; `meta` carries row fields (path, label, ...)."""
+
+    image: Any  # PIL.Image
+    prompt: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Engine(Protocol):
+    """What every engine provides."""
+
+    model_id: str
+
+    def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[list[Completion]]:
+        """`sampling.n` completions per request, in request order."""
+        ...
+
+
+ENGINES: Registry[Any] = Registry("engine")
+ENGINES.add("template", "reasonbed.inference.template:TemplateEngine")
+ENGINES.add("vllm", "reasonbed.inference.vllm_engine:VLLMEngine")
+ENGINES.add("hf", "reasonbed.inference.hf_engine:HFEngine")
+ENGINES.add("openai", "reasonbed.inference.openai_engine:OpenAIEngine")
+
+
+def build_engine(cfg: EngineConfig, **context: Any) -> Engine:
+    """Construct the engine named by `cfg.name` (imports its module now)."""
+    return ENGINES.get(cfg.name)(cfg, **context)

@@ -1,0 +1,107 @@
+"""Config dataclasses of the models part: which model to load (`ModelConfig`) and how to adapt it
+with LoRA (`LoraConfig`). Both are filled by `reasonbed.config.load` from YAML and `key=value`
+overrides, and validate themselves in `__post_init__`, raising `ConfigError` naming field and value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from reasonbed.config import ConfigError
+
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+TINY_SIZES = ("tiny", "small")
+
+
+@dataclass
+class ModelConfig:
+    """Which multimodal LLM to load, and how."""
+
+    # Model family (architecture) name, one of reasonbed.models.families.FAMILIES (e.g. qwen2_vl).
+    family: str = "qwen2_vl"
+    # Hugging Face hub id or local directory; "" means the offline tiny model built by the factory.
+    path: str = ""
+    # Let transformers run modelling code shipped with the checkpoint (only for trusted models).
+    trust_remote_code: bool = False
+    # Weights dtype: float32, bfloat16, float16, or auto (the checkpoint's own).
+    dtype: str = "float32"
+    # Lower bound on an image's pixel count after resizing (0 = the processor's own setting);
+    # Qwen families only (InternVL tiles images at a fixed size).
+    min_image_pixels: int = 0
+    # Upper bound on an image's pixel count after resizing (0 = the processor's own setting);
+    # Qwen families only.
+    max_image_pixels: int = 0
+    # Size of the factory's tiny model when path is "": tiny (<1M params) or small (20-60M).
+    tiny_size: str = "tiny"
+    # Seed of the factory's tiny model when path is "" (random initialisation).
+    tiny_seed: int = 0
+
+    def __post_init__(self) -> None:
+        from reasonbed.models.families import FAMILIES
+
+        if self.family not in FAMILIES:
+            raise ConfigError(
+                f"model.family: value {self.family!r} is not a known model family; "
+                f"known: {', '.join(FAMILIES.names())}"
+            )
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"model.dtype: value {self.dtype!r} is not allowed; allowed: {', '.join(DTYPES)}")
+        if self.tiny_size not in TINY_SIZES:
+            raise ConfigError(
+                f"model.tiny_size: value {self.tiny_size!r} is not allowed; allowed: {', '.join(TINY_SIZES)}"
+            )
+        for name in ("min_image_pixels", "max_image_pixels", "tiny_seed"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"model.{name}: value {getattr(self, name)!r} must be >= 0")
+        if self.min_image_pixels and self.max_image_pixels and self.min_image_pixels > self.max_image_pixels:
+            raise ConfigError(
+                f"model.min_image_pixels: value {self.min_image_pixels!r} exceeds "
+                f"max_image_pixels {self.max_image_pixels!r}"
+            )
+
+
+@dataclass
+class LoraConfig:
+    """Low-rank adapters in the vision encoder and the language model (RD-MLDG: rank 8 in both)."""
+
+    # Rank of the low-rank update matrices.
+    r: int = 8
+    # Scaling numerator: the update is multiplied by alpha / r.
+    alpha: int = 16
+    # Dropout on the adapter's input, in [0, 1).
+    dropout: float = 0.05
+    # Leaf module names adapted inside the vision encoder's blocks; names a family lacks are skipped
+    # (Qwen2-VL: qkv, proj, fc1, fc2; Qwen2.5-VL: qkv, proj, gate/up/down_proj;
+    # InternVL3: q/k/v_proj, projection_layer, fc1, fc2). The patch embedding and projector are not adapted.
+    vision_targets: list[str] = field(
+        default_factory=lambda: [
+            "qkv", "proj", "q_proj", "k_proj", "v_proj", "projection_layer",
+            "fc1", "fc2", "gate_proj", "up_proj", "down_proj",
+        ]
+    )
+    # Leaf module names adapted inside the language model's decoder layers.
+    language_targets: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    # Also adapt the vision encoder (False: language model only).
+    apply_to_vision: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r < 1:
+            raise ConfigError(f"lora.r: value {self.r!r} must be an integer >= 1")
+        if not isinstance(self.alpha, (int, float)) or isinstance(self.alpha, bool) or self.alpha <= 0:
+            raise ConfigError(f"lora.alpha: value {self.alpha!r} must be a number > 0")
+        if not isinstance(self.dropout, (int, float)) or not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"lora.dropout: value {self.dropout!r} must be in [0, 1)")
+        for name in ("vision_targets", "language_targets"):
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)) or not all(
+                isinstance(item, str) and item.strip() for item in value
+            ):
+                raise ConfigError(f"lora.{name}: value {value!r} must be a list of module names")
+            setattr(self, name, list(value))
+        if not self.language_targets and not (self.apply_to_vision and self.vision_targets):
+            raise ConfigError(
+                f"lora.language_targets: value {self.language_targets!r} leaves nothing to adapt "
+                f"(apply_to_vision={self.apply_to_vision}, vision_targets={self.vision_targets!r})"
+            )

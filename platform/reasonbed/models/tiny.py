@@ -1,0 +1,183 @@
+"""The offline tiny-model factory: randomly initialised MLLMs of a real architecture, no hub needed.
+
+`build_tiny_model(family, size, out, seed)` writes, in Hugging Face format, a model of the family's
+real architecture at a tiny (<1M parameters) or small (20-60M) size, a byte-level BPE tokenizer
+trained locally (`reasonbed.models.tokenizer`) with the family's special tokens and chat template,
+and the family's processor (patch 14, merge 2, images of 56x56 to 224x224 pixels). Both transformers
+and vLLM load the result.
+
+Builds are deterministic (same seed, same bytes) and cached: without `out` the directory is
+`$REASONBED_CACHE/tiny-models/<family>-<size>-<hash>` (REASONBED_CACHE defaults to
+~/.cache/reasonbed), where the hash covers the architecture, tokenizer, processor, seed and factory
+version. A build is written to a temporary sibling directory, completed with a marker file, and
+renamed into place, so a directory with the marker is always complete and is reused as is.
+
+Command line (once the CLI is in place): python -m reasonbed tiny-model --family qwen2_vl --size tiny --out DIR
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from reasonbed.config import ConfigError
+from reasonbed.models.families import ModelFamily, get_family
+from reasonbed.models.tokenizer import corpus, train_bpe_tokenizer
+
+FACTORY_VERSION = 1
+SIZES = ("tiny", "small")
+TOKENIZER_VOCAB_SIZE = 1024  # target; the built-in corpus yields a little less
+MIN_PIXELS = 56 * 56
+MAX_PIXELS = 224 * 224
+MARKER = "reasonbed_tiny_model.json"
+
+
+def cache_root() -> Path:
+    """$REASONBED_CACHE, or ~/.cache/reasonbed."""
+    return Path(os.environ.get("REASONBED_CACHE") or Path.home() / ".cache" / "reasonbed").expanduser()
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def tiny_model_spec(family: str, size: str = "tiny", seed: int = 0) -> dict[str, Any]:
+    """Everything a build depends on, as plain data (what the cache hash covers)."""
+    fam = get_family(family)
+    if size not in SIZES:
+        raise ConfigError(f"size: value {size!r} is not allowed; allowed: {', '.join(SIZES)}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ConfigError(f"seed: value {seed!r} must be an integer >= 0")
+    return {
+        "factory_version": FACTORY_VERSION,
+        "family": fam.name,
+        "size": size,
+        "seed": seed,
+        "architecture": fam.tiny_spec(size),
+        "tokenizer": {"vocab_size": TOKENIZER_VOCAB_SIZE, "corpus_sha256": _sha(corpus()),
+                      "special_tokens": list(fam.special_tokens)},
+        "processor": {"min_pixels": MIN_PIXELS, "max_pixels": MAX_PIXELS},
+        "chat_template_sha256": _sha(fam.chat_template),
+        "transformers": version("transformers"),
+    }
+
+
+def tiny_model_hash(spec: dict[str, Any]) -> str:
+    """A short stable hash of a spec."""
+    return _sha(json.dumps(spec, sort_keys=True))[:12]
+
+
+def _is_complete(directory: Path, digest: str) -> bool:
+    marker = directory / MARKER
+    if not marker.is_file():
+        return False
+    try:
+        return json.loads(marker.read_text()).get("hash") == digest
+    except (OSError, ValueError):
+        return False
+
+
+def build_tokenizer(family: ModelFamily) -> Any:
+    """The family's transformers tokenizer over a BPE trained on the built-in corpus."""
+    import transformers
+
+    trained = train_bpe_tokenizer(list(family.special_tokens), TOKENIZER_VOCAB_SIZE)
+    model = json.loads(trained.to_str())["model"]
+    merges = [tuple(pair) if isinstance(pair, list) else tuple(pair.split(" ")) for pair in model["merges"]]
+    named = {family.eos_token, family.pad_token, *family.named_tokens.values()}
+    tokenizer = getattr(transformers, family.tokenizer_class_name)(
+        vocab=model["vocab"],
+        merges=merges,
+        unk_token=None,
+        bos_token=None,
+        eos_token=family.eos_token,
+        pad_token=family.pad_token,
+        extra_special_tokens=[token for token in family.special_tokens if token not in named],
+        model_max_length=4096,
+        **family.named_tokens,
+    )
+    tokenizer.chat_template = family.chat_template
+    for index, token in enumerate(family.special_tokens):
+        if tokenizer.convert_tokens_to_ids(token) != index:
+            raise RuntimeError(f"tiny tokenizer: special token {token!r} did not keep id {index}")
+    return tokenizer
+
+
+def instantiate_tiny_model(family: ModelFamily, size: str, tokenizer: Any, seed: int,
+                           device: str = "cpu") -> Any:
+    """A randomly initialised model of `family` at `size` (on the meta device: shapes only)."""
+    import torch
+
+    token_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in family.special_tokens}
+    config = family.tiny_config(size, len(tokenizer), token_ids)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        with torch.device(device):
+            model = family.model_class(config)
+    model.generation_config.bos_token_id = token_ids["<|endoftext|>"]
+    model.generation_config.eos_token_id = [token_ids[family.eos_token], token_ids["<|endoftext|>"]]
+    model.generation_config.pad_token_id = token_ids[family.pad_token]
+    return model.eval()
+
+
+def count_parameters(family: str, size: str = "tiny") -> int:
+    """Total parameters of the factory model of `family` at `size`, counted on the meta device."""
+    fam = get_family(family)
+    tiny_model_spec(family, size)  # validates size
+    model = instantiate_tiny_model(fam, size, build_tokenizer(fam), seed=0, device="meta")
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def _write(directory: Path, spec: dict[str, Any], digest: str) -> None:
+    family = get_family(spec["family"])
+    tokenizer = build_tokenizer(family)
+    model = instantiate_tiny_model(family, spec["size"], tokenizer, spec["seed"])
+    model.save_pretrained(directory)
+    processor = family.tiny_processor(tokenizer, MIN_PIXELS, MAX_PIXELS)
+    processor.save_pretrained(directory)
+    parameters = sum(parameter.numel() for parameter in model.parameters())
+    marker = {"hash": digest, "parameters": parameters, "spec": spec}
+    (directory / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+
+
+def build_tiny_model(family: str, size: str = "tiny", out: str | Path | None = None, seed: int = 0) -> Path:
+    """Build (or reuse) the tiny model of `family` at `size`; returns its directory.
+
+    Without `out` the model goes to the content-addressed cache directory. With `out`, a complete
+    build with the same hash there is reused; an earlier factory build is replaced; any other
+    non-empty directory is left alone and raises `ConfigError`.
+    """
+    spec = tiny_model_spec(family, size, seed)
+    digest = tiny_model_hash(spec)
+    target = Path(out) if out is not None else cache_root() / "tiny-models" / f"{family}-{size}-{digest}"
+    target = target.expanduser().absolute()
+    if _is_complete(target, digest):
+        return target
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"out: {str(target)!r} exists and is not a directory")
+    if target.is_dir() and any(target.iterdir()) and not (target / MARKER).exists():
+        raise ConfigError(f"out: directory {str(target)!r} is not empty and holds no tiny-model build")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        _write(staging, spec, digest)
+        if target.exists():  # empty, incomplete or stale factory build
+            if _is_complete(target, digest):  # another process finished first
+                return target
+            shutil.rmtree(target)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if _is_complete(target, digest):  # lost a race to a concurrent build
+                return target
+            raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target

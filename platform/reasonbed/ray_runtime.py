@@ -1,0 +1,66 @@
+"""The one place reasonbed starts or joins Ray, so every process gets the same runtime set-up.
+
+`init_ray()` joins an existing cluster (RAY_ADDRESS, `ray job submit`) or starts a local one, and
+always passes a runtime_env whose `worker_process_setup_hook` installs the torchvision import fix in
+every Ray worker, with the environment variables vLLM needs inside Ray actors. Keep Ray API calls
+that concern cluster start-up here, so a Ray version bump is a local change.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+SETUP_HOOK = "reasonbed.compat.torchvision_fix.install"
+
+# Settings for vLLM inside Ray actors (see README: vLLM in Ray).
+WORKER_ENV_DEFAULTS: dict[str, str] = {
+    "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+# Variables forwarded from the driver to workers when set (cache locations, S3 endpoint, offline).
+FORWARDED_ENV = (
+    "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "VLLM_CACHE_ROOT", "VLLM_CPU_KVCACHE_SPACE",
+    "VLLM_ENABLE_V1_MULTIPROCESSING", "XDG_CACHE_HOME", "TORCHINDUCTOR_CACHE_DIR", "REASONBED_CACHE",
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "PYTHONPATH",
+)
+
+log = logging.getLogger(__name__)
+
+
+def worker_runtime_env(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A runtime_env with the setup hook and environment reasonbed's workers need."""
+    env_vars = dict(WORKER_ENV_DEFAULTS)
+    env_vars.update({name: os.environ[name] for name in FORWARDED_ENV if name in os.environ})
+    runtime_env: dict[str, Any] = {"worker_process_setup_hook": SETUP_HOOK, "env_vars": env_vars}
+    if extra:
+        extra = dict(extra)
+        env_vars.update(extra.pop("env_vars", {}) or {})
+        runtime_env.update(extra)
+    return runtime_env
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, temp_dir: str | None = None,
+             runtime_env: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
+    """Start or join Ray with reasonbed's runtime_env; returns Ray's context (idempotent)."""
+    import ray
+
+    if ray.is_initialized():
+        return ray.get_runtime_context()
+    options: dict[str, Any] = {"runtime_env": worker_runtime_env(runtime_env), "log_to_driver": True}
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        options["address"] = address
+    else:
+        options["include_dashboard"] = kwargs.pop("include_dashboard", False)
+        if num_cpus is not None:
+            options["num_cpus"] = num_cpus
+        temp_dir = temp_dir or os.environ.get("RAY_TMPDIR")
+        if temp_dir:
+            options["_temp_dir"] = temp_dir
+    options.update(kwargs)
+    log.info("starting Ray (%s)", "address=" + address if address else "local")
+    return ray.init(**options)
