@@ -70,6 +70,7 @@ def probe() -> dict[str, Any]:
     out["node_id"] = ray.get_runtime_context().get_node_id()
     out["env"] = {name: os.environ.get(name) for name in WATCHED_ENV}
     out["cwd"] = os.getcwd()
+    out["finished_at"] = time.time()
     return out
 
 
@@ -138,7 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         offered = node_resources.get(result["node_id"], {}).get(name, 0)
         summary["placed"].append({"resource": name, "amount": amount, "node_id": result["node_id"],
                                   "node_offers": offered, "node_type": result["env"].get("RAY_NODE_TYPE_NAME"),
-                                  "errors": result["errors"]})
+                                  "finished_at": result["finished_at"], "errors": result["errors"]})
         if offered < amount:
             summary["errors"].append(f"{name}={amount:g} task ran on a node offering {offered}")
     for result in results:

@@ -64,7 +64,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))  # runnable from a checkout
     import reasonbed  # noqa: F401 - torchvision fix before anything imports it
-
     from reasonbed.jobcli import run_job
 
     raise SystemExit(run_job(main))

@@ -177,13 +177,19 @@ def _is_uri(value: str) -> bool:
     return "://" in value
 
 
-def validate_runtime_env(runtime_env: Mapping[str, Any], base: str | Path | None = None) -> None:
+def validate_runtime_env(runtime_env: Mapping[str, Any], base: str | Path | None = None,
+                         plugins: Iterable[str] = ()) -> None:
     """Validate with Ray's `RuntimeEnv`, local `working_dir` / `py_modules` paths taken relative to
     `base`; with `base=None` local paths are only checked to be strings (they may name a path inside
-    a container image). Raises on unknown fields or bad values.
+    a container image). Raises on bad values and on fields Ray does not know: Ray itself accepts
+    those as runtime_env plugin names, so a typo would only fail on the cluster (list real plugins
+    in `plugins`).
     """
     from ray.runtime_env import RuntimeEnv
 
+    unknown = set(runtime_env) - set(RuntimeEnv.known_fields) - set(plugins)
+    if unknown:
+        raise ValueError(f"unknown runtime_env fields {sorted(unknown)}; known: {sorted(RuntimeEnv.known_fields)}")
     env = copy.deepcopy(dict(runtime_env))
     local = {"working_dir": env.pop("working_dir", None), "py_modules": env.pop("py_modules", None)}
     wd, modules = local["working_dir"], local["py_modules"]

@@ -55,7 +55,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, temp_dir: 
     if address:
         options["address"] = address
     else:
-        options["include_dashboard"] = kwargs.pop("include_dashboard", False)
+        # The dashboard (bound to 127.0.0.1) serves Ray's state API, which Ray Train uses to clean up
+        # the placement groups of stopped runs: without it a stopped Tune trial can starve the next.
+        options["include_dashboard"] = kwargs.pop("include_dashboard", True)
+        options["dashboard_host"] = kwargs.pop("dashboard_host", "127.0.0.1")
         if num_cpus is not None:
             options["num_cpus"] = num_cpus
         temp_dir = temp_dir or os.environ.get("RAY_TMPDIR")

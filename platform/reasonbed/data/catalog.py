@@ -35,6 +35,7 @@ class DataConfig:
     split_seed: int = 0  # seed of the in/out holdout hash
     images_per_class: int = 12  # offline synthetic benchmark: images per (domain, class)
     image_size: int = 56  # offline benchmarks: image side in pixels
+    palette: Literal["random", "by_class"] = "random"  # synthetic_shapes: colour per image, or per class (easy)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.holdout_fraction < 1.0:
@@ -71,14 +72,15 @@ def discover_spec(root: str, storage_options: Mapping[str, Any] | None = None, n
 def offline_root(cfg: DataConfig) -> str:
     """Generate (once) the offline benchmark for `cfg` in the cache and return its root."""
     params = {"dataset": cfg.dataset, "images_per_class": cfg.images_per_class, "image_size": cfg.image_size,
-              "version": 1}
+              "palette": cfg.palette, "version": 1}
     key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
     root = cache_dir() / "data" / f"{cfg.dataset}-{key}"
     if (root / ".complete").exists():
         return str(root)
     staging = root.with_name(root.name + f".tmp{os.getpid()}")
     if cfg.dataset == "synthetic_shapes":
-        synthetic.generate(str(staging), images_per_class=cfg.images_per_class, image_size=cfg.image_size)
+        synthetic.generate(str(staging), images_per_class=cfg.images_per_class, image_size=cfg.image_size,
+                           palette=cfg.palette)
     else:
         digits.generate(str(staging), images_per_domain=cfg.images_per_class * 10, image_size=cfg.image_size)
     (staging / ".complete").write_text(json.dumps(params))

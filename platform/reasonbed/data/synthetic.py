@@ -139,8 +139,15 @@ def render(shape: str, colour: str, count: int, style: str, size: int, rng: rand
 
 
 def generate(root: str, images_per_class: int = 12, image_size: int = 56, seed: int = 0,
-             storage_options: Mapping[str, Any] | None = None) -> DatasetSpec:
-    """Write the benchmark under `root` (local or s3://): `images_per_class` per (domain, class)."""
+             storage_options: Mapping[str, Any] | None = None, palette: str = "random") -> DatasetSpec:
+    """Write the benchmark under `root` (local or s3://): `images_per_class` per (domain, class).
+
+    palette "random": colour is a nuisance drawn per image (shape alone decides the class);
+    "by_class": each class has its own colour in every coloured style (an easy split, where colour
+    is a shortcut that transfers to coloured test domains; sketch stays colourless).
+    """
+    if palette not in ("random", "by_class"):
+        raise ValueError(f"palette must be 'random' or 'by_class', got {palette!r}")
     if images_per_class < 1 or image_size < 28:
         raise ValueError(f"images_per_class must be >= 1 and image_size >= 28, got {images_per_class}, {image_size}")
     fs, base = storage.filesystem(root, storage_options)
@@ -151,6 +158,8 @@ def generate(root: str, images_per_class: int = 12, image_size: int = 56, seed: 
             fs.makedirs(f"{base}/{style}/{shape}", exist_ok=True)
             for index in range(images_per_class):
                 colour = rng.choice(sorted(COLOURS))
+                if palette == "by_class":
+                    colour = sorted(COLOURS)[SHAPES.index(shape) % len(COLOURS)]
                 count = rng.randint(1, 3)
                 image = render(shape, colour, count, style, image_size, rng)
                 buffer = io.BytesIO()

@@ -144,14 +144,19 @@ def _run_pass(cfg: GenerationConfig, spec: DatasetSpec, root: str, store: ShardS
     return written
 
 
-def run_generation(cfg: GenerationConfig) -> dict[str, Any]:
-    """Generate (or finish generating) chains for the configured data; returns the summary."""
+def run_generation(cfg: GenerationConfig, image_ids: set[str] | None = None) -> dict[str, Any]:
+    """Generate (or finish generating) chains for the configured data; returns the summary.
+
+    `image_ids` restricts generation to those images (SARR: the training split only).
+    """
     from reasonbed.ray_runtime import init_ray
 
     spec, root = catalog.resolve(cfg.data)
     store = ShardStore(cfg.output, cfg.output_storage_options)
     store.check_writable()
     index = scan(spec, root, cfg.domains or None, cfg.data.storage_options)
+    if image_ids is not None:
+        index = [row for row in index if row["id"] in image_ids]
     init_ray(address=cfg.ray_address or None)
     started = time.perf_counter()
     shards = plan_shards(index, cfg.shard_size, "pass0")

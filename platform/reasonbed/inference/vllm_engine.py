@@ -50,7 +50,9 @@ class VLLMEngine:
         if not _on_gpu():
             kwargs["enforce_eager"] = True
         if cfg.lora_path:
-            kwargs.update({"enable_lora": True, "max_lora_rank": 64, "max_loras": 1})
+            # enable_tower_connector_lora: apply the adapter's vision-encoder modules too (else ignored)
+            kwargs.update({"enable_lora": True, "max_lora_rank": 64, "max_loras": 1,
+                           "enable_tower_connector_lora": True})
         kwargs.update(cfg.engine_kwargs)
         self.llm = LLM(**kwargs)
         self._lora: Any = None

@@ -1,0 +1,106 @@
+"""The training job's config: data split, model and LoRA, method, optimisation, evaluation, Ray."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from reasonbed.config import ConfigError
+from reasonbed.data.catalog import DataConfig
+from reasonbed.models.configs import LoraConfig, ModelConfig
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with warmup and a schedule (RD-MLDG: lr 5e-4, batch 128, 3 epochs per stage)."""
+
+    lr: float = 5e-4  # peak learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    batch_size: int = 8  # global batch (all workers, all accumulation steps)
+    grad_accum: int = 1  # micro-batches per optimizer step on each worker
+    epochs: float = 3.0  # passes over the training images (fractions allowed)
+    max_steps: int = 0  # stop after this many optimizer steps (0 = from epochs)
+    warmup_ratio: float = 0.1  # fraction of steps with linear warmup
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"  # after warmup
+    max_grad_norm: float = 1.0  # gradient clipping (0 = off)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on GPUs that support it
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.batch_size < 1 or self.grad_accum < 1 or self.epochs <= 0 or self.max_steps < 0:
+            raise ConfigError(f"optim: lr ({self.lr}), batch_size ({self.batch_size}), grad_accum "
+                              f"({self.grad_accum}), epochs ({self.epochs}) must be positive, max_steps >= 0")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"optim.warmup_ratio: value {self.warmup_ratio!r} must be in [0, 1)")
+
+
+@dataclass
+class EvalConfig:
+    """Per-domain accuracy every `every` steps and at the end."""
+
+    every: int = 50  # evaluate (and checkpoint) every N optimizer steps; 0 = only at the end
+    max_per_domain: int = 0  # cap images per (domain, part) evaluated (0 = all); seeded choice
+    direct: bool = True  # evaluate with the classification prompt
+    reasoning: bool = False  # also evaluate with the reasoning prompt (conclusion parsed; slower)
+    reasoning_max_tokens: int = 256  # generation budget for reasoning-prompt evaluation
+    batch_size: int = 16  # images per generate call
+
+    def __post_init__(self) -> None:
+        if self.every < 0 or self.max_per_domain < 0 or self.batch_size < 1:
+            raise ConfigError("eval: every and max_per_domain must be >= 0, batch_size >= 1")
+        if not (self.direct or self.reasoning):
+            raise ConfigError("eval: at least one of eval.direct and eval.reasoning must be true")
+
+
+@dataclass
+class ScaleConfig:
+    """Ray Train workers and their resources."""
+
+    num_workers: int = 1  # data-parallel workers (DDP: gloo on CPU, NCCL on GPU)
+    use_gpu: bool = False  # one GPU per worker
+    cpus_per_worker: float = 1.0  # CPUs per worker
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # FSDP shards large models over GPUs
+    max_failures: int = 2  # worker-group restarts from the last checkpoint before the run fails
+    keep_checkpoints: int = 2  # checkpoints kept (latest)
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1 or self.cpus_per_worker <= 0:
+            raise ConfigError(f"scale: num_workers ({self.num_workers}) and cpus_per_worker "
+                              f"({self.cpus_per_worker}) must be positive")
+
+
+@dataclass
+class TrainConfig:
+    """One fine-tuning run: a method on a LODO split."""
+
+    method: str = "direct"  # a registered method: direct, reasoning, mtct, sarr, grpo, ...
+    method_config: dict[str, Any] = field(default_factory=dict)  # the method's own fields (see its config)
+    test_domain: str = ""  # the held-out domain (default: the dataset's first domain)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    chains: str = ""  # generation output with teacher chains (reasoning, mtct, sarr)
+    init_adapter: str = ""  # start from this LoRA adapter directory (e.g. an SFT run's adapter)
+    seed: int = 0  # seeds model init of LoRA, data order and chain choice
+    run_dir: str = "runs/train"  # where config, metrics.jsonl, adapter and `done` go (local path)
+    storage_path: str = ""  # Ray Train storage for checkpoints (local or s3://); default run_dir/ray
+    name: str = ""  # run name (default: method-dataset-test_domain-seed)
+    ray_address: str = ""  # join this Ray cluster (empty: RAY_ADDRESS or a local Ray)
+    fail_at_step: int = 0  # fault injection for tests: the rank-0 worker process exits at this step once
+
+    def __post_init__(self) -> None:
+        if self.optim.batch_size % self.scale.num_workers:
+            raise ConfigError(
+                f"optim.batch_size {self.optim.batch_size} does not divide over scale.num_workers "
+                f"{self.scale.num_workers}")
+        per_worker = self.optim.batch_size // self.scale.num_workers
+        if per_worker % self.optim.grad_accum:
+            raise ConfigError(
+                f"optim.batch_size {self.optim.batch_size} over {self.scale.num_workers} worker(s) gives "
+                f"{per_worker} per worker, which optim.grad_accum {self.optim.grad_accum} does not divide")
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{self.method}-{self.data.dataset}-{self.test_domain or 'auto'}-s{self.seed}"

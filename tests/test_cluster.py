@@ -1,0 +1,555 @@
+"""Cluster configs and job submission: launcher YAMLs, KubeRay manifests, runtime_env, autoscaling.
+
+Fast tests check `cluster/` with Ray's own machinery: the launcher YAMLs against the JSON schema the
+Ray wheel ships (`prepare_config` + `validate_config`), the KubeRay manifests against KubeRay's
+required fields and through the RayCluster -> autoscaling-config translation the Ray autoscaler runs
+in a KubeRay head pod, and `cluster/runtime_env.yaml` as a Ray `RuntimeEnv`.
+
+Slow tests start their OWN Ray head (own temp dir and HOME, own ports, own process session, token
+auth) with Ray's fake multi-node autoscaler mirroring `cluster/aws.yaml`'s worker groups, submit
+`jobs/cluster_check.py` with `ray job submit --runtime-env cluster/runtime_env.yaml`, and watch fake
+nodes being added and removed. They never run `ray stop`: teardown signals only the processes of the
+session they started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from reasonbed import cluster as rc
+from reasonbed.ray_runtime import SETUP_HOOK, worker_runtime_env
+
+REPO = Path(__file__).resolve().parents[1]
+CLUSTER = REPO / "cluster"
+LAUNCHERS = ("aws.yaml", "gcp.yaml")
+KUBERAY_FILES = sorted((CLUSTER / "kuberay").glob("*.yaml"))
+RAY_BIN = str(Path(sys.executable).with_name("ray")) if Path(sys.executable).with_name("ray").exists() \
+    else (shutil.which("ray") or "ray")
+# The job entrypoint says `python` as docs/cluster.md does; PATH puts this interpreter's folder first.
+PYTHON = "python" if Path(sys.executable).with_name("python").exists() else sys.executable
+CHECK_MARKER = "cluster_check:"
+# Instance types of the 8-GPU training group (AWS detects GPUs from the type).
+EIGHT_GPU_TYPES = {"p4d.24xlarge", "p4de.24xlarge", "p5.48xlarge", "p5e.48xlarge", "p5en.48xlarge"}
+
+
+def _launcher(name: str) -> dict[str, Any]:
+    return rc.load_yaml(CLUSTER / name)
+
+
+def _role_types(config: dict[str, Any], resource: str) -> dict[str, dict[str, Any]]:
+    return {n: t for n, t in rc.worker_node_types(config).items() if resource in rc.custom_resources(t)}
+
+
+# ------------------------------------------------------------------------------------ launcher YAMLs
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_launcher_yaml_validates_against_rays_schema(name: str) -> None:
+    prepared = rc.validate_launcher_config(_launcher(name))
+    assert prepared["head_node_type"] in prepared["available_node_types"]
+    assert prepared["provider"]["type"] == name.split(".")[0]
+
+
+@pytest.mark.parametrize("mutation", ["top_level_typo", "node_type_typo", "unknown_head", "min_above_global_max"])
+def test_launcher_validation_catches_mistakes(mutation: str) -> None:
+    """Negative control: the same validator rejects typos and bad node types."""
+    import jsonschema
+
+    config = copy.deepcopy(_launcher("aws.yaml"))
+    if mutation == "top_level_typo":
+        config["idle_timeout_minute"] = config.pop("idle_timeout_minutes")
+    elif mutation == "node_type_typo":
+        config["available_node_types"]["train_8gpu"]["max_worker"] = 2
+    elif mutation == "unknown_head":
+        config["head_node_type"] = "head_node"
+    else:
+        config["available_node_types"]["generation_1gpu"]["min_workers"] = config["max_workers"] + 1
+    with pytest.raises((jsonschema.ValidationError, ValueError)):
+        rc.validate_launcher_config(config)
+
+
+@pytest.mark.parametrize("name", LAUNCHERS)
+def test_launcher_worker_groups_and_setup(name: str) -> None:
+    config = _launcher(name)
+    raw = (CLUSTER / name).read_text()
+    types = config["available_node_types"]
+    head = types[config["head_node_type"]]
+    assert head["resources"].get("CPU") == 0, "the head runs no tasks"
+    train, generation = _role_types(config, rc.TRAIN_RESOURCE), _role_types(config, rc.GENERATION_RESOURCE)
+    assert len(train) == 1 and len(generation) == 1, (train, generation)
+    (train_type,), (gen_type,) = train.values(), generation.values()
+    assert rc.GENERATION_RESOURCE not in rc.custom_resources(train_type)
+    # One custom-resource unit per GPU: 8 on the training nodes, 1 on the generation nodes.
+    assert train_type["resources"][rc.TRAIN_RESOURCE] == 8
+    assert gen_type["resources"][rc.GENERATION_RESOURCE] == 1
+    if name == "aws.yaml":
+        assert train_type["node_config"]["InstanceType"] in EIGHT_GPU_TYPES
+    else:
+        assert train_type["resources"]["GPU"] == 8 and gen_type["resources"]["GPU"] == 1
+    workers = rc.worker_node_types(config)
+    for spec in workers.values():
+        assert 0 <= spec["min_workers"] <= spec["max_workers"]
+    assert sum(t["max_workers"] for t in workers.values()) <= config["max_workers"]
+    assert 0 < config["idle_timeout_minutes"] <= 60
+    # Setup installs the project with its gpu extra from the synced working dir.
+    assert any("pip install -e '.[gpu]'" in cmd and "reasonbed" in cmd for cmd in config["setup_commands"])
+    assert config["file_mounts"]["~/reasonbed"] == "."
+    # Container image: offered, but commented out.
+    assert "docker" not in config
+    assert re.search(r"^# docker:\n#\s+image: rayproject/ray:2\.60\.0", raw, re.M)
+    # Token auth on every node, the token shipped as a file.
+    for cmd in config["head_start_ray_commands"][1:] + config["worker_start_ray_commands"][1:]:
+        assert "RAY_AUTH_MODE=token" in cmd
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+
+
+SECRET_PATTERNS = {
+    "aws access key id": r"\b(AKIA|ASIA)[0-9A-Z]{16}\b",
+    "aws secret key": r"(?i)aws_secret_access_key\s*[:=]\s*\S+",
+    "private key": r"-----BEGIN [A-Z ]*PRIVATE KEY-----",
+    "gcp key file": r'"private_key(_id)?"\s*:',
+    "gcp credentials block": r"(?m)^\s*gcp_credentials\s*:",
+    "ray token value": r"(?i)RAY_AUTH_TOKEN\s*[:=]\s*['\"]?[0-9a-f]{16,}",
+    "password": r"(?i)\bpassword\s*[:=]\s*\S+",
+    "github token": r"\bgh[pousr]_[A-Za-z0-9]{20,}\b",
+}
+
+
+def test_no_credentials_in_cluster_files() -> None:
+    files = [p for p in CLUSTER.rglob("*") if p.is_file()] + [REPO / "docs" / "cluster.md"]
+    assert len(files) >= 8
+    for path in files:
+        text = path.read_text()
+        for label, pattern in SECRET_PATTERNS.items():
+            assert not re.search(pattern, text), f"{path.relative_to(REPO)} looks like it holds a {label}"
+
+
+def test_fake_autoscaling_config_mirrors_launcher() -> None:
+    launcher = _launcher("aws.yaml")
+    fake = rc.fake_autoscaling_config(launcher, gcs_address="127.0.0.1:6379", max_workers_per_type=2)
+    types = fake["available_node_types"]
+    assert set(types) == {rc.FAKE_HEAD_NODE_TYPE} | set(rc.worker_node_types(launcher))
+    for name, spec in rc.worker_node_types(launcher).items():
+        assert rc.custom_resources(types[name]) == rc.custom_resources(spec)
+        assert "GPU" not in types[name]["resources"] and types[name]["resources"]["CPU"] == 1
+        assert types[name]["min_workers"] == 0 and 1 <= types[name]["max_workers"] <= 2
+    assert fake["provider"] == {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
+                                "disable_launch_config_check": True, "gcs_address": "127.0.0.1:6379"}
+
+
+# -------------------------------------------------------------------------------------- runtime_env
+
+
+def test_runtime_env_yaml() -> None:
+    env = rc.load_runtime_env(CLUSTER / "runtime_env.yaml")  # also validated by Ray's RuntimeEnv
+    assert env["working_dir"] == "."
+    assert env["py_modules"] == ["platform/reasonbed"] and (REPO / "platform/reasonbed/__init__.py").is_file()
+    assert env["worker_process_setup_hook"] == SETUP_HOOK == "reasonbed.compat.torchvision_fix.install"
+    env_vars = env["env_vars"]
+    assert all(isinstance(v, str) for v in env_vars.values())
+    assert env_vars["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    assert env_vars["TOKENIZERS_PARALLELISM"] == "false"
+    assert "VLLM_CPU_KVCACHE_SPACE" not in env_vars, "CPU-only setting: commented out for GPU clusters"
+    assert re.search(r"^\s*# VLLM_CPU_KVCACHE_SPACE:", (CLUSTER / "runtime_env.yaml").read_text(), re.M)
+    for pattern in (".venv", ".git", "__pycache__", "runs", "outputs", ".pytest_cache"):
+        assert pattern in env["excludes"]
+
+
+def test_runtime_env_excludes_keep_the_upload_small() -> None:
+    """Walk the repository as Ray's packager does (excludes + .gitignore) without zipping it."""
+    from ray._private.runtime_env.packaging import _dir_travel, _get_excludes
+
+    excludes = rc.load_runtime_env()["excludes"]
+    files: list[Path] = []
+    _dir_travel(REPO, [_get_excludes(REPO, excludes)], lambda p: files.append(p) if p.is_file() else None,
+                include_gitignore=True)
+    relative = [p.relative_to(REPO).parts for p in files]
+    assert ("jobs", "cluster_check.py") in relative
+    assert not [r for r in relative if r[0] in (".venv", ".git") or "__pycache__" in r]
+    assert sum(p.stat().st_size for p in files) < 64 * 1024 * 1024
+
+
+def test_driver_runtime_env_conflicts_with_job_env_without_override() -> None:
+    """Ray 2.60 merges a job's runtime_env with the driver's `ray.init(runtime_env=...)` per field and
+    per env var, and refuses any overlap unless RAY_OVERRIDE_JOB_RUNTIME_ENV=1, in which case the
+    driver's values win. init_ray() sets the same hook and variables as cluster/runtime_env.yaml."""
+    from ray.runtime_env.runtime_env import _merge_runtime_env
+
+    job_env = rc.load_runtime_env()
+    driver_env = worker_runtime_env()
+    assert _merge_runtime_env(job_env, driver_env, override=False) is None
+    merged = _merge_runtime_env(job_env, driver_env, override=True)
+    assert merged["working_dir"] == "." and merged["py_modules"] == ["platform/reasonbed"]
+    assert merged["worker_process_setup_hook"] == SETUP_HOOK
+    assert job_env["env_vars"]["RAY_OVERRIDE_JOB_RUNTIME_ENV"] == "1"
+
+
+# ------------------------------------------------------------------------------------------ KubeRay
+
+
+def _kuberay_docs() -> dict[str, dict[str, Any]]:
+    docs = {}
+    for path in KUBERAY_FILES:
+        (doc,) = rc.load_yaml_documents(path)
+        docs[path.name] = doc
+    return docs
+
+
+def test_kuberay_folder_has_the_manifests() -> None:
+    kinds = {name: doc["kind"] for name, doc in _kuberay_docs().items()}
+    assert kinds == {"raycluster.yaml": "RayCluster", "rayjob-generate-reasoning.yaml": "RayJob",
+                     "rayjob-tune-pacs.yaml": "RayJob"}
+
+
+@pytest.mark.parametrize("path", KUBERAY_FILES, ids=lambda p: p.name)
+def test_kuberay_manifest_has_required_fields(path: Path) -> None:
+    (doc,) = rc.load_yaml_documents(path)
+    assert rc.kuberay_problems(doc) == []
+
+
+@pytest.mark.parametrize("mutation", ["no_group_name", "min_above_max", "bad_upscaling_mode", "no_image",
+                                      "wrong_api_version", "rayjob_bad_runtime_env", "rayjob_no_entrypoint"])
+def test_kuberay_checker_catches_mistakes(mutation: str) -> None:
+    docs = _kuberay_docs()
+    cluster, job = copy.deepcopy(docs["raycluster.yaml"]), copy.deepcopy(docs["rayjob-tune-pacs.yaml"])
+    groups = cluster["spec"]["workerGroupSpecs"]
+    doc = cluster
+    if mutation == "no_group_name":
+        del groups[0]["groupName"]
+    elif mutation == "min_above_max":
+        groups[1]["minReplicas"] = groups[1]["maxReplicas"] + 1
+    elif mutation == "bad_upscaling_mode":
+        cluster["spec"]["autoscalerOptions"]["upscalingMode"] = "Fast"
+    elif mutation == "no_image":
+        del cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+    elif mutation == "wrong_api_version":
+        cluster["apiVersion"] = "ray.io/v1alpha1"
+    elif mutation == "rayjob_bad_runtime_env":
+        job["spec"]["runtimeEnvYAML"] += "\nworking_dirr: /tmp\n"
+        doc = job
+    else:
+        del job["spec"]["entrypoint"]
+        doc = job
+    assert rc.kuberay_problems(doc)
+
+
+def _group_resources(autoscaling: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: t["resources"] for name, t in autoscaling["available_node_types"].items()}
+
+
+@pytest.mark.parametrize("path", KUBERAY_FILES, ids=lambda p: p.name)
+def test_kuberay_spec_gives_a_valid_autoscaling_config(path: Path) -> None:
+    """The translation the Ray autoscaler runs in a KubeRay head pod, validated by Ray's schema."""
+    (doc,) = rc.load_yaml_documents(path)
+    spec = doc["spec"] if doc["kind"] == "RayCluster" else doc["spec"]["rayClusterSpec"]
+    assert spec["enableInTreeAutoscaling"] is True
+    autoscaling = rc.raycluster_autoscaling_config(spec, name=doc["metadata"]["name"])
+    resources = _group_resources(autoscaling)
+    assert resources["headgroup"]["CPU"] == 0
+    assert resources["train-8gpu"]["GPU"] == 8 and resources["train-8gpu"][rc.TRAIN_RESOURCE] == 8
+    assert resources["generation-1gpu"]["GPU"] == 1 and resources["generation-1gpu"][rc.GENERATION_RESOURCE] == 1
+    assert autoscaling["idle_timeout_minutes"] == pytest.approx(10.0)
+    # The same custom resources as the launcher configs, so jobs place the same way everywhere.
+    launcher_custom = {k for t in rc.worker_node_types(_launcher("aws.yaml")).values() for k in rc.custom_resources(t)}
+    k8s_custom = {k for r in resources.values() for k in r if k not in rc.STANDARD_RESOURCES}
+    assert k8s_custom == launcher_custom == set(rc.NODE_ROLE_RESOURCES)
+    import ray
+
+    assert spec["rayVersion"] == ray.__version__
+
+
+def test_rayjobs_run_the_project_jobs_on_the_same_cluster_spec() -> None:
+    docs = _kuberay_docs()
+    cluster_spec = docs["raycluster.yaml"]["spec"]
+    job_env = rc.load_runtime_env()
+    expected = {"rayjob-tune-pacs.yaml": "jobs/tune_pacs.py", "rayjob-generate-reasoning.yaml": "jobs/generate_reasoning.py"}
+    for name, script in expected.items():
+        spec = docs[name]["spec"]
+        entry = spec["entrypoint"].split()
+        assert entry[:2] == ["python", script] and entry[entry.index("--dataset") + 1] == "pacs"
+        assert spec["rayClusterSpec"] == cluster_spec, f"{name}: rayClusterSpec drifted from raycluster.yaml"
+        assert spec["shutdownAfterJobFinishes"] is True
+        runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
+        assert runtime_env["env_vars"] == job_env["env_vars"]
+        assert runtime_env["worker_process_setup_hook"] == job_env["worker_process_setup_hook"]
+        assert Path(runtime_env["working_dir"]).is_absolute()
+
+
+def test_cluster_check_cli() -> None:
+    sys.path.insert(0, str(REPO / "jobs"))
+    try:
+        import cluster_check
+    finally:
+        sys.path.remove(str(REPO / "jobs"))
+    args = cluster_check.build_parser().parse_args(["--smoke-test", "--require", "generation_node=1",
+                                                    "--require", "train_node"])
+    assert args.smoke_test and args.require == [("generation_node", 1.0), ("train_node", 1.0)]
+    with pytest.raises(SystemExit):
+        cluster_check.build_parser().parse_args(["--require", "=2"])
+
+
+# ------------------------------------------------------------------- an own autoscaling Ray head
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _session_pids(sid: int) -> list[int]:
+    """Processes of one session (the `ray start` we launched leads its own): ours and only ours."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getsid(int(entry)) == sid:
+                    pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only, never a proxy
+
+
+class OwnRayHead:
+    """A Ray head in its own temp dir, ports and process session, with the fake autoscaler."""
+
+    def __init__(self, root: Path, autoscaling_config: dict[str, Any], head_cpus: int, gcs_port: int) -> None:
+        self.root = root
+        self.gcs_port = gcs_port
+        self.dashboard_port = _free_port()
+        self.token = secrets.token_hex(16)
+        self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
+        (root / "home").mkdir(parents=True, exist_ok=True)
+        (root / "tmp").mkdir(exist_ok=True)
+        config_path = root / "autoscaling.json"
+        config_path.write_text(json.dumps(autoscaling_config))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        env.update({
+            "HOME": str(root / "home"), "TMPDIR": str(root / "tmp"), "RAY_TMPDIR": str(root / "ray"),
+            "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
+            "RAY_FAKE_CLUSTER": "1", "RAY_enable_autoscaler_v2": "0", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+            # Every node, fake ones included, on the loopback address.
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+            "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        })
+        self.env = env
+        self.command = [
+            RAY_BIN, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
+            f"--num-cpus={head_cpus}", "--num-gpus=0", "--object-store-memory=200000000",
+            f"--temp-dir={root / 'ray'}", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
+            f"--ray-client-server-port={_free_port()}", "--dashboard-agent-listen-port=0",
+            "--disable-usage-stats", f"--autoscaling-config={config_path}",
+        ]
+        self.log_path = root / "head.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 120.0) -> None:
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(self.command, env=self.env, cwd=self.root, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ray start exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if any(n["state"] == "ALIVE" for n in self.nodes()):
+                    return
+            except OSError:
+                pass
+            time.sleep(1.0)
+        raise TimeoutError(f"head not ready after {timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def nodes(self) -> list[dict[str, Any]]:
+        """Nodes from the state API (HTTP, bearer token): no ray.init in the test process."""
+        request = urllib.request.Request(f"{self.dashboard_url}/api/v0/nodes?limit=100",
+                                         headers={"Authorization": f"Bearer {self.token}"})
+        with _NO_PROXY.open(request, timeout=10) as response:
+            return json.load(response)["data"]["result"]["result"]
+
+    def alive_workers(self) -> list[dict[str, Any]]:
+        return [n for n in self.nodes() if n["state"] == "ALIVE" and not n.get("is_head_node")]
+
+    def submit(self, *job_args: str, submission_id: str, runtime_env: str = "cluster/runtime_env.yaml",
+               script: str = "jobs/cluster_check.py") -> subprocess.Popen[str]:
+        """`ray job submit --runtime-env cluster/runtime_env.yaml -- python jobs/cluster_check.py ...`,
+        run from the repository root as docs/cluster.md says."""
+        command = [RAY_BIN, "job", "submit", "--address", self.dashboard_url, "--runtime-env", runtime_env,
+                   "--submission-id", submission_id, "--", PYTHON, script, *job_args]
+        return subprocess.Popen(command, cwd=REPO, env=self.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        sid = self.proc.pid
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)  # `ray start --block` stops the processes it started
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=30)
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # leftovers, e.g. fake nodes still up: our session only
+            pids = [p for p in _session_pids(sid) if p != os.getpid()]
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, sig)
+            deadline = time.monotonic() + 10
+            while pids and time.monotonic() < deadline:
+                time.sleep(0.2)
+                pids = [p for p in _session_pids(sid) if p != os.getpid()]
+            if not pids:
+                break
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=10)
+
+
+_LOG_TIME = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})"
+
+
+def _monitor_events(head: OwnRayHead) -> dict[str, list[tuple[float, str]]]:
+    """Autoscaler decisions from monitor.log as (unix time, node type or id): launches and idle removals."""
+    import datetime
+
+    def stamp(text: str) -> float:
+        return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+    events: dict[str, list[tuple[float, str]]] = {"launch": [], "idle_terminate": []}
+    asked: dict[str, float] = {}  # launcher thread -> when it got its launch request
+    for log in (head.root / "ray" / "session_latest" / "logs").glob("monitor.log*"):
+        for line in log.read_text(errors="replace").splitlines():
+            if m := re.search(_LOG_TIME + r".*NodeLauncher(\d+): Got \d+ nodes to launch", line):
+                asked[m[2]] = stamp(m[1])
+            elif m := re.search(_LOG_TIME + r".*NodeLauncher(\d+): Launching \d+ nodes, type (\S+)\.", line):
+                events["launch"].append((asked.pop(m[2], stamp(m[1])), m[3]))  # logged once created
+            elif m := re.search(_LOG_TIME + r".*Terminating the node with id (\S+) .*\(idle\)", line):
+                events["idle_terminate"].append((stamp(m[1]), m[2]))
+    return events
+
+
+def _summary(output: str) -> dict[str, Any]:
+    for line in output.splitlines():
+        if CHECK_MARKER in line:
+            return json.loads(line.split(CHECK_MARKER, 1)[1])
+    raise AssertionError(f"no '{CHECK_MARKER}' line in the job output:\n{output[-4000:]}")
+
+
+@pytest.fixture(scope="module")
+def own_head() -> Iterator[OwnRayHead]:
+    root = Path(tempfile.mkdtemp(prefix="rbc-"))  # short: Ray's socket paths must stay < 108 chars
+    gcs_port = _free_port()
+    config = rc.fake_autoscaling_config(rc.load_yaml(CLUSTER / "aws.yaml"), gcs_address=f"127.0.0.1:{gcs_port}",
+                                        head_resources={"CPU": 2}, worker_cpus=1, max_workers_per_type=2,
+                                        idle_timeout_minutes=0.1)
+    head = OwnRayHead(root, config, head_cpus=2, gcs_port=gcs_port)
+    try:
+        head.start()
+        yield head
+    finally:
+        head.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_job_submit_with_runtime_env_runs_smoke_job(own_head: OwnRayHead) -> None:
+    proc = own_head.submit("--smoke-test", submission_id="cluster-check-smoke")
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output[-4000:]
+    summary = _summary(output)
+    assert summary["ok"] and summary["errors"] == []
+    assert summary["driver_runtime_env"]["worker_process_setup_hook"] == SETUP_HOOK
+    assert {"working_dir", "py_modules", "env_vars"} <= set(summary["driver_runtime_env"]["fields"])
+    for task in summary["tasks"]:
+        assert task["setup_hook_active"] and task["torchvision"]  # torchvision importable via the hook
+        assert task["platform_system"] and "/platform/platform" not in task["platform_file"]
+        # The package shipped with py_modules shadows the installed one; workers run in working_dir.
+        assert "runtime_resources" in task["reasonbed_file"] and "runtime_resources" in task["cwd"]
+        assert task["env"]["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+        assert task["env"]["TOKENIZERS_PARALLELISM"] == "false"
+
+
+@pytest.mark.slow
+def test_autoscaler_adds_fake_nodes_for_custom_resources_and_removes_idle_ones(
+        own_head: OwnRayHead, record_property: Callable[[str, object], None]) -> None:
+    deadline = time.monotonic() + 90
+    while own_head.alive_workers() and time.monotonic() < deadline:  # idle nodes of earlier tests
+        time.sleep(1)
+    assert not own_head.alive_workers()
+    # cluster/runtime_env.yaml without working_dir: fake nodes share one session directory, and Ray's
+    # working_dir plugin re-extracts the package (rmtree + unzip) on each node that first uses it,
+    # which would delete the directory the other "nodes'" workers run in. Real nodes have own disks.
+    runtime_env = rc.load_runtime_env()
+    del runtime_env["working_dir"]
+    runtime_env["py_modules"] = [str(REPO / m) for m in runtime_env["py_modules"]]
+    env_file = own_head.root / "runtime_env.autoscale.yaml"
+    env_file.write_text(yaml.safe_dump(runtime_env))
+    wanted = {rc.GENERATION_RESOURCE, rc.TRAIN_RESOURCE}
+    started = time.monotonic()
+    proc = own_head.submit("--smoke-test", "--require", f"{rc.GENERATION_RESOURCE}=1",
+                           "--require", f"{rc.TRAIN_RESOURCE}=1", submission_id="cluster-check-autoscale",
+                           runtime_env=str(env_file), script=str(REPO / "jobs" / "cluster_check.py"))
+    node_up: dict[str, float] = {}  # resource -> unix time its fake node was first seen ALIVE
+    while proc.poll() is None and time.monotonic() - started < 300:
+        for node in own_head.alive_workers():
+            for resource in wanted & set(node.get("resources_total", {})):
+                node_up.setdefault(resource, time.time())
+        time.sleep(0.25)
+    output, _ = proc.communicate(timeout=60)
+    job_done, job_done_wall = time.monotonic(), time.time()
+    assert proc.returncode == 0, output[-4000:]
+    summary = _summary(output)
+    assert summary["ok"], summary["errors"]
+    placed = {p["resource"]: p for p in summary["placed"]}
+    assert set(placed) == wanted
+    for p in placed.values():
+        assert p["node_offers"] >= 1, p  # ran on a node of the type that advertises it
+    assert {p["node_type"] for p in placed.values()} == {"train_8gpu", "generation_1gpu"}
+    assert summary["nodes_alive"] >= 3
+    assert set(node_up) == wanted, f"fake nodes seen: {node_up}"
+    # Idle fake nodes go away after the idle timeout (0.1 min here).
+    while own_head.alive_workers() and time.monotonic() - job_done < 120:
+        time.sleep(0.25)
+    removed_after = round(time.monotonic() - job_done, 1)
+    assert not own_head.alive_workers(), "idle fake nodes were not removed"
+    events = _monitor_events(own_head)
+    launched = {node_type: ts for ts, node_type in sorted(events["launch"], reverse=True)}
+    type_of = {rc.TRAIN_RESOURCE: "train_8gpu", rc.GENERATION_RESOURCE: "generation_1gpu"}
+    assert set(type_of.values()) <= set(launched), events
+    assert len(events["idle_terminate"]) >= 2, events
+    figures = {
+        "launch_request_to_node_alive_s": {r: round(node_up[r] - launched[type_of[r]], 1) for r in wanted},
+        "submit_to_node_alive_s": {r: round(node_up[r] - (job_done_wall - (job_done - started)), 1) for r in wanted},
+        # From the end of a node's last task to the autoscaler's idle termination (timeout 6 s).
+        "task_end_to_idle_termination_s": {
+            r: round(min(ts for ts, node in events["idle_terminate"] if node == placed[r]["node_id"])
+                     - placed[r]["finished_at"], 1) for r in wanted},
+        "all_workers_gone_s_after_job": removed_after,
+        "job_wall_s": round(job_done - started, 1), "driver_elapsed_s": summary["elapsed_s"],
+    }
+    record_property("autoscaling", json.dumps(figures))
+    print("autoscaling figures:", json.dumps(figures))
