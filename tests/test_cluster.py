@@ -553,3 +553,12 @@ def test_autoscaler_adds_fake_nodes_for_custom_resources_and_removes_idle_ones(
     }
     record_property("autoscaling", json.dumps(figures))
     print("autoscaling figures:", json.dumps(figures))
+
+
+@pytest.mark.slow
+def test_job_submit_tune_pacs_smoke_test(own_head: OwnRayHead) -> None:
+    """The README's main job, submitted to a local head on 127.0.0.1 as a cluster user would."""
+    proc = own_head.submit("--smoke-test", submission_id="tune-pacs-smoke", script="jobs/tune_pacs.py")
+    output, _ = proc.communicate(timeout=1200)
+    assert proc.returncode == 0, output[-6000:]
+    assert "succeeded" in output and '"report"' in output and "report.html" in output

@@ -191,8 +191,7 @@ def validate_runtime_env(runtime_env: Mapping[str, Any], base: str | Path | None
     if unknown:
         raise ValueError(f"unknown runtime_env fields {sorted(unknown)}; known: {sorted(RuntimeEnv.known_fields)}")
     env = copy.deepcopy(dict(runtime_env))
-    local = {"working_dir": env.pop("working_dir", None), "py_modules": env.pop("py_modules", None)}
-    wd, modules = local["working_dir"], local["py_modules"]
+    wd, modules = env.pop("working_dir", None), env.pop("py_modules", None)
     if wd is not None and not isinstance(wd, str):
         raise ValueError(f"working_dir must be a string, got {wd!r}")
     if modules is not None and not (isinstance(modules, list) and all(isinstance(m, str) for m in modules)):

@@ -36,6 +36,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def format_override(key: str, value: Any) -> str:
+    """`key=value` with the value written as JSON (valid YAML), so types survive the round trip."""
+    import json
+
+    return f"{key}={json.dumps(value)}"
+
+
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node = tree

@@ -8,6 +8,7 @@ that concern cluster start-up here, so a Ray version bump is a local change.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -43,6 +44,32 @@ def worker_runtime_env(extra: Mapping[str, Any] | None = None) -> dict[str, Any]
     return runtime_env
 
 
+def submitted_job_runtime_env() -> dict[str, Any] | None:
+    """The runtime_env of the submitted job this driver runs in (`ray job submit`), else None."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")  # set by Ray's job supervisor for the driver
+    return (json.loads(raw).get("runtime_env") or {}) if raw else None
+
+
+def driver_runtime_env(extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What init_ray passes: everything, or inside a submitted job only what the job's env lacks.
+
+    Ray merges a driver's runtime_env with the job's field by field and refuses overlaps, so inside
+    `ray job submit` the job's runtime_env wins and only missing keys and variables are added
+    (PYTHONPATH, which names the submitting machine's paths, is never forwarded there).
+    """
+    runtime_env = worker_runtime_env(extra)
+    job_env = submitted_job_runtime_env()
+    if job_env is None:
+        return runtime_env
+    job_vars = job_env.get("env_vars") or {}
+    env_vars = {key: value for key, value in runtime_env.pop("env_vars").items()
+                if key not in job_vars and key != "PYTHONPATH"}
+    runtime_env = {key: value for key, value in runtime_env.items() if key not in job_env}
+    if env_vars:
+        runtime_env["env_vars"] = env_vars
+    return runtime_env
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None, temp_dir: str | None = None,
              runtime_env: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
     """Start or join Ray with reasonbed's runtime_env; returns Ray's context (idempotent)."""
@@ -50,7 +77,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, temp_dir: 
 
     if ray.is_initialized():
         return ray.get_runtime_context()
-    options: dict[str, Any] = {"runtime_env": worker_runtime_env(runtime_env), "log_to_driver": True}
+    options: dict[str, Any] = {"runtime_env": driver_runtime_env(runtime_env), "log_to_driver": True}
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         options["address"] = address

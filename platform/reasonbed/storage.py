@@ -58,3 +58,16 @@ def redact(storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
         else:
             safe[key] = value
     return safe
+
+
+def pyarrow_filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tuple[Any, str]:
+    """A pyarrow filesystem (wrapping fsspec, so endpoints and credentials behave the same) and a path.
+
+    For Ray Train / Tune `storage_filesystem`: local paths return (None, path).
+    """
+    if not is_remote(url):
+        return None, url
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    fs, path = filesystem(url, storage_options)
+    return PyFileSystem(FSSpecHandler(fs)), path

@@ -152,6 +152,13 @@ def run_generation(cfg: GenerationConfig, image_ids: set[str] | None = None) -> 
     from reasonbed.ray_runtime import init_ray
 
     spec, root = catalog.resolve(cfg.data)
+    if cfg.engine.name in ("vllm", "hf"):  # fail here, naming the path, not inside an actor
+        from dataclasses import replace
+
+        from reasonbed.models.families import resolve_model_path
+
+        model = replace(cfg.engine.model, path=resolve_model_path(cfg.engine.model))
+        cfg = replace(cfg, engine=replace(cfg.engine, model=model))
     store = ShardStore(cfg.output, cfg.output_storage_options)
     store.check_writable()
     index = scan(spec, root, cfg.domains or None, cfg.data.storage_options)

@@ -81,6 +81,7 @@ class Completion:
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    token_ids: list[int] = field(default_factory=list)  # the sampled ids (GRPO scores exactly these)
 
 
 class Engine(Protocol):

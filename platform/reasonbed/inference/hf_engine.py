@@ -5,6 +5,7 @@ Also the fallback rollout engine for SARR and GRPO: `load_adapter()` swaps a LoR
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from reasonbed.inference.base import Completion, EngineConfig, Request, SamplingConfig
@@ -21,7 +22,7 @@ class HFEngine:
         if model is None:
             model, processor = load_model_and_processor(cfg.model)
         self.model, self.processor = model, processor
-        self.model_id = cfg.model.path or "tiny-" + cfg.model.family
+        self.model_id = os.path.basename(cfg.model.path.rstrip("/")) or "tiny-" + cfg.model.family
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device).eval()
         self.processor.tokenizer.padding_side = "left"
@@ -59,6 +60,6 @@ class HFEngine:
                 ids = row.tolist()
                 length = next((i + 1 for i, token in enumerate(ids) if token == eos), len(ids))
                 text = self.processor.tokenizer.decode(ids[:length], skip_special_tokens=True)
-                candidates.append(Completion(text, int(prompt_tokens[index]), length))
+                candidates.append(Completion(text, int(prompt_tokens[index]), length, ids[:length]))
             results.append(candidates)
         return results

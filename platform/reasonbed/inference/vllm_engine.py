@@ -39,7 +39,7 @@ class VLLMEngine:
 
         self.cfg = cfg
         self.path = resolve_model_path(cfg.model)
-        self.model_id = cfg.model.path or os.path.basename(self.path.rstrip("/"))
+        self.model_id = os.path.basename(self.path.rstrip("/")) if os.path.isdir(self.path) else self.path
         self.processor = load_processor(cfg.model, self.path)
         kwargs: dict[str, Any] = {
             "model": self.path, "dtype": cfg.model.dtype if cfg.model.dtype != "auto" else "auto",
@@ -78,7 +78,8 @@ class VLLMEngine:
             params.append(SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
                                          max_tokens=sampling.max_tokens, seed=request_seed(sampling.seed, key)))
         outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=self._lora)
-        return [[Completion(choice.text, len(output.prompt_token_ids or []), len(choice.token_ids))
+        return [[Completion(choice.text, len(output.prompt_token_ids or []), len(choice.token_ids),
+                            list(choice.token_ids))
                  for choice in output.outputs] for output in outputs]
 
     def close(self) -> None:

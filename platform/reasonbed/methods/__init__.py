@@ -10,5 +10,6 @@ METHODS.add("direct", "reasonbed.methods.direct:DirectMethod")
 METHODS.add("reasoning", "reasonbed.methods.reasoning:ReasoningMethod")
 METHODS.add("mtct", "reasonbed.methods.mtct:MTCTMethod")
 METHODS.add("sarr", "reasonbed.methods.sarr:SARRMethod")
+METHODS.add("grpo", "reasonbed.methods.grpo:GRPOMethod")
 
 __all__ = ["METHODS", "Method", "Pathway"]

@@ -21,6 +21,7 @@ from reasonbed.data import catalog
 from reasonbed.data.reader import scan
 from reasonbed.data.specs import DatasetSpec
 from reasonbed.data.splits import lodo_split
+from reasonbed.train import checkpointing
 from reasonbed.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (), chains_overrid
     run_dir = Path(cfg.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "done").unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "replicas", ignore_errors=True)
     if write_run_dir:
         dump_yaml(cfg, run_dir / "config.yaml")
     init_ray(address=cfg.ray_address or None)
@@ -110,7 +112,7 @@ def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (), chains_overrid
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg, "examples": examples, "eval_rows": rows, "model_path": model_path,
-                           "data_root": root, "class_names": spec.display_names},
+                           "data_root": root, "class_names": spec.display_names, "run_dir": str(run_dir)},
         scaling_config=ScalingConfig(num_workers=cfg.scale.num_workers, use_gpu=cfg.scale.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(
@@ -121,11 +123,11 @@ def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (), chains_overrid
         ),
     )
     result = trainer.fit()
-    metrics = [] if result.metrics_dataframe is None else result.metrics_dataframe.to_dict(orient="records")
     adapter = run_dir / "adapter"
     if result.checkpoint is None:
         raise RuntimeError(f"training run {cfg.run_name!r} ended without a checkpoint")
     with result.checkpoint.as_directory() as directory:
+        metrics = checkpointing.history(directory)  # every report, across worker restarts
         shutil.rmtree(adapter, ignore_errors=True)
         shutil.copytree(Path(directory) / "adapter", adapter)
     if write_run_dir:

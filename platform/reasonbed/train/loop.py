@@ -88,6 +88,27 @@ def evaluate_all(model: Any, processor: Any, cfg: Any, method: Any, rows: list, 
     return metrics
 
 
+def write_replica_record(run_dir: str, rank: int, name: str, text: str) -> None:
+    """A small per-rank diagnostic file under run_dir/replicas (adapter hash, resume step)."""
+    from pathlib import Path
+
+    directory = Path(run_dir) / "replicas"
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"rank{rank}.{name}").write_text(text)
+
+
+def adapter_digest(model: Any) -> str:
+    """sha256 over the trainable (LoRA) parameters, in name order: equal on every DDP replica."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, parameter in sorted(checkpointing.unwrap(model).named_parameters()):
+        if parameter.requires_grad:
+            digest.update(name.encode())
+            digest.update(parameter.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Entry point of each Ray Train worker (config: cfg, examples, eval rows, paths, class names)."""
     import ray.train
@@ -117,12 +138,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     scheduler = get_scheduler(cfg.optim.schedule, optimizer, num_warmup_steps=int(cfg.optim.warmup_ratio * steps),
                               num_training_steps=steps)
     images = ImageStore(config["data_root"], cfg.data.storage_options)
-    start_step = 0
+    start_step, history = 0, []
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
-            start_step = int(checkpointing.restore(directory, model, optimizer, scheduler)["step"])
+            state = checkpointing.restore(directory, model, optimizer, scheduler)
+            start_step, history = int(state["step"]), list(state.get("history", []))
         log.info("rank %d resumed from step %d", rank, start_step)
+        write_replica_record(config["run_dir"], rank, "resumed", str(start_step))
     elif cfg.fail_at_step and rank == 0:
         log.info("fault injection armed at step %d", cfg.fail_at_step)
     pad = processor.tokenizer.pad_token_id
@@ -131,7 +154,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     started, window = time.perf_counter(), []
     for step in range(start_step, steps):
         if cfg.fail_at_step and step == cfg.fail_at_step and not checkpoint and rank == 0:
-            os._exit(1)  # a real worker death, once: the restarted group resumes from a checkpoint
+            # A real worker death, once. Wait until the controller has registered the checkpoints
+            # reported so far (a crash before that would lose them, as a real one can), then die.
+            ray.train.get_all_reported_checkpoints()
+            os._exit(1)
         share = worker_share(step_indices(len(examples), cfg.optim.batch_size, step, cfg.seed), rank, world)
         optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0
@@ -168,10 +194,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                             "seconds": time.perf_counter() - started, "total_steps": steps})
             with tempfile.TemporaryDirectory() as directory:
                 saved = None
+                history.append(metrics)
                 if rank == 0:
-                    checkpointing.save(directory, model, optimizer, scheduler, {"step": done, **metrics})
+                    checkpointing.save(directory, model, optimizer, scheduler, {"step": done, "history": history})
                     saved = ray.train.Checkpoint.from_directory(directory)
                 ray.train.report(metrics, checkpoint=saved)
             window = []
         elif rank == 0 and done % 10 == 0:
             log.info("step %d/%d loss %.4f", done, steps, step_loss)
+    write_replica_record(config["run_dir"], rank, "sha256", adapter_digest(model))

@@ -1,0 +1,132 @@
+"""`grpo`: RL fine-tuning of the LoRA adapter with domain-knowledge rewards (GRPO, DeepSeekMath).
+
+Per training image the policy samples G completions (vLLM actor with the current adapter, or
+transformers); weighted rewards (reasonbed.rewards) are normalised within each group into
+advantages; the loss is the clipped policy-ratio objective plus a k3 KL penalty towards the base
+model (the adapter disabled). The loop is `reasonbed.rl`; this module holds the options, validated
+on construction, and the prompt.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from reasonbed.config import ConfigError
+from reasonbed.methods.base import Method, Pathway
+from reasonbed.prompts import classification_prompt, reasoning_prompt
+
+
+@dataclass
+class GRPOConfig:
+    """Options of the `grpo` method (method_config.* in a TrainConfig)."""
+
+    # Completions sampled per training image (the group); advantages are normalised within it, so >= 2.
+    group_size: int = 4
+    # Reward terms, by name in reasonbed.rewards.REWARDS (format, accuracy, hierarchy, consistency, length).
+    rewards: list[str] = field(default_factory=lambda: ["format", "accuracy", "hierarchy"])
+    # One weight per reward term, in the same order; the advantage uses the weighted sum.
+    reward_weights: list[float] = field(default_factory=lambda: [0.2, 1.0, 0.5])
+    # Weight beta of the per-token k3 KL estimate towards the reference policy (base model, adapter off).
+    kl_weight: float = 0.04
+    # Clip range epsilon of the policy ratio: the ratio is clipped to [1 - eps, 1 + eps].
+    clip_epsilon: float = 0.2
+    # Policy updates per rollout batch (mu); with 1 the old log-probs equal the current ones.
+    iterations: int = 1
+    # Divide group-centred rewards by the group's standard deviation (false: centre only, as in Dr. GRPO).
+    scale_advantages: bool = True
+    # Rollout engine: a vLLM actor that loads the current adapter every step, or transformers generate.
+    engine: Literal["vllm", "hf"] = "vllm"
+    # Prompt: "direct" (answer with the option only) or "reasoning" (five tagged stages, then the option).
+    prompt: Literal["direct", "reasoning"] = "reasoning"
+    # Completion length limit in tokens (direct answers need about 8).
+    max_tokens: int = 256
+    # Sampling temperature of the rollouts (> 0: identical samples carry no advantage).
+    temperature: float = 1.0
+    # Nucleus sampling mass of the rollouts.
+    top_p: float = 1.0
+    # hierarchy reward: credit of a wrong answer inside the label's super-class.
+    hierarchy_partial: float = 0.5
+    # hierarchy reward: penalty for an answer outside the label set (naming no option, or several).
+    outside_penalty: float = 1.0
+    # length reward: tokens allowed before the penalty starts.
+    length_budget: int = 200
+    # consistency reward: the label-preserving transform giving the second view (hflip, crop, grayscale).
+    consistency_transform: str = "hflip"
+    # vLLM rollout actor: CPUs it reserves.
+    rollout_cpus: float = 1.0
+    # vLLM rollout actor: GPUs it reserves (1 on a GPU cluster).
+    rollout_gpus: float = 0.0
+    # vLLM rollout actor: extra custom Ray resources, e.g. {generation_node: 1} on the reference cluster.
+    rollout_resources: dict[str, float] = field(default_factory=dict)
+    # vLLM rollout actor: context length.
+    rollout_max_model_len: int = 2048
+    # vLLM rollout actor: extra vllm.LLM(...) keyword arguments (e.g. gpu_memory_utilization).
+    rollout_engine_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from reasonbed.registry import RegistryError
+        from reasonbed.rewards import REWARDS
+        from reasonbed.rewards.transforms import TRANSFORMS
+
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"method_config.{name}: value {getattr(self, name)!r} {why}")
+
+        if not isinstance(self.group_size, int) or self.group_size < 2:
+            raise bad("group_size", "must be an integer >= 2 (advantages are normalised within a group)")
+        if not self.rewards:
+            raise bad("rewards", f"must name at least one reward; known: {', '.join(REWARDS.names())}")
+        for name in self.rewards:
+            if name not in REWARDS:
+                raise bad("rewards", f"names unknown reward {name!r}; known rewards: {', '.join(REWARDS.names())}")
+        if len(set(self.rewards)) != len(self.rewards):
+            raise bad("rewards", "names a reward twice")
+        if len(self.reward_weights) != len(self.rewards):
+            raise bad("reward_weights", f"has {len(self.reward_weights)} weights for {len(self.rewards)} rewards "
+                                        f"{self.rewards}: give one weight per reward")
+        if self.kl_weight < 0:
+            raise bad("kl_weight", "must be >= 0")
+        if not 0 < self.clip_epsilon < 1:
+            raise bad("clip_epsilon", "must be in (0, 1)")
+        if self.iterations < 1:
+            raise bad("iterations", "must be >= 1")
+        if self.max_tokens < 1:
+            raise bad("max_tokens", "must be >= 1")
+        if self.temperature <= 0:
+            raise bad("temperature", "must be > 0 (GRPO needs different samples within a group)")
+        if not 0 < self.top_p <= 1:
+            raise bad("top_p", "must be in (0, 1]")
+        if self.outside_penalty < 0:
+            raise bad("outside_penalty", "must be >= 0 (it is subtracted)")
+        if "length" in self.rewards and self.length_budget < 1:
+            raise bad("length_budget", "must be >= 1 when the length reward is used")
+        try:
+            TRANSFORMS.get(self.consistency_transform)
+        except RegistryError as error:
+            raise bad("consistency_transform", f"is not known: {error}") from None
+        if self.rollout_cpus < 0 or self.rollout_gpus < 0 or self.rollout_max_model_len < 1:
+            raise ConfigError(f"method_config: rollout_cpus ({self.rollout_cpus}) and rollout_gpus "
+                              f"({self.rollout_gpus}) must be >= 0, rollout_max_model_len >= 1")
+
+
+class GRPOMethod(Method):
+    """The `grpo` method: options and prompt; training is reasonbed.rl (dispatched by train.run)."""
+
+    name = "grpo"
+    config_class = GRPOConfig
+
+    def __init__(self, options: Mapping[str, Any], class_names: Sequence[str]) -> None:
+        super().__init__(options, class_names)
+        self.eval_prompt = self.options.prompt  # val_acc / test_acc use the prompt the policy is trained on
+
+    def prompt(self) -> str:
+        """The user text of every rollout."""
+        if self.options.prompt == "reasoning":
+            return reasoning_prompt(self.class_names)
+        return classification_prompt(self.class_names)
+
+    def pathways(self, example: Mapping[str, Any], rng: random.Random) -> list[Pathway]:
+        """The supervised view of an example (label answer to the direct prompt); GRPO itself uses `prompt()`."""
+        return [Pathway("direct", classification_prompt(self.class_names), self.class_names[int(example["label"])])]

@@ -1,0 +1,81 @@
+"""Run one GRPO job: split, examples, a Ray Train TorchTrainer with the GRPO loop, and the run directory.
+
+`run_grpo(cfg)` resolves the data and the LODO split exactly as supervised training does
+(reasonbed.train.driver.resolve / prepare_examples: no test-domain leakage), runs
+`reasonbed.rl.loop.grpo_loop_per_worker` on Ray Train, and writes the same run directory layout:
+config.yaml, metrics.jsonl (every report: evaluation steps, with the means of the step metrics since
+the previous report), adapter/ (the final LoRA adapter), provenance.json and `done`; plus
+steps.jsonl, every step's metrics (reward/<term>, reward/total, kl, clip_fraction, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from reasonbed.config import dump_yaml, from_dict
+from reasonbed.train.config import TrainConfig
+from reasonbed.train.driver import TrainResult, prepare_examples, resolve
+
+
+def _plain(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, (int, str, bool)) or value is None
+
+
+def run_grpo(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
+    """GRPO fine-tuning of the LoRA adapter on one LODO split; returns the run directory and metrics."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from reasonbed.methods.grpo import GRPOConfig
+    from reasonbed.models.families import resolve_model_path
+    from reasonbed.provenance import provenance
+    from reasonbed.ray_runtime import init_ray
+    from reasonbed.rewards import super_classes_of
+    from reasonbed.rl.loop import HISTORY_FILE, grpo_loop_per_worker
+
+    cfg, spec, root, index = resolve(cfg)
+    from_dict(GRPOConfig, cfg.method_config, prefix="method_config.")  # fail here, not in a worker
+    examples, rows = prepare_examples(cfg, spec, index)
+    model_path = resolve_model_path(cfg.model)
+    run_dir = Path(cfg.run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "done").unlink(missing_ok=True)
+    dump_yaml(cfg, run_dir / "config.yaml")
+    init_ray(address=cfg.ray_address or None)
+    trainer = TorchTrainer(
+        grpo_loop_per_worker,
+        train_loop_config={"cfg": cfg, "examples": examples, "eval_rows": rows, "model_path": model_path,
+                           "data_root": root, "class_names": spec.display_names,
+                           "super_classes": super_classes_of(spec)},
+        scaling_config=ScalingConfig(num_workers=cfg.scale.num_workers, use_gpu=cfg.scale.use_gpu,
+                                     resources_per_worker={"CPU": cfg.scale.cpus_per_worker}),
+        run_config=RunConfig(
+            name=cfg.run_name, storage_path=cfg.storage_path or str(run_dir / "ray"),
+            failure_config=FailureConfig(max_failures=cfg.scale.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.scale.keep_checkpoints),
+            callbacks=list(callbacks) or None,
+        ),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"GRPO run {cfg.run_name!r} ended without a checkpoint")
+    metrics = [] if result.metrics_dataframe is None else [
+        {key: value for key, value in row.items() if _plain(value)}
+        for row in result.metrics_dataframe.to_dict(orient="records")]
+    adapter = run_dir / "adapter"
+    with result.checkpoint.as_directory() as directory:
+        shutil.rmtree(adapter, ignore_errors=True)
+        shutil.copytree(Path(directory) / "adapter", adapter)
+        shutil.copyfile(Path(directory) / HISTORY_FILE, run_dir / HISTORY_FILE)
+    with open(run_dir / "metrics.jsonl", "w") as handle:
+        handle.writelines(json.dumps(row, default=float) + "\n" for row in metrics)
+    (run_dir / "provenance.json").write_text(json.dumps(provenance(cfg, index), indent=2))
+    (run_dir / "done").write_text(json.dumps(metrics[-1] if metrics else {}, default=float))
+    return TrainResult(run_dir, metrics, adapter)

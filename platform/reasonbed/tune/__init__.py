@@ -1,0 +1,1 @@
+"""Hyperparameter search over LODO splits with Ray Tune + Optuna, honest selection and records."""

@@ -1,0 +1,207 @@
+"""The LODO sweep driver: one Tune experiment and Optuna study per (method, test domain, seed).
+
+The objective is `val_acc` (training-domain validation: the source domains' held-out parts), never
+the test domain. Each study runs Optuna's TPE (seeded, persistent in an RDB: SQLite by default)
+through Ray Tune, with ASHA stopping weak trials early; every trial launches its own Ray Train run.
+The sweep folder is named by a hash of its config, each finished study writes a `done` marker, and
+an interrupted sweep resumes with `Tuner.restore` when the same command is run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from reasonbed import storage
+from reasonbed.config import ConfigError, to_dict
+from reasonbed.data import catalog
+from reasonbed.tune.config import SweepConfig
+from reasonbed.tune.spaces import load_space
+
+log = logging.getLogger(__name__)
+
+
+def sweep_name(cfg: SweepConfig, dataset: str) -> str:
+    if cfg.name:
+        return cfg.name
+    digest = hashlib.sha1(json.dumps(to_dict(cfg), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{dataset}-{digest}"
+
+
+def study_name(method: str, test_domain: str, seed: int) -> str:
+    return f"{method}-{test_domain.replace(' ', '_')}-s{seed}"
+
+
+def check_resources(cfg: SweepConfig, per_trial_cpus: float, per_trial_gpus: float) -> None:
+    """Refuse a sweep whose concurrent trials cannot all get their workers (it would hang)."""
+    import ray
+
+    if cfg.allow_autoscaling:
+        return
+    total = ray.cluster_resources()
+    concurrent = cfg.max_concurrent_trials * cfg.studies_in_parallel
+    for name, need in (("CPU", per_trial_cpus), ("GPU", per_trial_gpus)):
+        have = float(total.get(name, 0.0))
+        if need and concurrent * need > have:
+            raise ConfigError(
+                f"max_concurrent_trials {cfg.max_concurrent_trials} x studies_in_parallel {cfg.studies_in_parallel}"
+                f" x {need:g} {name} per trial = {concurrent * need:g} {name}, but the cluster has {have:g} {name};"
+                f" lower the concurrency or set allow_autoscaling=true on an autoscaling cluster")
+
+
+def _write_text(uri: str, text: str) -> None:
+    fs, path = storage.filesystem(uri)
+    parent = path.rsplit("/", 1)[0]
+    fs.makedirs(parent, exist_ok=True)
+    fs.pipe(path, text.encode())
+
+
+def _exists(uri: str) -> bool:
+    fs, path = storage.filesystem(uri)
+    return fs.exists(path)
+
+
+def prepare_chains(cfg: SweepConfig, sweep_uri: str) -> str:
+    """Teacher chains for the methods that need them: given, or generated once into the sweep."""
+    from reasonbed.methods.base import build_method
+
+    needed = [m for m in cfg.methods if build_method(m, {}, ["a", "b"]).needs_chains]
+    if not needed or cfg.chains:
+        return cfg.chains
+    if not cfg.generate_chains:
+        raise ConfigError(f"methods {needed} need teacher chains: set chains=PATH (a generation output) "
+                          f"or generate_chains=true")
+    from reasonbed.config import load
+    from reasonbed.generation.config import GenerationConfig
+    from reasonbed.generation.pipeline import run_generation
+
+    output = storage.join(sweep_uri, "chains")
+    gen = load(GenerationConfig, base={"data": to_dict(cfg.data), "output": output,
+                                       "ray_address": cfg.ray_address, **cfg.generation})
+    summary = run_generation(gen)
+    log.info("teacher chains: %s", summary)
+    return output
+
+
+def _run_study(cfg: SweepConfig, method: str, test_domain: str, seed: int, chains: str, sweep_uri: str,
+               study_url: str) -> dict[str, Any]:
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from reasonbed.tune.optuna_search import StudySearch, close_abandoned, study_summary
+    from reasonbed.tune.trial import run_trial
+
+    name = study_name(method, test_domain, seed)
+    study_uri = storage.join(sweep_uri, name)
+    if _exists(storage.join(study_uri, "done")):
+        log.info("study %s is done: skipped", name)
+        return study_summary(study_url, name)
+    space = load_space(cfg.search_spaces, method, cfg.data.dataset)
+    trainable = tune.with_parameters(run_trial, sweep=cfg, method=method, test_domain=test_domain, seed=seed,
+                                     chains=chains, study=name, sweep_uri=sweep_uri)
+    trainable = tune.with_resources(trainable, {"CPU": 0.01})  # the driver function only waits on its run
+    filesystem, storage_path = storage.pyarrow_filesystem(sweep_uri)
+    experiment = f"{storage_path}/{name}"
+    if tune.Tuner.can_restore(experiment, storage_filesystem=filesystem):
+        log.info("study %s: restoring the interrupted experiment", name)
+        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True,
+                                   param_space=space.tune_space(), storage_filesystem=filesystem)
+    else:
+        if _exists(study_uri):  # interrupted before Tune saved any state: keep it aside, start afresh
+            import time
+
+            fs, path = storage.filesystem(study_uri)
+            aside = storage.filesystem(storage.join(sweep_uri, ".interrupted", f"{name}-{int(time.time())}"))[1]
+            fs.makedirs(aside.rsplit("/", 1)[0], exist_ok=True)
+            fs.mv(path, aside, recursive=True)
+            log.warning("study %s: unrestorable partial experiment moved to %s", name, aside)
+            if _study_exists(study_url, name):
+                close_abandoned(study_url, name)
+        defaults = space.defaults()
+        searcher = StudySearch(metric="val_acc", mode="max", seed=cfg.sampler_seed, study_name=name,
+                               storage=_storage(study_url), points_to_evaluate=[defaults] if defaults else None)
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=cfg.asha.max_t,
+                                  grace_period=cfg.asha.grace_period, reduction_factor=cfg.asha.reduction_factor)
+        tuner = tune.Tuner(
+            trainable, param_space=space.tune_space(),
+            tune_config=tune.TuneConfig(metric="val_acc", mode="max", search_alg=searcher, scheduler=scheduler,
+                                        num_samples=cfg.num_samples, max_concurrent_trials=cfg.max_concurrent_trials,
+                                        trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
+            run_config=tune.RunConfig(name=name, storage_path=storage_path, storage_filesystem=filesystem,
+                                      sync_config=tune.SyncConfig(sync_artifacts=True), verbose=1),
+        )
+    results = tuner.fit()
+    abandoned = close_abandoned(study_url, name)
+    errors = [str(result.error) for result in results if result.error]
+    summary = {**study_summary(study_url, name), "abandoned": abandoned, "errors": len(errors)}
+    if errors:
+        raise RuntimeError(f"study {name}: {len(errors)} trial(s) failed; first: {errors[0][:2000]}")
+    _write_text(storage.join(study_uri, "done"), json.dumps(summary))
+    return summary
+
+
+def _study_exists(url: str, name: str) -> bool:
+    import optuna
+
+    return name in {summary.study_name for summary in optuna.get_all_study_summaries(_storage(url))}
+
+
+def _storage(url: str) -> Any:
+    from reasonbed.tune.optuna_search import rdb_storage
+
+    return rdb_storage(url)
+
+
+def run_sweep(cfg: SweepConfig, local_root: str = "runs") -> dict[str, Any]:
+    """Tune every (method, test domain, seed); returns where results are and per-study summaries."""
+    import ray
+
+    from reasonbed.methods.base import build_method
+    from reasonbed.models.families import resolve_model_path
+    from reasonbed.ray_runtime import init_ray
+    from reasonbed.train.run import TrainConfig  # noqa: F401 - fail early on import problems
+    from reasonbed.tune.trial import trial_train_config
+
+    spec, root = catalog.resolve(cfg.data)
+    cfg = replace(cfg, data=replace(cfg.data, root=root))
+    domains = list(cfg.test_domains) or list(spec.domains)
+    for domain in domains:
+        spec.check_domain(domain)
+    for method in cfg.methods:
+        build_method(method, {}, spec.display_names)  # unknown method: clear error now
+        load_space(cfg.search_spaces, method, cfg.data.dataset)  # malformed space: clear error now
+    probe = trial_train_config({}, cfg, cfg.methods[0], domains[0], cfg.seeds[0], "")
+    resolve_model_path(probe.model)  # build the tiny model once, before trials race for it
+    name = sweep_name(cfg, spec.name)
+    sweep_uri = storage.join(cfg.storage, name) if storage.is_remote(cfg.storage) else str(
+        Path(cfg.storage).resolve() / name)
+    local = Path(local_root).resolve() / name if storage.is_remote(cfg.storage) else Path(sweep_uri)
+    local.mkdir(parents=True, exist_ok=True)
+    study_url = cfg.study_storage or f"sqlite:///{local / 'optuna.db'}"
+    init_ray(address=cfg.ray_address or None)
+    check_resources(cfg, probe.scale.num_workers * probe.scale.cpus_per_worker,
+                    probe.scale.num_workers if probe.scale.use_gpu else 0)
+    chains = prepare_chains(cfg, sweep_uri)
+    _write_text(storage.join(sweep_uri, "sweep.json"), json.dumps(
+        {"name": name, "config": to_dict(cfg), "study_storage": study_url, "chains": chains,
+         "studies": [study_name(m, d, s) for m in cfg.methods for d in domains for s in cfg.seeds]},
+        indent=2, default=str))
+    jobs = [(m, d, s) for m in cfg.methods for d in domains for s in cfg.seeds]
+    log.info("sweep %s: %d studies x %d samples -> %s", name, len(jobs), cfg.num_samples, sweep_uri)
+    if cfg.studies_in_parallel > 1:
+        remote = ray.remote(num_cpus=0)(_run_study)
+        summaries = []
+        for start in range(0, len(jobs), cfg.studies_in_parallel):
+            batch = jobs[start:start + cfg.studies_in_parallel]
+            summaries += ray.get([remote.remote(cfg, m, d, s, chains, sweep_uri, study_url) for m, d, s in batch])
+    else:
+        summaries = [_run_study(cfg, m, d, s, chains, sweep_uri, study_url) for m, d, s in jobs]
+    _write_text(storage.join(sweep_uri, "done"), json.dumps({"studies": summaries}, default=str))
+    if storage.is_remote(cfg.storage) and study_url.startswith("sqlite:///"):
+        fs, path = storage.filesystem(storage.join(sweep_uri, "optuna.db"))
+        fs.put(str(local / "optuna.db"), path)
+    return {"sweep": sweep_uri, "local": str(local), "study_storage": study_url, "studies": summaries}

@@ -1,0 +1,72 @@
+"""The shared body of jobs/tune_<dataset>.py: flags, the smoke preset, the sweep, then the report.
+
+`--smoke-test` runs the whole chain on the embedded default: the synthetic benchmark, the tiny
+model, template-teacher chains, tuning of `direct` and `mtct` over every LODO split with ASHA, and
+the report (Markdown + HTML) - the README's main job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+FLAGS = {
+    "data_root": "data.root", "storage": "storage", "num_samples": "num_samples", "name": "name",
+    "max_concurrent_trials": "max_concurrent_trials", "chains": "chains", "study_storage": "study_storage",
+    "studies_in_parallel": "studies_in_parallel",
+}
+SMOKE: dict[str, Any] = {
+    "data": {"dataset": "synthetic_shapes", "images_per_class": 4, "palette": "by_class"},
+    "methods": ["direct", "mtct"],
+    "num_samples": 2,
+    "max_concurrent_trials": 1,
+    "studies_in_parallel": 2,
+    "generate_chains": True,
+    "generation": {"engine": {"name": "template", "template_noise": 0.1}, "sampling": {"n": 2}},
+    "train": {"optim.max_steps": 16, "eval.every": 8, "eval.max_per_domain": 4},
+    "asha": {"grace_period": 1, "reduction_factor": 2, "max_t": 2},
+}
+
+
+def main(dataset: str, doc: str | None, argv: Sequence[str] | None = None) -> int:
+    from reasonbed.jobcli import base_parser, resolve_config
+    from reasonbed.report.build import build_report
+    from reasonbed.tune.config import SweepConfig
+    from reasonbed.tune.driver import run_sweep
+
+    parser = base_parser(doc)
+    for dest in FLAGS:
+        parser.add_argument("--" + dest.replace("_", "-"), dest=dest, default=None)
+    parser.add_argument("--methods", default=None, help="comma-separated methods, e.g. direct,mtct,sarr")
+    parser.add_argument("--seeds", default=None, help="comma-separated trial seeds, e.g. 0,1,2")
+    parser.add_argument("--test-domains", default=None, help="comma-separated test domains (default: all)")
+    args = parser.parse_args(argv)
+    for flag, key in (("methods", "methods"), ("seeds", "seeds"), ("test_domains", "test_domains")):
+        value = getattr(args, flag)
+        if value:
+            items = [item.strip() for item in value.split(",") if item.strip()]
+            args.overrides.append(f"{key}={json.dumps([int(i) for i in items] if flag == 'seeds' else items)}")
+    smoke = dict(SMOKE)
+    if not args.smoke_test:
+        args.overrides.insert(0, f"data.dataset={dataset}")
+    elif not args.storage:
+        smoke["storage"] = tempfile.mkdtemp(prefix="reasonbed-sweep-")
+    cfg = resolve_config(SweepConfig, args, FLAGS, smoke)
+    outcome = run_sweep(cfg)
+    report = build_report(outcome["sweep"], Path(outcome["local"]) / "report")
+    print(json.dumps({"sweep": outcome["sweep"], "report": str(report), "studies": outcome["studies"]},
+                     indent=2, default=str))
+    return 0
+
+
+def entry(dataset: str, doc: str | None) -> None:
+    from reasonbed.jobcli import run_job
+
+    sys.exit(run_job(lambda argv: main(dataset, doc, argv)))

@@ -1,0 +1,83 @@
+"""The one module that touches Optuna and Ray Tune's OptunaSearch.
+
+`StudySearch` is Ray Tune's OptunaSearch (TPE, seeded, persistent RDB storage) with two changes
+that keep the Optuna study honest for dashboards: a trial that ASHA stopped early is told to the
+study as PRUNED (with its intermediate values), not COMPLETE, and carries the user attributes
+`tune_trial_id` and `stopped_by`; `close_abandoned()` marks trials left RUNNING by an interrupted
+driver as FAIL (`abandoned`), so a restored sweep leaves no trial in limbo.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import optuna
+from ray.tune.search.optuna import OptunaSearch
+
+log = logging.getLogger(__name__)
+
+
+def rdb_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna storage for a SQLAlchemy URL (sqlite:///path.db by default)."""
+    return optuna.storages.RDBStorage(url)
+
+
+class StudySearch(OptunaSearch):
+    """OptunaSearch that records early stops as PRUNED and maps Tune trial ids into the study."""
+
+    def suggest(self, trial_id: str) -> dict | None:
+        config = super().suggest(trial_id)
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is not None:
+            ot_trial.set_user_attr("tune_trial_id", trial_id)
+        return config
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        stopped = bool(result) and not error and int(result.get("step", 0)) < int(result.get("total_steps", 0))
+        if not stopped or trial_id in self._completed_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        ot_trial = self._ot_trials[trial_id]
+        ot_trial.set_user_attr("stopped_by", "asha")
+        ot_trial.set_user_attr("stopped_at_step", int(result.get("step", 0)))
+        try:
+            self._ot_study.tell(ot_trial, state=optuna.trial.TrialState.PRUNED)
+        except Exception as exc:  # noqa: BLE001 - optuna refuses e.g. a trial already finished
+            log.warning("could not record trial %s as pruned: %s", trial_id, exc)
+        self._completed_trials.add(trial_id)
+
+
+def close_abandoned(storage_url: str, study_name: str) -> int:
+    """Mark trials still RUNNING (their driver was killed) as FAIL; returns how many."""
+    storage = rdb_storage(storage_url)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    study_id = storage.get_study_id_from_name(study_name)
+    closed = 0
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        storage.set_trial_user_attr(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number),
+                                    "abandoned", True)
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        closed += 1
+    return closed
+
+
+def study_summary(storage_url: str, study_name: str) -> dict[str, Any]:
+    """Counts of trial states (with early stops told apart), for logs and tests."""
+    study = optuna.load_study(study_name=study_name, storage=rdb_storage(storage_url))
+    states: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        states[trial.state.name] = states.get(trial.state.name, 0) + 1
+    return {"study": study_name, "states": states, "trials": sum(states.values())}
+
+
+def param_importances(storage_url: str, study_name: str) -> dict[str, float]:
+    """Optuna's parameter importances (fANOVA) over finished trials; empty if too few."""
+    study = optuna.load_study(study_name=study_name, storage=rdb_storage(storage_url))
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(finished) < 2:
+        return {}
+    try:
+        return dict(optuna.importance.get_param_importances(study))
+    except (RuntimeError, ValueError) as error:
+        log.info("no parameter importances for %s: %s", study_name, error)
+        return {}

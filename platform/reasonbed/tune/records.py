@@ -1,0 +1,97 @@
+"""Trial records gathered from a sweep folder (local or s3://): what selection and reports read.
+
+Each trial directory holds Tune's `result.json` (one line per report: val_acc, test_acc, per-domain
+accuracies, step, total_steps, time_total_s, ...), and the trial's own `trial.json` (method, test
+domain, seed, hyperparameters, resources) and `provenance.json`. A record's status is `completed`
+(reached its last step), `stopped` (ASHA stopped it early) or `errored`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from reasonbed import storage
+
+
+@dataclass
+class TrialRecord:
+    study: str
+    method: str
+    test_domain: str
+    seed: int
+    trial_id: str
+    hparams: dict[str, Any]
+    reports: list[dict[str, Any]]
+    status: str
+    provenance: dict[str, Any] = field(default_factory=dict)
+    cpus: float = 0.0
+    gpus: float = 0.0
+    path: str = ""
+
+    @property
+    def seconds(self) -> float:
+        return float(self.reports[-1].get("time_total_s", 0.0)) if self.reports else 0.0
+
+    @property
+    def cpu_hours(self) -> float:
+        return self.seconds * self.cpus / 3600.0
+
+    @property
+    def gpu_hours(self) -> float:
+        return self.seconds * self.gpus / 3600.0
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.reports[-1] if self.reports else {}
+
+
+def _read_json(fs: Any, path: str) -> Any:
+    with fs.open(path, "r") as handle:
+        return json.load(handle)
+
+
+def _read_lines(fs: Any, path: str) -> list[dict[str, Any]]:
+    with fs.open(path, "r") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def load_records(sweep_uri: str, storage_options: Mapping[str, Any] | None = None) -> list[TrialRecord]:
+    """Every trial of every study under the sweep folder."""
+    fs, base = storage.filesystem(sweep_uri, storage_options)
+    studies = set(read_sweep(sweep_uri, storage_options).get("studies", []))
+    records = []
+    for trial_json in sorted(fs.glob(f"{base}/*/trial_*/trial.json")):
+        directory = trial_json.rsplit("/", 1)[0]
+        if directory.rsplit("/", 2)[-2] not in studies:  # e.g. a partial run kept aside in .interrupted/
+            continue
+        meta = _read_json(fs, trial_json)
+        result_path = f"{directory}/result.json"
+        reports = _read_lines(fs, result_path) if fs.exists(result_path) else []
+        reports = [row for row in reports if "val_acc" in row]
+        errored = fs.exists(f"{directory}/error.txt") or fs.exists(f"{directory}/error.pkl")
+        last = reports[-1] if reports else {}
+        if errored:
+            status = "errored"
+        elif last and int(last.get("step", 0)) >= int(last.get("total_steps", 1)):
+            status = "completed"
+        else:
+            status = "stopped"
+        provenance_path = f"{directory}/provenance.json"
+        records.append(TrialRecord(
+            study=meta["study"], method=meta["method"], test_domain=meta["test_domain"], seed=int(meta["seed"]),
+            trial_id=meta["trial_id"], hparams=meta.get("hparams", {}), reports=reports, status=status,
+            provenance=_read_json(fs, provenance_path) if fs.exists(provenance_path) else {},
+            cpus=float(meta.get("cpus", 0)), gpus=float(meta.get("gpus", 0)), path=directory,
+        ))
+    return records
+
+
+def read_sweep(sweep_uri: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The sweep's own description (sweep.json)."""
+    fs, base = storage.filesystem(sweep_uri, storage_options)
+    if not fs.exists(f"{base}/sweep.json"):
+        raise FileNotFoundError(f"{sweep_uri!r} is not a sweep folder (no sweep.json)")
+    return _read_json(fs, f"{base}/sweep.json")

@@ -1,0 +1,272 @@
+"""The `openai` engine against a real OpenAI-compatible server: vLLM's own server on the tiny model.
+
+One vLLM API server per module (started with `--api-key`, on 127.0.0.1) serves the session's tiny
+Qwen2-VL. The tests show that the engine generates schema rows through the Ray Data pipeline, that
+a 5xx answer is retried by the client with backoff (a small flaky proxy in front of the server
+answers the first POSTs with 500), that a wrong key is a prompt, clear error with no retry, and that
+the key never reaches the generation output or the logs.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from reasonbed.config import load, to_dict
+from reasonbed.data import synthetic
+from reasonbed.generation.config import GenerationConfig
+from reasonbed.generation.pipeline import redacted_config, run_generation
+from reasonbed.generation.schema import SCHEMA
+from reasonbed.generation.shards import ShardStore
+from reasonbed.inference.base import EngineConfig, Request, SamplingConfig
+
+pytestmark = pytest.mark.slow
+
+KEY_ENV = "REASONBED_TEST_OPENAI_ENGINE_KEY"  # a test-specific variable: never a real key's name
+KEY = "rb-test-" + uuid.uuid4().hex  # what the server requires; unique, so a leak is unambiguous
+SERVER_START_S = 240.0  # bounded wait for the server (about 26 s when the machine is idle)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str  # http://127.0.0.1:PORT (no /v1)
+    served_model: str  # the model name the server reports in /v1/models
+    log: Path
+
+
+def _get(url: str, key: str | None = None, timeout: float = 5.0) -> bytes:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
+        return response.read()
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """vLLM's OpenAI-compatible server on the tiny model, requiring KEY; terminated at teardown."""
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("vllm-server") / "server.log"
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model_dir),
+               "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
+               "--max-model-len", "1024", "--limit-mm-per-prompt", '{"image":1}', "--api-key", KEY]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}  # caches stay under the session's temp dir
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_S
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"vLLM server exited with {process.returncode}: "
+                                   f"{log_path.read_text(errors='replace')[-3000:]}")
+            try:
+                _get(url + "/health", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"vLLM server not ready within {SERVER_START_S:.0f} s; log: "
+                                       f"{log_path.read_text(errors='replace')[-3000:]}") from None
+                time.sleep(0.5)
+        models = json.loads(_get(url + "/v1/models", key=KEY))["data"]
+        yield Server(url, models[0]["id"], log_path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+class FlakyProxy:
+    """An HTTP proxy on 127.0.0.1 that answers the first `failures` POSTs with 500, forwards the rest."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.lock = threading.Lock()
+        self.failures = 0
+        self.posts = 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            timeout = 60  # a stuck client connection cannot hold a thread for ever
+
+            def log_message(self, *args: object) -> None:  # quiet
+                pass
+
+            def _answer(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _forward(self, body: bytes | None) -> None:
+                headers = {name: value for name, value in self.headers.items()
+                           if name.lower() in ("authorization", "content-type", "accept")}
+                request = urllib.request.Request(proxy.upstream + self.path, data=body, headers=headers,
+                                                 method=self.command)
+                try:
+                    with urllib.request.urlopen(request, timeout=60) as response:
+                        self._answer(response.status, response.read(),
+                                     response.headers.get("Content-Type", "application/json"))
+                except urllib.error.HTTPError as error:
+                    self._answer(error.code, error.read(), error.headers.get("Content-Type", "application/json"))
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                self._forward(None)
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with proxy.lock:
+                    proxy.posts += 1
+                    fail = proxy.failures > 0
+                    proxy.failures -= int(fail)
+                if fail:
+                    self._answer(500, b'{"error": {"message": "injected failure", "code": 500}}')
+                else:
+                    self._forward(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.1},
+                                       daemon=True)
+        self.thread.start()
+
+    def reset(self, failures: int) -> None:
+        with self.lock:
+            self.failures, self.posts = failures, 0
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def proxy(vllm_server: Server) -> Iterator[FlakyProxy]:
+    flaky = FlakyProxy(vllm_server.url)
+    yield flaky
+    flaky.close()
+
+
+@pytest.fixture(scope="module")
+def photo_shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("openai-shapes")
+    synthetic.generate(str(root), images_per_class=1)  # 24 images; the tests use the 6 of `photo`
+    return root
+
+
+def _engine_cfg(base_url: str, served_model: str, **overrides: object) -> EngineConfig:
+    return EngineConfig(name="openai", base_url=base_url, served_model=served_model, api_key_env=KEY_ENV,
+                        max_concurrency=2, timeout_s=60.0, **overrides)
+
+
+def _request(photo_shapes: Path) -> Request:
+    from PIL import Image
+
+    image = Image.open(next((photo_shapes / "photo" / "star").glob("*.png"))).convert("RGB")
+    return Request(image, "What type of object is in this photo?", {"id": "star-0"})
+
+
+def test_openai_engine_generates_schema_rows_without_leaking_the_key(
+        tmp_path, photo_shapes, vllm_server, ray_session, monkeypatch, caplog):
+    monkeypatch.setenv(KEY_ENV, KEY)
+    caplog.set_level(logging.INFO)
+    output = tmp_path / "chains"
+    cfg = load(GenerationConfig, base={
+        "data": {"dataset": "synthetic_shapes", "root": str(photo_shapes)}, "output": str(output),
+        "domains": ["photo"], "shard_size": 3,
+        "engine": {"name": "openai", "base_url": vllm_server.url + "/v1", "served_model": vllm_server.served_model,
+                   "api_key_env": KEY_ENV, "batch_size": 3, "max_retries": 2, "timeout_s": 60.0},
+        "sampling": {"n": 2, "max_tokens": 16},
+    })
+    summary = run_generation(cfg)
+
+    store = ShardStore(str(output))
+    table = store.read()
+    assert table.schema.equals(SCHEMA)
+    assert table.num_rows == 12 == summary["candidates"]  # 6 photo images x 2 candidates
+    rows = table.to_pylist()
+    assert {row["domain"] for row in rows} == {"photo"} and {row["engine"] for row in rows} == {"openai"}
+    assert {row["teacher"] for row in rows} == {vllm_server.served_model}
+    assert {(row["image_id"], row["candidate"]) for row in rows} == {
+        (image_id, c) for image_id in {row["image_id"] for row in rows} for c in (0, 1)}
+    assert all(row["completion_tokens"] > 0 and row["prompt_tokens"] > 0 and row["error"] == "" for row in rows)
+    assert summary["completion_tokens"] > 0 and len(store.list_shards()) == 2
+
+    # The key is nowhere in the output (shards, manifest), the resolved config or the driver's logs.
+    files = [path for path in output.rglob("*") if path.is_file()]
+    assert any(path.name == "manifest.json" for path in files)
+    for path in files:
+        assert KEY.encode() not in path.read_bytes(), f"the API key leaked into {path}"
+    manifest = json.loads((output / "manifest.json").read_text())
+    assert manifest["config"]["engine"]["api_key_env"] == KEY_ENV
+    assert KEY not in json.dumps(redacted_config(cfg)) and KEY not in json.dumps(to_dict(cfg), default=str)
+    assert caplog.records and KEY not in caplog.text
+    ray_logs = Path(os.environ["RAY_TMPDIR"]) / "session_latest" / "logs"  # the actors' logs too
+    for path in (p for p in ray_logs.rglob("*") if p.is_file()):
+        assert KEY.encode() not in path.read_bytes(), f"the API key leaked into Ray's log {path}"
+
+
+def test_5xx_is_retried_with_backoff(photo_shapes, vllm_server, proxy, monkeypatch):
+    from reasonbed.inference.openai_engine import OpenAIEngine
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    engine = OpenAIEngine(_engine_cfg(proxy.url + "/v1", vllm_server.served_model, max_retries=2))
+    proxy.reset(failures=2)
+    started = time.monotonic()
+    [completions] = engine.generate([_request(photo_shapes)], SamplingConfig(n=2, max_tokens=8))
+    elapsed = time.monotonic() - started
+    assert proxy.posts == 3  # two 500s, then the forwarded request
+    assert len(completions) == 2 and all(c.completion_tokens > 0 for c in completions)
+    assert elapsed >= 0.5  # the client backed off between attempts (0.5 s then 1 s, with jitter)
+
+
+def test_5xx_after_all_retries_is_an_endpoint_error(photo_shapes, vllm_server, proxy, monkeypatch):
+    from reasonbed.inference.openai_engine import EndpointError, OpenAIEngine
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    engine = OpenAIEngine(_engine_cfg(proxy.url + "/v1", vllm_server.served_model, max_retries=1))
+    proxy.reset(failures=5)
+    with pytest.raises(EndpointError, match=r"127\.0\.0\.1.*answered 500"):
+        engine.generate([_request(photo_shapes)], SamplingConfig(n=1, max_tokens=8))
+    assert proxy.posts == 2  # the first attempt and one retry
+
+
+def test_wrong_key_is_a_prompt_clear_error_without_retries(photo_shapes, vllm_server, proxy, monkeypatch):
+    from reasonbed.inference.openai_engine import EndpointError, OpenAIEngine
+
+    monkeypatch.setenv(KEY_ENV, "wrong-" + uuid.uuid4().hex)
+    engine = OpenAIEngine(_engine_cfg(proxy.url + "/v1", vllm_server.served_model, max_retries=5))
+    proxy.reset(failures=0)
+    started = time.monotonic()
+    with pytest.raises(EndpointError) as raised:
+        engine.generate([_request(photo_shapes)], SamplingConfig(n=1, max_tokens=8))
+    elapsed = time.monotonic() - started
+    message = str(raised.value)
+    assert proxy.url + "/v1" in message and "401" in message and KEY_ENV in message
+    assert KEY not in message
+    assert proxy.posts == 1  # a 401 is not retried (5 retries would have taken ~15 s of backoff)
+    assert elapsed < 5.0
