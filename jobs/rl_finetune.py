@@ -4,8 +4,9 @@ Rollouts come from a vLLM actor that loads the current adapter every step (or tr
 `--engine hf`); rewards and their weights are method_config.rewards / method_config.reward_weights.
 
 One machine (tiny model, synthetic benchmark, local Ray, CPU; a short SFT warm start first):
-    python jobs/train.py --method direct --smoke-test run_dir=/tmp/sft
-    python jobs/rl_finetune.py --smoke-test --init-adapter /tmp/sft/adapter
+    python jobs/train.py --method direct --smoke-test optim.lr=5e-3 optim.batch_size=16 \
+        optim.max_steps=10 data.palette=by_class run_dir=/tmp/sft
+    python jobs/rl_finetune.py --smoke-test --init-adapter /tmp/sft/adapter --steps 12 eval.every=6
     python jobs/rl_finetune.py --smoke-test --engine hf          # without vLLM
 Real data and model on a cluster, from an SFT adapter of jobs/train.py:
     ray job submit --address http://HEAD:8265 --runtime-env cluster/runtime_env.yaml -- \

@@ -20,7 +20,7 @@ from reasonbed.generation.pipeline import run_generation
 from reasonbed.generation.schema import SCHEMA
 from reasonbed.generation.shards import OutputError, ShardStore, kept_chains
 from reasonbed.generation.validate import judge
-from reasonbed.prompts import STAGES, format_chain
+from reasonbed.prompts import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = list(synthetic.SHAPES)

@@ -84,6 +84,25 @@ def test_per_token_logps_match_log_softmax():
     assert float(logps[1, 0]) == pytest.approx(float(full[1, 0, 2])) and float(logps[0, 0]) == 0.0
 
 
+def test_completion_ids_are_the_sampled_ones_cut_before_vision_tokens(tiny_model_dir):
+    from reasonbed.inference.base import Completion
+    from reasonbed.models.configs import ModelConfig
+    from reasonbed.models.families import load_processor
+    from reasonbed.rl.step import completion_ids, vision_token_ids
+
+    tokenizer = load_processor(ModelConfig(path=str(tiny_model_dir))).tokenizer
+    stop = vision_token_ids(tokenizer)
+    image_pad = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert image_pad in stop and tokenizer.eos_token_id not in stop
+    assert completion_ids(Completion("?", 0, 3, [100, 200, tokenizer.eos_token_id]), tokenizer, 8, stop) == \
+        [100, 200, tokenizer.eos_token_id]
+    assert completion_ids(Completion("?", 0, 3, [100, image_pad, 200]), tokenizer, 8, stop) == [100]
+    assert completion_ids(Completion("?", 0, 1, [image_pad]), tokenizer, 8, stop) == [tokenizer.eos_token_id]
+    ended = completion_ids(Completion("circle", 0, 3), tokenizer, 8, stop)  # no ids reported: re-tokenised
+    assert ended[-1] == tokenizer.eos_token_id and tokenizer.decode(ended[:-1]) == "circle"
+    assert completion_ids(Completion("circle", 0, 8), tokenizer, 8, stop)[-1] != tokenizer.eos_token_id
+
+
 # --- a learnable reward rises (in-process, CPU) -----------------------------------------------------
 
 def test_reward_rises_on_learnable_task(tmp_path, tiny_model_dir):
@@ -91,8 +110,8 @@ def test_reward_rises_on_learnable_task(tmp_path, tiny_model_dir):
 
     From random weights no completion names a class (reward 0 everywhere: nothing to learn from), so the
     policy starts from 5 SFT steps (as the job starts from an SFT adapter). Measured on 2 CPUs (seeded):
-    mean reward of the first 6 of 30 GRPO steps 0.33, of the last 6 0.61 (format 0.6 -> 1.0; accuracy
-    stays near chance at this budget); ~0.4 s per step.
+    mean reward of the first 6 of 30 GRPO steps 0.315, of the last 6 0.617 (format 0.6 -> 1.0; accuracy
+    stays near chance at this budget); ~0.5 s per step on idle CPUs (15 s for the 30 steps).
     """
     from transformers import get_scheduler
 
@@ -184,7 +203,7 @@ def test_vllm_rollouts_change_after_adapter_update(ray_session, tiny_model_dir):
         rollout.close()
     assert before and after != before, "rollouts must change once the updated adapter is loaded"
     assert restored == before, "the zero adapter again: each sync loads the adapter it was given"
-    assert rollout.synced == 3
+    assert rollout.synced == 3, "versions: 1 at start, then one per sync (two syncs)"
 
 
 # --- the Ray Train run ------------------------------------------------------------------------------
@@ -208,10 +227,13 @@ def _random_adapter(directory: Path, tiny_model_dir: Path) -> str:
 
 @pytest.mark.slow
 def test_grpo_run_on_ray_from_sft_adapter_resumes_after_worker_death(tmp_path, ray_session, tiny_model_dir):
+    """Two DDP workers (rank 0 samples, both train on their share), all five rewards, two updates per
+    rollout batch, a start from an SFT adapter, and a worker death at step 3 (resumed from step 2)."""
     from reasonbed.train.run import run
 
     adapter = _random_adapter(tmp_path / "sft", tiny_model_dir)
     cfg = _cfg(tmp_path, f"model.path={tiny_model_dir}", f"init_adapter={adapter}", "optim.batch_size=4",
+               "scale.num_workers=2",
                "optim.max_steps=4", "eval.every=2", "eval.max_per_domain=2", "fail_at_step=3",
                "method_config.rewards=[format,accuracy,hierarchy,consistency,length]",
                "method_config.reward_weights=[0.2,1.0,0.5,0.3,0.1]", "method_config.length_budget=4",
@@ -227,6 +249,7 @@ def test_grpo_run_on_ray_from_sft_adapter_resumes_after_worker_death(tmp_path, r
     assert any(key.startswith("acc/direct/") for key in final)
     steps = [json.loads(line) for line in (run_dir / "steps.jsonl").read_text().splitlines()]
     assert [row["step"] for row in steps] == [1, 2, 3, 4], "history survives the restart; step 3 is redone"
+    assert all(row["workers"] == 2 for row in steps)
     for term in ("format", "accuracy", "hierarchy", "consistency", "length", "total"):
         assert all(f"reward/{term}" in row for row in steps), term
     assert steps[0]["kl"] > 0, "the policy starts from the SFT adapter, away from the base model"

@@ -5,6 +5,8 @@ Commands:
   make-data    write an offline benchmark (synthetic_shapes, rotated_digits) in DomainBed layout
   splits       print the leave-one-domain-out splits of a dataset (sizes per part)
   install-startup-hook   write the torchvision fix's .pth startup file into site-packages
+  report       Markdown + self-contained HTML report and trials.csv/parquet of a sweep folder
+  dashboard    optuna-dashboard and TensorBoard of a sweep folder on 127.0.0.1 (Ctrl-C stops them)
 """
 
 from __future__ import annotations
@@ -64,6 +66,33 @@ def _startup_hook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from reasonbed import storage
+    from reasonbed.report.build import build_report
+    from reasonbed.tune.records import read_sweep
+
+    out = args.out
+    if out is None:
+        if storage.is_remote(args.sweep):
+            name = read_sweep(args.sweep).get("name") or args.sweep.rstrip("/").rsplit("/", 1)[-1]
+            out = Path("runs") / name / "report"
+        else:
+            out = Path(args.sweep) / "report"
+    page = build_report(args.sweep, out)
+    print(json.dumps({"html": str(page), "markdown": str(page.with_name("report.md")),
+                      "trials": str(page.with_name("trials.csv"))}))
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from reasonbed.report.dashboard import run_dashboard
+
+    return run_dashboard(args.sweep, host=args.host, optuna_port=args.optuna_port,
+                         tensorboard_port=args.tensorboard_port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reasonbed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -93,6 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
                                help="make every Python process of this environment apply the torchvision fix")
     hook.add_argument("--uninstall", action="store_true")
     hook.set_defaults(run=_startup_hook)
+
+    report = commands.add_parser("report", help="write report.md, report.html and trials.csv/parquet of a sweep")
+    report.add_argument("sweep", metavar="RUN", help="sweep folder (local path or s3://.../<sweep>)")
+    report.add_argument("--out", default=None,
+                        help="output folder (default: RUN/report; ./runs/<sweep>/report for s3://)")
+    report.set_defaults(run=_report)
+
+    dash = commands.add_parser("dashboard", help="serve optuna-dashboard and TensorBoard for a sweep folder")
+    dash.add_argument("sweep", metavar="RUN", help="sweep folder (local path or s3://.../<sweep>)")
+    dash.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; no auth!)")
+    dash.add_argument("--optuna-port", type=int, default=8080)
+    dash.add_argument("--tensorboard-port", type=int, default=6006)
+    dash.set_defaults(run=_dashboard)
     return parser
 
 

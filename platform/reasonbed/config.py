@@ -167,7 +167,9 @@ def to_dict(obj: Any) -> dict[str, Any]:
 def load(cls: type[T], files: Iterable[str | Path] = (), overrides: Iterable[str] = (),
          base: Mapping[str, Any] | None = None) -> T:
     """Build `cls` from `base`, then each YAML file in order, then `key=value` overrides."""
-    tree: dict[str, Any] = dict(base or {})
+    import copy
+
+    tree: dict[str, Any] = copy.deepcopy(dict(base or {}))  # never change the caller's mapping
     for path in files:
         tree = _merge(tree, read_yaml(path))
     for text in overrides:

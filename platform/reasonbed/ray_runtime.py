@@ -27,6 +27,7 @@ FORWARDED_ENV = (
     "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "VLLM_CACHE_ROOT", "VLLM_CPU_KVCACHE_SPACE",
     "VLLM_ENABLE_V1_MULTIPROCESSING", "XDG_CACHE_HOME", "TORCHINDUCTOR_CACHE_DIR", "REASONBED_CACHE",
     "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "PYTHONPATH",
+    "RAY_API_SERVER_ADDRESS",
 )
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,14 @@ def worker_runtime_env(extra: Mapping[str, Any] | None = None) -> dict[str, Any]
         env_vars.update(extra.pop("env_vars", {}) or {})
         runtime_env.update(extra)
     return runtime_env
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def submitted_job_runtime_env() -> dict[str, Any] | None:
@@ -77,8 +86,18 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, temp_dir: 
 
     if ray.is_initialized():
         return ray.get_runtime_context()
-    options: dict[str, Any] = {"runtime_env": driver_runtime_env(runtime_env), "log_to_driver": True}
+    extra = dict(runtime_env or {})
     address = address or os.environ.get("RAY_ADDRESS")
+    if not address and kwargs.get("include_dashboard", True):
+        # Pin the dashboard port and tell every worker where it is: Ray Train's placement-group
+        # cleaner finds the state API by scanning the machine's Ray processes and gives up when
+        # more than one Ray runs here, leaving a stopped trial's placement group allocated.
+        port = int(kwargs.pop("dashboard_port", 0) or _free_port())
+        kwargs["dashboard_port"] = port
+        api = f"http://127.0.0.1:{port}"
+        os.environ["RAY_API_SERVER_ADDRESS"] = api
+        extra["env_vars"] = {**(extra.get("env_vars") or {}), "RAY_API_SERVER_ADDRESS": api}
+    options: dict[str, Any] = {"runtime_env": driver_runtime_env(extra), "log_to_driver": True}
     if address:
         options["address"] = address
     else:

@@ -37,6 +37,8 @@ class GRPOConfig:
     iterations: int = 1
     # Divide group-centred rewards by the group's standard deviation (false: centre only, as in Dr. GRPO).
     scale_advantages: bool = True
+    # Turn dropout (LoRA's included) off, so old, current and reference log-probs are exact (ratio 1 before a step).
+    disable_dropout: bool = True
     # Rollout engine: a vLLM actor that loads the current adapter every step, or transformers generate.
     engine: Literal["vllm", "hf"] = "vllm"
     # Prompt: "direct" (answer with the option only) or "reasoning" (five tagged stages, then the option).
@@ -65,6 +67,8 @@ class GRPOConfig:
     rollout_max_model_len: int = 2048
     # vLLM rollout actor: extra vllm.LLM(...) keyword arguments (e.g. gpu_memory_utilization).
     rollout_engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    # vLLM rollout actor: seconds to wait for it to be placed and to load the model before failing.
+    rollout_start_timeout_s: float = 900.0
 
     def __post_init__(self) -> None:
         from reasonbed.registry import RegistryError
@@ -106,9 +110,12 @@ class GRPOConfig:
             TRANSFORMS.get(self.consistency_transform)
         except RegistryError as error:
             raise bad("consistency_transform", f"is not known: {error}") from None
-        if self.rollout_cpus < 0 or self.rollout_gpus < 0 or self.rollout_max_model_len < 1:
+        if self.rollout_cpus < 0 or self.rollout_gpus < 0 or self.rollout_max_model_len < 1 \
+                or self.rollout_start_timeout_s <= 0:
             raise ConfigError(f"method_config: rollout_cpus ({self.rollout_cpus}) and rollout_gpus "
-                              f"({self.rollout_gpus}) must be >= 0, rollout_max_model_len >= 1")
+                              f"({self.rollout_gpus}) must be >= 0, rollout_max_model_len "
+                              f"({self.rollout_max_model_len}) >= 1, rollout_start_timeout_s "
+                              f"({self.rollout_start_timeout_s}) > 0")
 
 
 class GRPOMethod(Method):

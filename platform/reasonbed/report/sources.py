@@ -69,7 +69,7 @@ def _method_needs_chains(method: str) -> bool | None:
         from reasonbed.methods.base import METHODS
 
         return bool(METHODS.get(method).needs_chains) if method in METHODS else None
-    except ImportError as error:  # e.g. a method module with an optional dependency missing
+    except (ImportError, AttributeError) as error:  # e.g. a method module whose optional dependency is missing
         log.info("cannot check whether %s needs chains: %s", method, error)
         return None
 

@@ -101,6 +101,9 @@ class _VLLMActor:
         shutil.rmtree(stale, ignore_errors=True)
         return str(directory)
 
+    def ping(self) -> int:
+        return self.version
+
     def load_adapter_files(self, files: dict[str, bytes]) -> int:
         self.engine.load_adapter(self._write(files))
         return self.version
@@ -136,7 +139,15 @@ class VLLMRollout:
             resources=dict(options.rollout_resources) or None)
         self.actor = actor_class.remote(engine_cfg, adapter_files(model))
         self._ray = ray
-        self.synced = 0
+        try:
+            self.synced = ray.get(self.actor.ping.remote(), timeout=options.rollout_start_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            ray.kill(self.actor)
+            raise RuntimeError(
+                f"the vLLM rollout actor did not start within {options.rollout_start_timeout_s:.0f} s: it needs "
+                f"{options.rollout_cpus} CPU, {options.rollout_gpus} GPU and {dict(options.rollout_resources)} "
+                "besides the training workers (lower method_config.rollout_cpus, add nodes, or use "
+                "method_config.engine=hf)") from None
 
     def sync(self, model: Any) -> None:
         self.synced = self._ray.get(self.actor.load_adapter_files.remote(adapter_files(model)))

@@ -63,15 +63,26 @@ def with_completion(encoded: dict[str, Any], completion_ids: Sequence[int]) -> d
     return item
 
 
-def completion_ids(completion: Completion, tokenizer: Any, max_tokens: int) -> list[int]:
-    """The sampled token ids (engines report them), else the re-tokenised text (+ end token if it ended)."""
+def vision_token_ids(tokenizer: Any) -> set[int]:
+    """Ids of the added tokens that mark or hold image/video content (<|image_pad|>, <img>, ...)."""
+    return {index for token, index in tokenizer.get_added_vocab().items()
+            if any(word in token.lower() for word in ("image", "video", "vision", "img"))}
+
+
+def completion_ids(completion: Completion, tokenizer: Any, max_tokens: int, stop_ids: set[int] = frozenset()
+                   ) -> list[int]:
+    """The sampled token ids (engines report them), else the re-tokenised text (+ end token if it ended).
+
+    A completion is cut before its first id in `stop_ids`: a vision token sampled as text (a near-random
+    policy does that) would otherwise ask the model for image features that do not exist.
+    """
     ids = list(getattr(completion, "token_ids", None) or [])
-    if ids:
-        return ids
-    ids = tokenizer(completion.text, add_special_tokens=False)["input_ids"]
-    if completion.completion_tokens < max_tokens:
-        ids.append(tokenizer.eos_token_id)
-    return ids or [tokenizer.eos_token_id]
+    if not ids:
+        ids = tokenizer(completion.text, add_special_tokens=False)["input_ids"]
+        if completion.completion_tokens < max_tokens:
+            ids.append(tokenizer.eos_token_id)
+    cut = next((position for position, token in enumerate(ids) if token in stop_ids), len(ids))
+    return ids[:cut] or [tokenizer.eos_token_id]
 
 
 class GRPOStep:
@@ -88,6 +99,13 @@ class GRPOStep:
         self.grad_accum, self.max_grad_norm, self.precision, self.seed = grad_accum, max_grad_norm, precision, seed
         self.domains = sorted(domains)
         self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.stop_ids = vision_token_ids(processor.tokenizer)
+        if options.disable_dropout:
+            import torch
+
+            for module in model.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = 0.0
 
     # -- 1. rollouts ---------------------------------------------------------------------------------
     def collect(self, batch: Sequence[dict[str, Any]], step: int) -> list[Group]:
@@ -145,7 +163,7 @@ class GRPOStep:
         items = []
         for group in groups:
             encoded = encode_prompt(self.processor, decode_image(self.read_image(group.example["path"])), self.prompt)
-            items.extend(with_completion(encoded, completion_ids(c, tokenizer, self.options.max_tokens))
+            items.extend(with_completion(encoded, completion_ids(c, tokenizer, self.options.max_tokens, self.stop_ids))
                          for c in group.completions)
         return items
 
@@ -214,7 +232,7 @@ class GRPOStep:
                 metrics[f"rollout_acc/{domain}"] = correct / count
         if rank == 0 and getattr(self.rollout, "synced", 0):  # vLLM: the adapter version the rollouts used
             metrics["adapter_version"] = float(self.rollout.synced)
-        metrics.update({"step": step + 1, "lr": self.scheduler.get_last_lr()[0],
+        metrics.update({"step": step + 1, "lr": self.scheduler.get_last_lr()[0], "workers": world,
                         "rollout_seconds": rollout_seconds, "step_seconds": time.perf_counter() - started})
         return metrics
 

@@ -1,0 +1,338 @@
+"""Benchmark generation throughput: raw vLLM, the Ray Data pipeline with vLLM actors, and HF generate.
+
+On one set of prompts (synthetic images, the reasoning prompt, n candidates, the pipeline's
+per-request seeds) and one model (the factory's `small` Qwen2-VL by default), each round measures
+completion tokens per second of
+  (a) raw `vllm.LLM.generate` in one process (a subprocess of this script, so its ~3 GB are freed
+      before (b)); timed around the `generate` calls only, after a warm-up call; as one call over
+      every prompt (a1) and as the pipeline's batches, one call each (a2);
+  (b) `run_generation` with engine vllm and 1 actor, timed at the driver: the moment each shard
+      (= one engine batch, as shard_size = batch_size) has all its rows at the driver. Steady-state
+      tokens/s = tokens of shards 2..K / (t_K - t_1): every per-batch cost of the pipeline (Ray Data
+      scheduling, image loading, transfers, judging, the driver's shard writes) is inside, the
+      one-time start (Ray Data start-up, vLLM engine construction in the actor) is not. Also
+      printed: tokens/s inside the actor's `generate` calls for the same shards (and how much of the
+      window they fill), and end-to-end tokens/s over the whole `run_generation` call;
+  (c) the `hf` engine (batched transformers `generate`, the same batches) in a subprocess, timed
+      around `generate` calls after a warm-up batch;
+then the ratios b/a1, b/a2 and b/c. Rounds alternate (a), (b), (c); medians are reported. Target:
+b/a >= 0.85. Every stage runs with the same CPU threads (--threads, default 1, which is what the
+pipeline's default engine.num_cpus=1 gives its actor) and vLLM in one process
+(VLLM_ENABLE_V1_MULTIPROCESSING=0, as inside Ray actors). No timing assertions: a measurement.
+
+One machine (about 7 minutes for the defaults on 2 cores):
+    python jobs/bench_generation.py
+    python jobs/bench_generation.py --smoke-test           # tiny model, 24 images, 16 tokens, 1 round
+    python jobs/bench_generation.py --threads 2 --batch-size 12 --json bench-gen.json
+On a GPU node (the raw stage is a subprocess of the driver: run it on the GPU node itself, or
+submit it to a cluster whose head node has the GPU):
+    python jobs/bench_generation.py --num-gpus 1 --images-per-class 8 --max-tokens 256
+    ray job submit --address http://HEAD:8265 --runtime-env cluster/runtime_env.yaml -- \
+        python jobs/bench_generation.py --num-gpus 1 --images-per-class 8 --max-tokens 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+TARGET_B_OVER_A = 0.85
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke-test", action="store_true", help="tiny model, 24 images, 16 tokens")
+    parser.add_argument("--size", default="small", choices=("tiny", "small"), help="factory model size")
+    parser.add_argument("--images-per-class", type=int, default=2, help="per (domain, class): 4 x 6 x this images")
+    parser.add_argument("--n", type=int, default=2, help="candidates per image")
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=6,
+                        help="images per engine call (and per shard); must divide the images per domain")
+    parser.add_argument("--max-model-len", type=int, default=1024)
+    parser.add_argument("--max-num-batched-tokens", type=int, default=32768,
+                        help="vLLM's tokens per step, (a) and (b) alike: high enough that no prompt is prefilled "
+                             "in chunks (vLLM on CPU crashes on a seeded request whose prefill is chunked)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads (OMP_NUM_THREADS) of every stage; the pipeline's actor gets as many "
+                             "Ray CPUs (the default engine.num_cpus=1 gives its actor 1 thread)")
+    parser.add_argument("--num-gpus", type=float, default=0.0, help="GPUs of the pipeline's engine actor")
+    parser.add_argument("--skip-hf", action="store_true", help="skip (c)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="repeat (a), (b), (c) this many times, alternating; medians are reported")
+    parser.add_argument("--json", default="", help="also write the results to this file")
+    parser.add_argument("--workdir", default="", help="data and outputs (default: a temporary directory)")
+    parser.add_argument("--stage-worker", default="", help=argparse.SUPPRESS)  # internal: run (a) or (c)
+    args = parser.parse_args(argv)
+    if args.smoke_test:
+        args.size, args.images_per_class, args.max_tokens, args.batch_size, args.rounds = "tiny", 1, 16, 3, 1
+    if (6 * args.images_per_class) % args.batch_size:
+        parser.error(f"--batch-size {args.batch_size} must divide the {6 * args.images_per_class} images per domain")
+    return args
+
+
+def sampling_config(args: argparse.Namespace) -> Any:
+    from reasonbed.inference.base import SamplingConfig
+
+    return SamplingConfig(n=args.n, temperature=args.temperature, top_p=0.95, max_tokens=args.max_tokens,
+                          seed=args.seed)
+
+
+def batches_of_requests(data_root: str, batch_size: int) -> list[list[Any]]:
+    """The pipeline's batches (its shard plan), as engine requests with the pipeline's prompt and seeds."""
+    from PIL import Image
+
+    from reasonbed.data import synthetic
+    from reasonbed.data.reader import scan
+    from reasonbed.generation.shards import plan_shards
+    from reasonbed.inference.base import Request
+    from reasonbed.prompts import reasoning_prompt
+
+    spec = synthetic.SPEC
+    prompt = reasoning_prompt(spec.display_names)
+    batches = []
+    for shard in plan_shards(scan(spec, data_root), batch_size):
+        batches.append([Request(Image.open(Path(data_root) / row["path"]).convert("RGB"), prompt,
+                                {"id": row["id"], "candidate_offset": 0}) for row in shard.rows])
+    return batches
+
+
+def raw_vllm_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """(a), run in its own process: vLLM's LLM on the same prompts, params and seeds as the engine."""
+    from vllm import LLM, SamplingParams
+
+    from reasonbed.inference.vllm_engine import request_seed
+    from reasonbed.models.configs import ModelConfig
+    from reasonbed.models.families import build_chat_prompt, load_processor
+
+    processor = load_processor(ModelConfig(path=spec["model"]), spec["model"])
+    started = time.perf_counter()
+    llm = LLM(model=spec["model"], dtype="float32", max_model_len=spec["max_model_len"],
+              limit_mm_per_prompt={"image": 1}, enforce_eager=spec["num_gpus"] == 0, seed=0,
+              max_num_batched_tokens=spec["max_num_batched_tokens"])
+    init_s = time.perf_counter() - started
+    args = argparse.Namespace(**spec["sampling"])
+    sampling = sampling_config(args)
+
+    def inputs(batch: list[Any]) -> tuple[list[dict[str, Any]], list[Any]]:
+        prompts = [{"prompt": build_chat_prompt(processor, r.prompt), "multi_modal_data": {"image": r.image}}
+                   for r in batch]
+        params = [SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
+                                 max_tokens=sampling.max_tokens,
+                                 seed=request_seed(sampling.seed, f"{r.meta['id']}/0")) for r in batch]
+        return prompts, params
+
+    def tokens(outputs: list[Any]) -> int:
+        return sum(len(choice.token_ids) for output in outputs for choice in output.outputs)
+
+    batches = batches_of_requests(spec["data_root"], spec["batch_size"])
+    llm.generate(*inputs(batches[0][:2]), use_tqdm=False)  # warm-up (not timed)
+    everything = [request for batch in batches for request in batch]
+    started = time.perf_counter()
+    one_call_tokens = tokens(llm.generate(*inputs(everything), use_tqdm=False))
+    one_call_s = time.perf_counter() - started
+    batched_tokens, batched_s = 0, 0.0
+    for batch in batches:
+        started = time.perf_counter()
+        batched_tokens += tokens(llm.generate(*inputs(batch), use_tqdm=False))
+        batched_s += time.perf_counter() - started
+    return {"init_s": init_s, "one_call": {"tokens": one_call_tokens, "seconds": one_call_s},
+            "batched": {"tokens": batched_tokens, "seconds": batched_s}}
+
+
+def stage_env(args: argparse.Namespace) -> dict[str, str]:
+    """The environment every stage runs with: the same thread count, vLLM in one process."""
+    return {"OMP_NUM_THREADS": str(args.threads), "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+            "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+
+
+def run_stage(kind: str, model_dir: str, data_root: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Run (a) or (c) in a fresh subprocess of this script (its memory is freed when it exits)."""
+    result_file = Path(tempfile.mkdtemp(prefix=f"reasonbed-bench-{kind}-")) / "result.json"
+    spec = {"kind": kind, "model": model_dir, "data_root": data_root, "batch_size": args.batch_size,
+            "result": str(result_file), "max_model_len": args.max_model_len, "num_gpus": args.num_gpus,
+            "max_num_batched_tokens": args.max_num_batched_tokens,
+            "sampling": {"n": args.n, "temperature": args.temperature, "max_tokens": args.max_tokens,
+                         "seed": args.seed}}
+    load_before = os.getloadavg()[0]
+    result = subprocess.run([sys.executable, __file__, "--stage-worker", json.dumps(spec)],
+                            env={**os.environ, **stage_env(args)}, capture_output=True, text=True, timeout=3600)
+    if result.returncode != 0:
+        raise RuntimeError(f"stage {kind} failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return {**json.loads(result_file.read_text()), "load": [load_before, os.getloadavg()[0]]}
+
+
+def stage_worker(spec_json: str) -> None:
+    spec = json.loads(spec_json)
+    result = raw_vllm_worker(spec) if spec["kind"] == "raw" else hf_worker(spec)
+    Path(spec["result"]).write_text(json.dumps(result))
+
+
+def run_pipeline(model_dir: str, data_root: str, output: str, args: argparse.Namespace) -> dict[str, Any]:
+    """(b): run_generation with 1 vLLM actor; shard completion times recorded at the driver."""
+    import pyarrow.parquet as pq
+
+    from reasonbed.config import load
+    from reasonbed.generation import shards
+    from reasonbed.generation.config import GenerationConfig
+    from reasonbed.generation.pipeline import run_generation
+    from reasonbed.ray_runtime import init_ray
+
+    actor_cpus = float(args.threads)
+    # The actor's threads as in (a) and (c); a local Ray gets one more CPU for the image-loading tasks.
+    init_ray(num_cpus=None if os.environ.get("RAY_ADDRESS") else args.threads + 1,
+             runtime_env={"env_vars": stage_env(args)})
+    cfg = load(GenerationConfig, base={
+        "data": {"dataset": "synthetic_shapes", "root": data_root}, "output": output,
+        "shard_size": args.batch_size,
+        "engine": {"name": "vllm", "model": {"path": model_dir}, "actors": 1, "num_cpus": actor_cpus,
+                   "num_gpus": args.num_gpus, "batch_size": args.batch_size, "max_model_len": args.max_model_len,
+                   "engine_kwargs": {"max_num_batched_tokens": args.max_num_batched_tokens}},
+        "sampling": {"n": args.n, "temperature": args.temperature, "top_p": 0.95, "max_tokens": args.max_tokens,
+                     "seed": args.seed},
+    })
+    completed: dict[str, float] = {}
+    original = shards.ShardStore.write_shard
+
+    def timed_write(self: Any, shard_name: str, table: Any) -> None:
+        completed[shard_name] = time.perf_counter()  # all rows of the shard are at the driver
+        original(self, shard_name, table)
+
+    shards.ShardStore.write_shard = timed_write  # type: ignore[method-assign]
+    load_before = os.getloadavg()[0]
+    try:
+        started = time.perf_counter()
+        summary = run_generation(cfg)
+        wall = time.perf_counter() - started
+    finally:
+        shards.ShardStore.write_shard = original  # type: ignore[method-assign]
+    table = shards.ShardStore(output).read("pass0/", columns=["image_id", "completion_tokens", "seconds"])
+    order = sorted(completed, key=completed.get)  # type: ignore[arg-type]
+    store = shards.ShardStore(output)
+    per_shard = {name: pq.read_table(store.path(name), columns=["completion_tokens", "seconds"]).to_pydict()
+                 for name in order}
+    steady_tokens = sum(sum(per_shard[name]["completion_tokens"]) for name in order[1:])
+    steady_engine_s = sum(sum(per_shard[name]["seconds"]) for name in order[1:])  # generate() walls, 2..K
+    steady_s = completed[order[-1]] - completed[order[0]]
+    return {"shards": len(order), "tokens": sum(table.column("completion_tokens").to_pylist()),
+            "steady": {"tokens": steady_tokens, "seconds": steady_s, "engine_seconds": steady_engine_s},
+            "end_to_end": {"seconds": wall},
+            "engine_call_seconds": sum(table.column("seconds").to_pylist()),
+            "actor_cpus": actor_cpus, "load": [load_before, os.getloadavg()[0]],
+            "summary_engine_tokens_per_s": summary["engine_tokens_per_s"]}
+
+
+def hf_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """(c), run in its own process: the hf engine (batched transformers generate) on the same batches."""
+    from reasonbed.inference.base import EngineConfig
+    from reasonbed.inference.hf_engine import HFEngine
+    from reasonbed.models.configs import ModelConfig
+
+    engine = HFEngine(EngineConfig(name="hf", model=ModelConfig(path=spec["model"]), batch_size=spec["batch_size"]))
+    sampling = sampling_config(argparse.Namespace(**spec["sampling"]))
+    batches = batches_of_requests(spec["data_root"], spec["batch_size"])
+    engine.generate(batches[0], sampling)  # warm-up (not timed)
+    tokens, seconds = 0, 0.0
+    for batch in batches:
+        started = time.perf_counter()
+        results = engine.generate(batch, sampling)
+        seconds += time.perf_counter() - started
+        tokens += sum(c.completion_tokens for candidates in results for c in candidates)
+    return {"tokens": tokens, "seconds": seconds}
+
+
+def rate(part: dict[str, Any], tokens: int | None = None) -> float:
+    return (part["tokens"] if tokens is None else tokens) / part["seconds"] if part["seconds"] else 0.0
+
+
+def one_round(number: int, model_dir: str, data_root: str, workdir: Path,
+              args: argparse.Namespace) -> dict[str, Any]:
+    """(a), (b) and (c) once, one after the other; their tokens/s and ratios."""
+    raw = run_stage("raw", model_dir, data_root, args)
+    a1, a2 = rate(raw["one_call"]), rate(raw["batched"])
+    print(f"[{number}] (a) raw vLLM: one call {a1:.1f} tok/s ({raw['one_call']['tokens']} tok / "
+          f"{raw['one_call']['seconds']:.2f} s); batches of {args.batch_size} {a2:.1f} tok/s "
+          f"({raw['batched']['tokens']} tok / {raw['batched']['seconds']:.2f} s); engine init {raw['init_s']:.1f} s; "
+          f"load {raw['load'][0]:.1f}->{raw['load'][1]:.1f}", flush=True)
+    pipe = run_pipeline(model_dir, data_root, str(workdir / f"chains-{time.time_ns()}"), args)
+    b = rate(pipe["steady"])
+    b_e2e = pipe["tokens"] / pipe["end_to_end"]["seconds"]
+    print(f"[{number}] (b) pipeline, 1 vLLM actor ({pipe['actor_cpus']:g} CPU): steady {b:.1f} tok/s "
+          f"({pipe['steady']['tokens']} tok of shards 2..{pipe['shards']} / {pipe['steady']['seconds']:.2f} s); "
+          f"inside engine calls {pipe['steady']['tokens'] / pipe['steady']['engine_seconds']:.1f} tok/s (engine busy "
+          f"{100 * pipe['steady']['engine_seconds'] / pipe['steady']['seconds']:.0f}% of the window); end to end "
+          f"{b_e2e:.1f} tok/s ({pipe['tokens']} tok / {pipe['end_to_end']['seconds']:.1f} s, actor start "
+          f"included); load {pipe['load'][0]:.1f}->{pipe['load'][1]:.1f}", flush=True)
+    c = None
+    if not args.skip_hf:
+        hf = run_stage("hf", model_dir, data_root, args)
+        c = rate(hf)
+        print(f"[{number}] (c) HF generate, batches of {args.batch_size}: {c:.1f} tok/s ({hf['tokens']} tok / "
+              f"{hf['seconds']:.2f} s); load {hf['load'][0]:.1f}->{hf['load'][1]:.1f}", flush=True)
+    ratios = {"b/a1": b / a1 if a1 else None, "b/a2": b / a2 if a2 else None, "b/c": b / c if c else None}
+    print(f"[{number}] ratios: " + "  ".join(f"{k} = {v:.2f}" for k, v in ratios.items() if v is not None),
+          flush=True)
+    b_engine = pipe["steady"]["tokens"] / pipe["steady"]["engine_seconds"]
+    return {"a1": a1, "a2": a2, "b": b, "b_engine": b_engine, "b_end_to_end": b_e2e, "c": c, **ratios,
+            "raw": raw, "pipeline": pipe}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.stage_worker:
+        stage_worker(args.stage_worker)
+        return 0
+    from reasonbed.data import synthetic
+    from reasonbed.models.tiny import build_tiny_model
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="reasonbed-bench-gen-"))
+    data_root = workdir / "data"
+    if not data_root.exists():
+        synthetic.generate(str(data_root), images_per_class=args.images_per_class)
+    model_dir = str(build_tiny_model("qwen2_vl", args.size))
+    images = 24 * args.images_per_class
+    print(f"model qwen2_vl-{args.size} ({model_dir}); {images} images x n={args.n}, max_tokens "
+          f"{args.max_tokens}, temperature {args.temperature}, batch {args.batch_size}; {os.cpu_count()} cores",
+          flush=True)
+
+    rounds = []
+    for number in range(1, args.rounds + 1):
+        rounds.append(one_round(number, model_dir, str(data_root), workdir, args))
+    import ray
+
+    ray.shutdown()
+
+    def median(key: str) -> float | None:
+        values = sorted(r[key] for r in rounds if r.get(key) is not None)
+        return statistics.median(values) if values else None
+
+    keys = ("a1", "a2", "b", "b_engine", "b_end_to_end", "c", "b/a1", "b/a2", "b/c")
+    summary = {key: median(key) for key in keys}
+    print(f"== median over {len(rounds)} round(s): " + "  ".join(
+        f"{key} {value:.2f}" if "/" in key else f"{key} {value:.1f} tok/s"
+        for key, value in summary.items() if value is not None))
+    for key in ("b/a1", "b/a2"):
+        value = summary[key]
+        print(f"target b/a >= {TARGET_B_OVER_A} with a = {key[2:]}: "
+              f"{'met' if value is not None and value >= TARGET_B_OVER_A else 'NOT met'} ({value:.2f})")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rounds": rounds, "median": summary}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))  # runnable from a checkout
+    import reasonbed  # noqa: F401 - torchvision fix before anything imports it
+    from reasonbed.jobcli import run_job
+
+    raise SystemExit(run_job(main))

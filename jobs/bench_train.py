@@ -1,0 +1,259 @@
+"""Benchmark the Ray Train loop's overhead: optimizer steps/s of `run_training` vs a plain PyTorch loop.
+
+Both run the `direct` method on the same model (the factory's `small` Qwen2-VL with LoRA in both
+towers), the same LODO split and the same batches (the deterministic example stream of
+reasonbed.train.data), with the same number of CPU threads, one after the other, `--rounds` times:
+  ray:   `run_training` with 1 worker, eval.every=0 (one evaluation, at the end) and
+         eval.max_per_domain small. Timed by the loop's own clock: the final report's `seconds`
+         runs from the start of the step loop (model already loaded and wrapped) to the end of the
+         final evaluation, so steps/s = step / seconds. Ray and Ray Train start-up, model loading
+         and the checkpoint written after the report are outside it (the run's wall time is
+         printed separately).
+  plain: the same steps in one plain process (a subprocess of this script) with the platform's
+         own pieces (methods' pathways, train.batching.encode_pathway/collate,
+         train.losses.token_nll/pathway_loss, models.lora.apply_lora, AdamW and the schedule),
+         followed by the same final evaluation; timed over the same span.
+Overhead = 1 - ray/plain, target <= 10%. The mean training loss of both runs is printed as a check
+that they did the same work. The evaluation's share is printed, and the ratio without it too.
+
+One machine (about 5 minutes for the defaults on 2 cores):
+    python jobs/bench_train.py
+    python jobs/bench_train.py --smoke-test                 # tiny model, 4 steps, 1 round
+    python jobs/bench_train.py --steps 60 --threads 2
+On a GPU node (the plain loop is a subprocess of the driver: run it on the GPU node itself, or
+submit it to a cluster whose head node has the GPU):
+    python jobs/bench_train.py --gpu --steps 100
+    ray job submit --address http://HEAD:8265 --runtime-env cluster/runtime_env.yaml -- \
+        python jobs/bench_train.py --gpu --steps 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+TARGET_OVERHEAD = 0.10
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke-test", action="store_true", help="tiny model, 4 steps, 1 round")
+    parser.add_argument("--size", default="small", choices=("tiny", "small"), help="factory model size")
+    parser.add_argument("--method", default="direct", help="a method that needs no teacher chains")
+    parser.add_argument("--steps", type=int, default=30, help="optimizer steps per run")
+    parser.add_argument("--batch-size", type=int, default=8, help="global batch (optim.batch_size)")
+    parser.add_argument("--images-per-class", type=int, default=4, help="synthetic benchmark size")
+    parser.add_argument("--eval-max-per-domain", type=int, default=1, help="images per (domain, part) evaluated")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads of both loops (OMP_NUM_THREADS); the Ray worker gets as many CPUs "
+                             "(the default scale.cpus_per_worker=1 gives its worker 1 thread)")
+    parser.add_argument("--gpu", action="store_true", help="one GPU for each loop")
+    parser.add_argument("--rounds", type=int, default=2, help="alternate ray and plain this many times")
+    parser.add_argument("--json", default="", help="also write the results to this file")
+    parser.add_argument("--workdir", default="", help="data and run directories (default: a temporary one)")
+    parser.add_argument("--stage-worker", default="", help=argparse.SUPPRESS)  # internal: the plain loop
+    args = parser.parse_args(argv)
+    if args.smoke_test:
+        args.size, args.steps, args.batch_size, args.images_per_class, args.rounds = "tiny", 4, 4, 2, 1
+    return args
+
+
+def train_config(args: argparse.Namespace, data_root: str, model_dir: str, run_dir: str) -> Any:
+    from reasonbed.config import load
+    from reasonbed.train.config import TrainConfig
+
+    return load(TrainConfig, base={
+        "method": args.method, "data": {"dataset": "synthetic_shapes", "root": data_root},
+        "model": {"path": model_dir}, "run_dir": run_dir, "seed": 0,
+        "optim": {"batch_size": args.batch_size, "max_steps": args.steps, "lr": 5e-4, "warmup_ratio": 0.1},
+        "eval": {"every": 0, "max_per_domain": args.eval_max_per_domain, "direct": True, "batch_size": 16},
+        "scale": {"num_workers": 1, "cpus_per_worker": float(args.threads), "use_gpu": args.gpu},
+    })
+
+
+def plain_loop(cfg: Any) -> dict[str, Any]:
+    """The training loop without Ray: the same model, batches, loss and optimizer; then the same evaluation."""
+    import random
+    from dataclasses import replace
+
+    import numpy as np
+    import torch
+    from transformers import get_scheduler
+
+    from reasonbed.methods.base import build_method
+    from reasonbed.models.families import load_model_and_processor, resolve_model_path
+    from reasonbed.models.lora import apply_lora
+    from reasonbed.train.batching import collate, decode_image, encode_pathway
+    from reasonbed.train.data import ImageStore, step_indices, total_steps
+    from reasonbed.train.driver import prepare_examples, resolve
+    from reasonbed.train.loop import evaluate_all
+    from reasonbed.train.losses import pathway_loss, token_nll
+
+    cfg, spec, root, index = resolve(cfg)
+    examples, rows = prepare_examples(cfg, spec, index)
+    class_names = spec.display_names
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    method = build_method(cfg.method, cfg.method_config, class_names)
+    model, processor = load_model_and_processor(replace(cfg.model, path=resolve_model_path(cfg.model)))
+    model = apply_lora(model, cfg.lora, cfg.model.family)
+    processor.tokenizer.padding_side = "right"
+    device = torch.device("cuda" if cfg.scale.use_gpu and torch.cuda.is_available() else "cpu")
+    model.to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    steps = total_steps(len(examples), cfg.optim.batch_size, cfg.optim.epochs, cfg.optim.max_steps)
+    scheduler = get_scheduler(cfg.optim.schedule, optimizer, num_warmup_steps=int(cfg.optim.warmup_ratio * steps),
+                              num_training_steps=steps)
+    images = ImageStore(root, cfg.data.storage_options)
+    pad = processor.tokenizer.pad_token_id
+    micro = cfg.optim.batch_size // cfg.optim.grad_accum
+    losses = []
+    model.train()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for step in range(steps):
+        share = step_indices(len(examples), cfg.optim.batch_size, step, cfg.seed)
+        optimizer.zero_grad(set_to_none=True)
+        step_loss = 0.0
+        for chunk_start in range(0, len(share), micro):
+            items, weights, normalise, owner = [], [], [], []
+            for position, (index_, epoch) in enumerate(share[chunk_start:chunk_start + micro]):
+                example = examples[index_]
+                rng = random.Random(f"{cfg.seed}/{epoch}/{example['id']}")
+                image = decode_image(images.read(example["path"]))
+                for pathway in method.pathways(example, rng):
+                    items.append(encode_pathway(processor, image, pathway.prompt, pathway.target))
+                    weights.append(pathway.weight)
+                    normalise.append(pathway.normalise)
+                    owner.append(position)
+            batch = {key: value.to(device) for key, value in collate(items, pad).items()}
+            labels = batch.pop("labels")
+            nll, counts = token_nll(model(**batch).logits, labels)
+            loss = pathway_loss(nll, counts, weights, normalise, owner, max(owner) + 1) / cfg.optim.grad_accum
+            loss.backward()
+            step_loss += float(loss.detach())
+        if cfg.optim.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        losses.append(step_loss)
+    train_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
+    evaluate_all(model, processor, cfg, method, rows, images, class_names, 0, 1)
+    eval_s = time.perf_counter() - started - train_s
+    return {"steps": steps, "train_seconds": train_s, "train_cpu_seconds": cpu_s, "eval_seconds": eval_s,
+            "loss": sum(losses) / len(losses),
+            "threads": torch.get_num_threads()}
+
+
+def run_plain(cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The plain loop in a fresh subprocess with the thread count the Ray worker gets."""
+    from reasonbed.config import to_dict
+
+    result_file = Path(tempfile.mkdtemp(prefix="reasonbed-bench-train-")) / "result.json"
+    spec = {"config": to_dict(cfg), "result": str(result_file)}
+    load_before = os.getloadavg()[0]
+    result = subprocess.run([sys.executable, __file__, "--stage-worker", json.dumps(spec)],
+                            env={**os.environ, "OMP_NUM_THREADS": str(args.threads)}, capture_output=True,
+                            text=True, timeout=3600)
+    if result.returncode != 0:
+        raise RuntimeError(f"plain loop failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return {**json.loads(result_file.read_text()), "load": [load_before, os.getloadavg()[0]]}
+
+
+def stage_worker(spec_json: str) -> None:
+    from reasonbed.config import load
+    from reasonbed.train.config import TrainConfig
+
+    spec = json.loads(spec_json)
+    result = plain_loop(load(TrainConfig, base=spec["config"]))
+    Path(spec["result"]).write_text(json.dumps(result))
+
+
+def run_ray(cfg: Any) -> dict[str, Any]:
+    from reasonbed.train.driver import run_training
+
+    load_before = os.getloadavg()[0]
+    started = time.perf_counter()
+    result = run_training(cfg, write_run_dir=False)
+    wall = time.perf_counter() - started
+    final = result.final
+    return {"steps": int(final["step"]), "seconds": float(final["seconds"]), "loss": float(final["loss"]),
+            "wall": wall, "load": [load_before, os.getloadavg()[0]]}
+
+
+def one_round(number: int, args: argparse.Namespace, data_root: str, model_dir: str,
+              workdir: Path) -> dict[str, Any]:
+    cfg = train_config(args, data_root, model_dir, str(workdir / f"ray-run-{number}"))
+    ray_run = run_ray(cfg)
+    ray_rate = ray_run["steps"] / ray_run["seconds"]
+    print(f"[{number}] ray:   {ray_run['steps']} steps in {ray_run['seconds']:.2f} s (loop clock, final eval "
+          f"included) = {ray_rate:.3f} steps/s; run_training wall {ray_run['wall']:.1f} s; mean loss "
+          f"{ray_run['loss']:.4f}; load {ray_run['load'][0]:.1f}->{ray_run['load'][1]:.1f}", flush=True)
+    plain = run_plain(cfg, args)
+    plain_s = plain["train_seconds"] + plain["eval_seconds"]
+    plain_rate = plain["steps"] / plain_s
+    print(f"[{number}] plain: {plain['steps']} steps in {plain_s:.2f} s (final eval {plain['eval_seconds']:.2f} s "
+          f"included) = {plain_rate:.3f} steps/s; {plain['threads']} thread(s), CPU time of the steps "
+          f"{plain['train_cpu_seconds']:.1f} s for {plain['train_seconds']:.1f} s wall; mean loss {plain['loss']:.4f}; "
+          f"load {plain['load'][0]:.1f}->{plain['load'][1]:.1f}", flush=True)
+    ratio = ray_rate / plain_rate
+    # Without the evaluation: the plain loop's own eval time taken off the Ray clock too.
+    ratio_train = (plain["train_seconds"] / max(1e-9, ray_run["seconds"] - plain["eval_seconds"]))
+    print(f"[{number}] ray/plain = {ratio:.3f} (overhead {100 * (1 - ratio):.1f}%); steps only "
+          f"{ratio_train:.3f}", flush=True)
+    return {"ray": ray_run, "plain": plain, "ray_steps_per_s": ray_rate, "plain_steps_per_s": plain_rate,
+            "ratio": ratio, "ratio_steps_only": ratio_train}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.stage_worker:
+        stage_worker(args.stage_worker)
+        return 0
+    import ray
+
+    from reasonbed.data import synthetic
+    from reasonbed.models.tiny import build_tiny_model
+    from reasonbed.ray_runtime import init_ray
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="reasonbed-bench-train-"))
+    data_root = workdir / "data"
+    if not data_root.exists():
+        synthetic.generate(str(data_root), images_per_class=args.images_per_class)
+    model_dir = str(build_tiny_model("qwen2_vl", args.size))
+    print(f"model qwen2_vl-{args.size} + LoRA; method {args.method}; {args.steps} steps of batch {args.batch_size}; "
+          f"{args.threads} thread(s) each; {os.cpu_count()} cores", flush=True)
+    # The worker's threads as in the plain loop; a local Ray gets one CPU more for Ray Train's own actors.
+    init_ray(num_cpus=None if os.environ.get("RAY_ADDRESS") else args.threads + 1,
+             runtime_env={"env_vars": {"OMP_NUM_THREADS": str(args.threads)}})
+    rounds = [one_round(number, args, str(data_root), model_dir, workdir) for number in range(1, args.rounds + 1)]
+    ray.shutdown()
+    summary = {key: statistics.median(r[key] for r in rounds)
+               for key in ("ray_steps_per_s", "plain_steps_per_s", "ratio", "ratio_steps_only")}
+    overhead = 1 - summary["ratio"]
+    print(f"== median over {len(rounds)} round(s): ray {summary['ray_steps_per_s']:.3f} steps/s, plain "
+          f"{summary['plain_steps_per_s']:.3f} steps/s, ray/plain {summary['ratio']:.3f} (steps only "
+          f"{summary['ratio_steps_only']:.3f})")
+    print(f"target overhead <= {100 * TARGET_OVERHEAD:.0f}%: {'met' if overhead <= TARGET_OVERHEAD else 'NOT met'} "
+          f"({100 * overhead:.1f}%)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "rounds": rounds, "median": summary}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))  # runnable from a checkout
+    import reasonbed  # noqa: F401 - torchvision fix before anything imports it
+    from reasonbed.jobcli import run_job
+
+    raise SystemExit(run_job(main))

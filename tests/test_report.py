@@ -1,0 +1,273 @@
+"""Reports and dashboards over a hand-written sweep folder (no Ray): tables, CSV, HTML, s3://, live servers.
+
+The fixture writes exactly what a sweep leaves behind - sweep.json, a real SQLite Optuna study per
+study, chains/manifest.json, done markers and per trial result.json, params.json, trial.json,
+provenance.json and a TensorBoard event file - for 2 methods x 2 test domains x 2 seeds x 2 trials,
+the second trial of every study stopped early by ASHA.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import pytest
+
+from reasonbed.cli import build_parser, main
+from reasonbed.report.build import build_report
+from reasonbed.report.dashboard import dashboard_commands
+
+METHODS = ("direct", "mtct")
+DOMAINS = ("photo", "sketch", "cartoon")
+TEST_DOMAINS = ("photo", "sketch")
+SEEDS = (0, 1)
+TOTAL_STEPS = 16
+TOKENS = {"completion_tokens": 12345, "prompt_tokens": 6789}
+SHA = "ab" * 32
+PRUNED_STUDY = "mtct-sketch-s1"  # its stopped trial is PRUNED in Optuna: too few COMPLETE for importances
+
+
+def _event_file(directory: Path, reports: list[dict[str, Any]]) -> None:
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    writer = EventFileWriter(str(directory))
+    for row in reports:
+        values = [summary_pb2.Summary.Value(tag=tag, simple_value=float(row[tag])) for tag in ("val_acc", "test_acc")]
+        writer.add_event(event_pb2.Event(wall_time=time.time(), step=row["step"],
+                                         summary=summary_pb2.Summary(value=values)))
+    writer.close()
+
+
+def write_sweep(root: Path) -> tuple[Path, dict[str, list[dict[str, Any]]]]:
+    """The sweep folder; returns it and, per study, its trials' reports (trial id -> list) for hand checks."""
+    sweep = root / "toy-sweep"
+    sweep.mkdir(parents=True)
+    rng = random.Random(7)
+    studies = [f"{m}-{d}-s{s}" for m in METHODS for d in TEST_DOMAINS for s in SEEDS]
+    storage_url = f"sqlite:///{sweep / 'optuna.db'}"
+    (sweep / "sweep.json").write_text(json.dumps({
+        "name": "toy-sweep", "config": {"methods": list(METHODS), "test_domains": list(TEST_DOMAINS)},
+        "study_storage": storage_url, "chains": str(sweep / "chains"), "studies": studies}))
+    (sweep / "chains").mkdir()
+    (sweep / "chains" / "manifest.json").write_text(json.dumps({"summary": {**TOKENS, "images": 24}}))
+    distributions = {"optim.lr": optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True),
+                     "lora.r": optuna.distributions.CategoricalDistribution([4, 8, 16])}
+    written: dict[str, list[dict[str, Any]]] = {}
+    for number, study_name in enumerate(studies):
+        method, domain, seed = study_name.rsplit("-", 2)[0], study_name.split("-")[1], int(study_name[-1])
+        study = optuna.create_study(storage=storage_url, study_name=study_name, direction="maximize")
+        written[study_name] = []
+        for n in range(2):
+            trial_id = f"{number:03d}ab_0000{n}"
+            hparams = {"optim.lr": 10 ** rng.uniform(-5, -2), "lora.r": rng.choice([4, 8, 16])}
+            steps = (8, 16) if n == 0 else (8,)  # trial 1 stopped early by ASHA
+            reports = []
+            for k, step in enumerate(steps):
+                val, test = round(rng.uniform(0.3, 0.95), 4), round(rng.uniform(0.2, 0.9), 4)
+                row = {"val_acc": val, "test_acc": test, "step": step, "total_steps": TOTAL_STEPS,
+                       "loss": 1.0 / step, "time_total_s": 60.0 * (k + 1) * (n + 1), "training_iteration": k + 1,
+                       "unparseable/direct": 0.0}
+                row.update({f"acc/direct/{d}/{part}": rng.uniform(0, 1) for d in DOMAINS if d != domain
+                            for part in ("in", "out")})
+                row[f"acc/direct/{domain}/test"] = test
+                reports.append(row)
+            directory = sweep / study_name / f"trial_{trial_id}"
+            directory.mkdir(parents=True)
+            (directory / "result.json").write_text("".join(json.dumps(r) + "\n" for r in reports))
+            (directory / "params.json").write_text(json.dumps(hparams))
+            (directory / "trial.json").write_text(json.dumps({
+                "study": study_name, "method": method, "test_domain": domain, "seed": seed, "trial_id": trial_id,
+                "hparams": hparams, "cpus": 2, "gpus": 0, "chains": str(sweep / "chains") if method == "mtct" else ""}))
+            (directory / "provenance.json").write_text(json.dumps({
+                "config": {"method": method}, "code_version": "c0ffee1+dirty", "packages": {"optuna": "5.0.0"},
+                "data_manifest_sha256": SHA, "images": 72}))
+            _event_file(directory, reports)
+            written[study_name].append({"trial_id": trial_id, "reports": reports})
+            if study_name == PRUNED_STUDY and n == 1:
+                study.add_trial(optuna.trial.create_trial(params=hparams, distributions=distributions,
+                                                          state=optuna.trial.TrialState.PRUNED))
+            else:
+                study.add_trial(optuna.trial.create_trial(params=hparams, distributions=distributions,
+                                                          value=reports[-1]["val_acc"]))
+        (sweep / study_name / "done").write_text("{}")
+    (sweep / "done").write_text("{}")
+    return sweep, written
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, list[dict[str, Any]]]]:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return write_sweep(tmp_path_factory.mktemp("report"))
+
+
+@pytest.fixture(scope="module")
+def report(sweep: tuple[Path, dict]) -> Path:
+    return build_report(str(sweep[0]), sweep[0] / "report")
+
+
+def _cell(values: list[float]) -> str:
+    return f"{100 * statistics.fmean(values):.1f} ± {100 * statistics.pstdev(values):.1f}"
+
+
+def _table(markdown: str, title_word: str) -> list[str]:
+    """The lines of the results table whose heading contains title_word."""
+    start = next(i for i, line in enumerate(markdown.splitlines()) if line.startswith("### ") and title_word in line)
+    lines = markdown.splitlines()[start + 1:]
+    return [line for line in lines[: next(i for i, line in enumerate(lines) if line.startswith("###"))]
+            if line.startswith("|")]
+
+
+def test_markdown_tables_match_hand_computation(report: Path, sweep: tuple[Path, dict]) -> None:
+    markdown = (report.parent / "report.md").read_text()
+    written = sweep[1]
+    honest, oracle = _table(markdown, "Training-domain"), _table(markdown, "ORACLE")
+    for table in (honest, oracle):
+        header = table[0]
+        assert all(f" {d} |" in header for d in TEST_DOMAINS) and " Avg |" in header and "CPU-h" in header
+        assert "Teacher tokens" in header and len(table) == 2 + len(METHODS)
+    assert "ORACLE (test-domain selection: an upper bound, not a valid result)" in markdown
+    assert "Leave-one-domain-out selection" in markdown and "n/a: this selection needs runs" in markdown
+    # training-domain validation, mtct / sketch: best val_acc over both trials and all checkpoints, per seed
+    chosen = [max((r for t in written[f"mtct-sketch-s{s}"] for r in t["reports"]), key=lambda r: r["val_acc"])
+              for s in SEEDS]
+    mtct = next(line for line in honest if line.startswith("| mtct |"))
+    cells = [c.strip() for c in mtct.strip("|").split("|")]
+    assert cells[1 + TEST_DOMAINS.index("sketch")] == _cell([r["test_acc"] for r in chosen])
+    # oracle, direct / photo: best last-checkpoint test_acc per seed
+    best = [max(t["reports"][-1]["test_acc"] for t in written[f"direct-photo-s{s}"]) for s in SEEDS]
+    direct = next(line for line in oracle if line.startswith("| direct |"))
+    assert [c.strip() for c in direct.strip("|").split("|")][1 + TEST_DOMAINS.index("photo")] == _cell(best)
+    # cost: CPU-hours over all 8 trials of a method; teacher tokens only for the method trained on chains
+    hours = sum(60.0 * (k + 1) * (n + 1) for n, k in ((0, 1), (1, 0))) * 2 / 3600 * len(TEST_DOMAINS) * len(SEEDS)
+    assert f"| {hours:.3f} | 0.000 | 12,345 (prompt 6,789) |" in mtct
+    assert next(line for line in honest if line.startswith("| direct |")).endswith("| 0 |")
+    # traceability: the chosen trial, step, accuracies and provenance are listed
+    trial = next(t["trial_id"] for t in written["mtct-sketch-s0"] if chosen[0] in t["reports"])
+    row = next(line for line in markdown.splitlines() if f"`{trial}`" in line and "| mtct | sketch | 0 |" in line)
+    assert f"| {chosen[0]['step']} | {100 * chosen[0]['val_acc']:.1f} | {100 * chosen[0]['test_acc']:.1f} |" in row
+    assert "c0ffee1+dirty" in row and SHA in row
+    # importances: computed for studies with enough COMPLETE trials, a note for the other
+    assert "optim.lr" in markdown and f"- {PRUNED_STUDY}: too few COMPLETE trials" in markdown
+
+
+def test_trials_table(report: Path) -> None:
+    frame = pd.read_csv(report.parent / "trials.csv")
+    assert len(frame) == len(METHODS) * len(TEST_DOMAINS) * len(SEEDS) * 2
+    for column in ("method", "test_domain", "seed", "status", "val_acc", "test_acc", "cpu_hours", "trial_id",
+                   "code_version", "data_manifest_sha256", "hp.optim.lr", "hp.lora.r"):
+        assert column in frame.columns, column
+    assert sorted(frame["status"].value_counts().items()) == [("completed", 8), ("stopped", 8)]
+    stopped = frame[frame["status"] == "stopped"].iloc[0]
+    assert stopped["step"] < stopped["total_steps"] and stopped["cpu_hours"] == pytest.approx(120 * 2 / 3600)
+    assert frame["uses_chains"].tolist() == [m == "mtct" for m in frame["method"]]
+    assert len(pd.read_parquet(report.parent / "trials.parquet")) == len(frame)
+
+
+def test_html_is_self_contained(report: Path) -> None:
+    page = report.read_text()
+    assert report.name == "report.html" and page.count('<img src="data:image/png;base64,') == 4
+    assert not re.findall(r"https?://", page)
+    assert "ORACLE" in page and "<table>" in page
+    assert all((report.parent / "plots" / f"{n}.png").is_file()
+               for n in ("accuracy", "learning_curves", "hyperparameters", "importance"))
+
+
+def test_s3_sweep_with_missing_local_study_storage(sweep: tuple[Path, dict], s3_bucket: str,
+                                                   tmp_path: Path) -> None:
+    """Records read through fsspec; the sweep's sqlite path is not on this machine: the optuna.db copy is used."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": os.environ["AWS_ENDPOINT_URL"]})
+    remote = f"{s3_bucket}/sweeps/toy-sweep"
+    fs.put(str(sweep[0]), remote, recursive=True)
+    meta = json.loads((sweep[0] / "sweep.json").read_text())
+    fs.pipe(f"{remote}/sweep.json", json.dumps({**meta, "study_storage": "sqlite:////nowhere/optuna.db"}).encode())
+    page = build_report(f"s3://{remote}", tmp_path / "out")
+    markdown = page.with_name("report.md").read_text()
+    assert "Sweep report: toy-sweep" in markdown and "optim.lr" in markdown
+    assert len(pd.read_csv(page.with_name("trials.csv"))) == 16
+
+
+def test_dashboard_commands_bind_loopback_by_default() -> None:
+    commands = dashboard_commands("sqlite:////tmp/x.db", "/tmp/sweep")
+    optuna_cmd, tensorboard_cmd = commands["optuna-dashboard"], commands["tensorboard"]
+    assert optuna_cmd[optuna_cmd.index("--host") + 1] == "127.0.0.1" and "sqlite:////tmp/x.db" in optuna_cmd
+    assert optuna_cmd[optuna_cmd.index("--port") + 1] == "8080"
+    assert tensorboard_cmd[:3] == [sys.executable, "-m", "tensorboard.main"]
+    assert tensorboard_cmd[tensorboard_cmd.index("--host") + 1] == "127.0.0.1"
+    assert tensorboard_cmd[tensorboard_cmd.index("--port") + 1] == "6006"
+    assert tensorboard_cmd[tensorboard_cmd.index("--logdir") + 1] == "/tmp/sweep"
+    args = build_parser().parse_args(["dashboard", "runs/x"])
+    assert (args.host, args.optuna_port, args.tensorboard_port) == ("127.0.0.1", 8080, 6006)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def test_dashboard_serves_and_stops(sweep: tuple[Path, dict]) -> None:
+    optuna_port, tensorboard_port = _free_port(), _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "reasonbed", "dashboard", str(sweep[0]),
+                                "--optuna-port", str(optuna_port), "--tensorboard-port", str(tensorboard_port)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline, studies, runs = time.monotonic() + 60, None, []
+        while time.monotonic() < deadline and process.poll() is None and not (studies and runs):
+            try:  # both answer on 127.0.0.1; optuna-dashboard lists the studies, TensorBoard the trials' runs
+                with urllib.request.urlopen(f"http://127.0.0.1:{optuna_port}/api/studies", timeout=2) as answer:
+                    studies = json.load(answer)["study_summaries"]
+                with urllib.request.urlopen(f"http://127.0.0.1:{tensorboard_port}/data/runs", timeout=2) as answer:
+                    runs = json.load(answer)
+            except OSError:
+                pass
+            time.sleep(0.5)
+        assert process.poll() is None, "".join(output)
+        assert studies and runs, f"dashboards did not answer within 60 s:\n{''.join(output)}"
+        assert len(studies) == len(METHODS) * len(TEST_DOMAINS) * len(SEEDS)
+        assert any("trial_" in run for run in runs), runs
+        pids = [int(p) for p in re.findall(r"\(pid (\d+)\)", "".join(output))]
+        assert len(pids) == 2 and all(_alive(pid) for pid in pids), "".join(output)
+        assert f"http://127.0.0.1:{optuna_port}" in "".join(output) and "Ray dashboard" in "".join(output)
+    finally:
+        process.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        code = process.wait(timeout=30)
+    reader.join(timeout=5)
+    assert code == 0, "".join(output)
+    assert not any(_alive(pid) for pid in pids), "".join(output)
+
+
+def test_report_on_a_folder_without_sweep_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "not-a-sweep"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="not-a-sweep.*no sweep.json"):
+        build_report(str(empty), tmp_path / "out")
+    assert main(["report", str(empty)]) == 2
+    assert "not-a-sweep" in capsys.readouterr().err
