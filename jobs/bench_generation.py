@@ -3,18 +3,19 @@
 On one set of prompts (synthetic images, the reasoning prompt, n candidates, the pipeline's
 per-request seeds) and one model (the factory's `small` Qwen2-VL by default), each round measures
 completion tokens per second of
-  (a) raw `vllm.LLM.generate` in one process (a subprocess of this script, so its ~3 GB are freed
-      before (b)); timed around the `generate` calls only, after a warm-up call; as one call over
-      every prompt (a1) and as the pipeline's batches, one call each (a2);
-  (b) `run_generation` with engine vllm and 1 actor, timed at the driver: the moment each shard
-      (= one engine batch, as shard_size = batch_size) has all its rows at the driver. Steady-state
-      tokens/s = tokens of shards 2..K / (t_K - t_1): every per-batch cost of the pipeline (Ray Data
-      scheduling, image loading, transfers, judging, the driver's shard writes) is inside, the
-      one-time start (Ray Data start-up, vLLM engine construction in the actor) is not. Also
-      printed: tokens/s inside the actor's `generate` calls for the same shards (and how much of the
-      window they fill), and end-to-end tokens/s over the whole `run_generation` call;
-  (c) the `hf` engine (batched transformers `generate`, the same batches) in a subprocess, timed
-      around `generate` calls after a warm-up batch;
+  (a) raw `vllm.LLM.generate` in one process (subprocesses of this script, so their ~3 GB are
+      freed before (b)), timed around the `generate` calls only, each on a fresh engine (no prefix
+      cache shared between the two, and a cold first call, as in the actor): the pipeline's batches,
+      one call each (a2), and every prompt in one call (a1);
+  (b) `run_generation` with engine vllm and 1 actor, timed from the start of the actor's first batch
+      task (Ray's own task events, via the state API) to the moment the last shard has all its rows
+      at the driver: every per-batch cost of the pipeline (Ray Data scheduling, image loading,
+      transfers, judging, building rows, delivering them to the driver) is inside; the one-time start
+      (Ray Data start-up, vLLM engine construction in the actor's __init__) is not, and is printed
+      separately, as are tokens/s inside the actor's `generate` calls, how busy the actor's batch
+      tasks kept it, and end-to-end tokens/s over the whole `run_generation` call;
+  (c) the `hf` engine (batched transformers `generate`, the same batches, fresh model) in a
+      subprocess, timed around its `generate` calls;
 then the ratios b/a1, b/a2 and b/c. Rounds alternate (a), (b), (c); medians are reported. Target:
 b/a >= 0.85. Every stage runs with the same CPU threads (--threads, default 1, which is what the
 pipeline's default engine.num_cpus=1 gives its actor) and vLLM in one process
@@ -136,18 +137,14 @@ def raw_vllm_worker(spec: dict[str, Any]) -> dict[str, Any]:
         return sum(len(choice.token_ids) for output in outputs for choice in output.outputs)
 
     batches = batches_of_requests(spec["data_root"], spec["batch_size"])
-    llm.generate(*inputs(batches[0][:2]), use_tqdm=False)  # warm-up (not timed)
-    everything = [request for batch in batches for request in batch]
-    started = time.perf_counter()
-    one_call_tokens = tokens(llm.generate(*inputs(everything), use_tqdm=False))
-    one_call_s = time.perf_counter() - started
-    batched_tokens, batched_s = 0, 0.0
+    if spec["kind"] == "raw-one-call":
+        batches = [[request for batch in batches for request in batch]]
+    total, seconds = 0, 0.0
     for batch in batches:
         started = time.perf_counter()
-        batched_tokens += tokens(llm.generate(*inputs(batch), use_tqdm=False))
-        batched_s += time.perf_counter() - started
-    return {"init_s": init_s, "one_call": {"tokens": one_call_tokens, "seconds": one_call_s},
-            "batched": {"tokens": batched_tokens, "seconds": batched_s}}
+        total += tokens(llm.generate(*inputs(batch), use_tqdm=False))
+        seconds += time.perf_counter() - started
+    return {"init_s": init_s, "tokens": total, "seconds": seconds}
 
 
 def stage_env(args: argparse.Namespace) -> dict[str, str]:
@@ -174,14 +171,12 @@ def run_stage(kind: str, model_dir: str, data_root: str, args: argparse.Namespac
 
 def stage_worker(spec_json: str) -> None:
     spec = json.loads(spec_json)
-    result = raw_vllm_worker(spec) if spec["kind"] == "raw" else hf_worker(spec)
+    result = hf_worker(spec) if spec["kind"] == "hf" else raw_vllm_worker(spec)
     Path(spec["result"]).write_text(json.dumps(result))
 
 
 def run_pipeline(model_dir: str, data_root: str, output: str, args: argparse.Namespace) -> dict[str, Any]:
-    """(b): run_generation with 1 vLLM actor; shard completion times recorded at the driver."""
-    import pyarrow.parquet as pq
-
+    """(b): run_generation with 1 vLLM actor, timed from its first batch task to the last row at the driver."""
     from reasonbed.config import load
     from reasonbed.generation import shards
     from reasonbed.generation.config import GenerationConfig
@@ -201,39 +196,65 @@ def run_pipeline(model_dir: str, data_root: str, output: str, args: argparse.Nam
         "sampling": {"n": args.n, "temperature": args.temperature, "top_p": 0.95, "max_tokens": args.max_tokens,
                      "seed": args.seed},
     })
-    completed: dict[str, float] = {}
+    done_at: list[float] = []
     original = shards.ShardStore.write_shard
 
     def timed_write(self: Any, shard_name: str, table: Any) -> None:
-        completed[shard_name] = time.perf_counter()  # all rows of the shard are at the driver
+        done_at.append(time.time())  # all rows of the shard are at the driver (wall clock, as Ray's events)
         original(self, shard_name, table)
 
     shards.ShardStore.write_shard = timed_write  # type: ignore[method-assign]
     load_before = os.getloadavg()[0]
     try:
+        run_started = time.time()
         started = time.perf_counter()
-        summary = run_generation(cfg)
+        run_generation(cfg)
         wall = time.perf_counter() - started
     finally:
         shards.ShardStore.write_shard = original  # type: ignore[method-assign]
-    table = shards.ShardStore(output).read("pass0/", columns=["image_id", "completion_tokens", "seconds"])
-    order = sorted(completed, key=completed.get)  # type: ignore[arg-type]
-    store = shards.ShardStore(output)
-    per_shard = {name: pq.read_table(store.path(name), columns=["completion_tokens", "seconds"]).to_pydict()
-                 for name in order}
-    steady_tokens = sum(sum(per_shard[name]["completion_tokens"]) for name in order[1:])
-    steady_engine_s = sum(sum(per_shard[name]["seconds"]) for name in order[1:])  # generate() walls, 2..K
-    steady_s = completed[order[-1]] - completed[order[0]]
-    return {"shards": len(order), "tokens": sum(table.column("completion_tokens").to_pylist()),
-            "steady": {"tokens": steady_tokens, "seconds": steady_s, "engine_seconds": steady_engine_s},
-            "end_to_end": {"seconds": wall},
+    table = shards.ShardStore(output).read("pass0/", columns=["completion_tokens", "seconds"])
+    tokens = sum(table.column("completion_tokens").to_pylist())
+    init, submits = actor_task_spans(run_started)
+    first_call = min(start for start, _ in submits)
+    window = max(done_at) - first_call
+    return {"tokens": tokens, "window_seconds": window, "actor_init_seconds": init[1] - init[0],
+            "actor_task_seconds": sum(end - start for start, end in submits), "actor_tasks": len(submits),
             "engine_call_seconds": sum(table.column("seconds").to_pylist()),
-            "actor_cpus": actor_cpus, "load": [load_before, os.getloadavg()[0]],
-            "summary_engine_tokens_per_s": summary["engine_tokens_per_s"]}
+            "end_to_end_seconds": wall, "shards": len(done_at), "actor_cpus": actor_cpus,
+            "load": [load_before, os.getloadavg()[0]]}
+
+
+def actor_task_spans(since: float, timeout_s: float = 30.0) -> tuple[tuple[float, float], list[tuple[float, float]]]:
+    """(start, end) in epoch seconds of the generation actor's __init__ and of each of its batch tasks.
+
+    From Ray's task events (the state API), which Ray records for every task; they reach the GCS
+    within a second or so of the task's end, so this polls until every task of the run is finished.
+    """
+    from ray.util.state import list_tasks
+
+    prefix = "MapWorker(MapBatches(GenerationActor))."
+    deadline = time.time() + timeout_s
+    while True:
+        tasks = [task for name in ("__init__", "submit")
+                 for task in list_tasks(filters=[("name", "=", prefix + name)], detail=True, limit=10_000,
+                                        raise_on_missing_output=False)
+                 if task.start_time_ms and task.start_time_ms / 1000 >= since]
+        finished = all(task.end_time_ms for task in tasks)
+        inits = [task for task in tasks if task.name.endswith(".__init__")]
+        submits = [task for task in tasks if task.name.endswith(".submit")]
+        if (finished and inits and submits) or time.time() > deadline:
+            break
+        time.sleep(1.0)
+    if not (finished and inits and submits):
+        raise RuntimeError("Ray's task events for the generation actor are incomplete (is the state API "
+                           "available? a local Ray started by reasonbed has it)")
+    init = inits[0]
+    return ((init.start_time_ms / 1000, init.end_time_ms / 1000),
+            [(task.start_time_ms / 1000, task.end_time_ms / 1000) for task in submits])
 
 
 def hf_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """(c), run in its own process: the hf engine (batched transformers generate) on the same batches."""
+    """(c), run in its own process: the hf engine (batched transformers generate) on the same batches, cold."""
     from reasonbed.inference.base import EngineConfig
     from reasonbed.inference.hf_engine import HFEngine
     from reasonbed.models.configs import ModelConfig
@@ -241,7 +262,6 @@ def hf_worker(spec: dict[str, Any]) -> dict[str, Any]:
     engine = HFEngine(EngineConfig(name="hf", model=ModelConfig(path=spec["model"]), batch_size=spec["batch_size"]))
     sampling = sampling_config(argparse.Namespace(**spec["sampling"]))
     batches = batches_of_requests(spec["data_root"], spec["batch_size"])
-    engine.generate(batches[0], sampling)  # warm-up (not timed)
     tokens, seconds = 0, 0.0
     for batch in batches:
         started = time.perf_counter()
@@ -258,33 +278,33 @@ def rate(part: dict[str, Any], tokens: int | None = None) -> float:
 def one_round(number: int, model_dir: str, data_root: str, workdir: Path,
               args: argparse.Namespace) -> dict[str, Any]:
     """(a), (b) and (c) once, one after the other; their tokens/s and ratios."""
-    raw = run_stage("raw", model_dir, data_root, args)
-    a1, a2 = rate(raw["one_call"]), rate(raw["batched"])
-    print(f"[{number}] (a) raw vLLM: one call {a1:.1f} tok/s ({raw['one_call']['tokens']} tok / "
-          f"{raw['one_call']['seconds']:.2f} s); batches of {args.batch_size} {a2:.1f} tok/s "
-          f"({raw['batched']['tokens']} tok / {raw['batched']['seconds']:.2f} s); engine init {raw['init_s']:.1f} s; "
-          f"load {raw['load'][0]:.1f}->{raw['load'][1]:.1f}", flush=True)
+    raw2 = run_stage("raw-batched", model_dir, data_root, args)
+    raw1 = run_stage("raw-one-call", model_dir, data_root, args)
+    a1, a2 = rate(raw1), rate(raw2)
+    print(f"[{number}] (a) raw vLLM, fresh engine each: batches of {args.batch_size} {a2:.1f} tok/s ({raw2['tokens']} "
+          f"tok / {raw2['seconds']:.2f} s); one call {a1:.1f} tok/s ({raw1['tokens']} tok / {raw1['seconds']:.2f} s); "
+          f"engine init {raw2['init_s']:.1f} s; load {raw2['load'][0]:.1f}->{raw1['load'][1]:.1f}", flush=True)
     pipe = run_pipeline(model_dir, data_root, str(workdir / f"chains-{time.time_ns()}"), args)
-    b = rate(pipe["steady"])
-    b_e2e = pipe["tokens"] / pipe["end_to_end"]["seconds"]
-    print(f"[{number}] (b) pipeline, 1 vLLM actor ({pipe['actor_cpus']:g} CPU): steady {b:.1f} tok/s "
-          f"({pipe['steady']['tokens']} tok of shards 2..{pipe['shards']} / {pipe['steady']['seconds']:.2f} s); "
-          f"inside engine calls {pipe['steady']['tokens'] / pipe['steady']['engine_seconds']:.1f} tok/s (engine busy "
-          f"{100 * pipe['steady']['engine_seconds'] / pipe['steady']['seconds']:.0f}% of the window); end to end "
-          f"{b_e2e:.1f} tok/s ({pipe['tokens']} tok / {pipe['end_to_end']['seconds']:.1f} s, actor start "
-          f"included); load {pipe['load'][0]:.1f}->{pipe['load'][1]:.1f}", flush=True)
+    b = pipe["tokens"] / pipe["window_seconds"]
+    b_engine = pipe["tokens"] / pipe["engine_call_seconds"]
+    b_e2e = pipe["tokens"] / pipe["end_to_end_seconds"]
+    print(f"[{number}] (b) pipeline, 1 vLLM actor ({pipe['actor_cpus']:g} CPU): {b:.1f} tok/s ({pipe['tokens']} tok / "
+          f"{pipe['window_seconds']:.2f} s from its first batch task to the last row at the driver); batch tasks "
+          f"busy {100 * pipe['actor_task_seconds'] / pipe['window_seconds']:.0f}% of that; inside generate() "
+          f"{b_engine:.1f} tok/s; end to end {b_e2e:.1f} tok/s ({pipe['end_to_end_seconds']:.1f} s, of which actor "
+          f"start {pipe['actor_init_seconds']:.1f} s); load {pipe['load'][0]:.1f}->{pipe['load'][1]:.1f}", flush=True)
     c = None
     if not args.skip_hf:
         hf = run_stage("hf", model_dir, data_root, args)
         c = rate(hf)
         print(f"[{number}] (c) HF generate, batches of {args.batch_size}: {c:.1f} tok/s ({hf['tokens']} tok / "
               f"{hf['seconds']:.2f} s); load {hf['load'][0]:.1f}->{hf['load'][1]:.1f}", flush=True)
-    ratios = {"b/a1": b / a1 if a1 else None, "b/a2": b / a2 if a2 else None, "b/c": b / c if c else None}
+    ratios = {"b/a1": b / a1 if a1 else None, "b/a2": b / a2 if a2 else None, "b/c": b / c if c else None,
+              "b_engine/a2": b_engine / a2 if a2 else None}  # the engine's own speed in the actor vs raw
     print(f"[{number}] ratios: " + "  ".join(f"{k} = {v:.2f}" for k, v in ratios.items() if v is not None),
           flush=True)
-    b_engine = pipe["steady"]["tokens"] / pipe["steady"]["engine_seconds"]
     return {"a1": a1, "a2": a2, "b": b, "b_engine": b_engine, "b_end_to_end": b_e2e, "c": c, **ratios,
-            "raw": raw, "pipeline": pipe}
+            "raw_batched": raw2, "raw_one_call": raw1, "pipeline": pipe}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -316,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         values = sorted(r[key] for r in rounds if r.get(key) is not None)
         return statistics.median(values) if values else None
 
-    keys = ("a1", "a2", "b", "b_engine", "b_end_to_end", "c", "b/a1", "b/a2", "b/c")
+    keys = ("a1", "a2", "b", "b_engine", "b_end_to_end", "c", "b/a1", "b/a2", "b/c", "b_engine/a2")
     summary = {key: median(key) for key in keys}
     print(f"== median over {len(rounds)} round(s): " + "  ".join(
         f"{key} {value:.2f}" if "/" in key else f"{key} {value:.1f} tok/s"

@@ -19,7 +19,7 @@ from typing import Any
 
 from reasonbed.config import dump_yaml, from_dict
 from reasonbed.train.config import TrainConfig
-from reasonbed.train.driver import TrainResult, prepare_examples, resolve
+from reasonbed.train.driver import TrainResult, build_trainer, prepare_examples, resolve
 
 
 def _plain(value: Any) -> bool:
@@ -30,8 +30,6 @@ def _plain(value: Any) -> bool:
 
 def run_grpo(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     """GRPO fine-tuning of the LoRA adapter on one LODO split; returns the run directory and metrics."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     from reasonbed.methods.grpo import GRPOConfig
     from reasonbed.models.families import resolve_model_path
@@ -49,20 +47,9 @@ def run_grpo(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     (run_dir / "done").unlink(missing_ok=True)
     dump_yaml(cfg, run_dir / "config.yaml")
     init_ray(address=cfg.ray_address or None)
-    trainer = TorchTrainer(
-        grpo_loop_per_worker,
-        train_loop_config={"cfg": cfg, "examples": examples, "eval_rows": rows, "model_path": model_path,
-                           "data_root": root, "class_names": spec.display_names,
-                           "super_classes": super_classes_of(spec)},
-        scaling_config=ScalingConfig(num_workers=cfg.scale.num_workers, use_gpu=cfg.scale.use_gpu,
-                                     resources_per_worker={"CPU": cfg.scale.cpus_per_worker}),
-        run_config=RunConfig(
-            name=cfg.run_name, storage_path=cfg.storage_path or str(run_dir / "ray"),
-            failure_config=FailureConfig(max_failures=cfg.scale.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.scale.keep_checkpoints),
-            callbacks=list(callbacks) or None,
-        ),
-    )
+    trainer = build_trainer(cfg, grpo_loop_per_worker, {
+        "cfg": cfg, "examples": examples, "eval_rows": rows, "model_path": model_path, "data_root": root,
+        "class_names": spec.display_names, "super_classes": super_classes_of(spec)}, run_dir, callbacks)
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"GRPO run {cfg.run_name!r} ended without a checkpoint")

@@ -86,12 +86,28 @@ def resolve(cfg: TrainConfig) -> tuple[TrainConfig, DatasetSpec, str, list[dict[
     return replace(cfg, test_domain=test_domain), spec, root, index
 
 
-def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (), chains_override: dict[str, list[str]] | None = None,
-                 write_run_dir: bool = True) -> TrainResult:
-    """Train one method on one LODO split on Ray Train; returns the run directory and metrics."""
+def build_trainer(cfg: TrainConfig, loop: Any, loop_config: dict[str, Any], run_dir: Path,
+                  callbacks: Sequence[Any] = ()) -> Any:
+    """The TorchTrainer for a worker loop: workers and resources, storage, restarts, checkpoints kept."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    return TorchTrainer(
+        loop, train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=cfg.scale.num_workers, use_gpu=cfg.scale.use_gpu,
+                                     resources_per_worker={"CPU": cfg.scale.cpus_per_worker}),
+        run_config=RunConfig(
+            name=cfg.run_name, storage_path=cfg.storage_path or str(run_dir / "ray"),
+            failure_config=FailureConfig(max_failures=cfg.scale.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.scale.keep_checkpoints),
+            callbacks=list(callbacks) or None,
+        ),
+    )
+
+
+def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (), chains_override: dict[str, list[str]] | None = None,
+                 write_run_dir: bool = True) -> TrainResult:
+    """Train one method on one LODO split on Ray Train; returns the run directory and metrics."""
     from reasonbed.models.families import resolve_model_path
     from reasonbed.ray_runtime import init_ray
     from reasonbed.train.loop import train_loop_per_worker
@@ -108,20 +124,9 @@ def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (), chains_overrid
     if write_run_dir:
         dump_yaml(cfg, run_dir / "config.yaml")
     init_ray(address=cfg.ray_address or None)
-    resources = {"CPU": cfg.scale.cpus_per_worker}
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"cfg": cfg, "examples": examples, "eval_rows": rows, "model_path": model_path,
-                           "data_root": root, "class_names": spec.display_names, "run_dir": str(run_dir)},
-        scaling_config=ScalingConfig(num_workers=cfg.scale.num_workers, use_gpu=cfg.scale.use_gpu,
-                                     resources_per_worker=resources),
-        run_config=RunConfig(
-            name=cfg.run_name, storage_path=cfg.storage_path or str(run_dir / "ray"),
-            failure_config=FailureConfig(max_failures=cfg.scale.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.scale.keep_checkpoints),
-            callbacks=list(callbacks) or None,
-        ),
-    )
+    trainer = build_trainer(cfg, train_loop_per_worker, {
+        "cfg": cfg, "examples": examples, "eval_rows": rows, "model_path": model_path, "data_root": root,
+        "class_names": spec.display_names, "run_dir": str(run_dir)}, run_dir, callbacks)
     result = trainer.fit()
     adapter = run_dir / "adapter"
     if result.checkpoint is None:

@@ -93,7 +93,6 @@ def _run_study(cfg: SweepConfig, method: str, test_domain: str, seed: int, chain
     from ray.tune.schedulers import ASHAScheduler
 
     from reasonbed.tune.optuna_search import StudySearch, close_abandoned, study_summary
-    from reasonbed.tune.trial import run_trial
 
     name = study_name(method, test_domain, seed)
     study_uri = storage.join(sweep_uri, name)
@@ -101,9 +100,10 @@ def _run_study(cfg: SweepConfig, method: str, test_domain: str, seed: int, chain
         log.info("study %s is done: skipped", name)
         return study_summary(study_url, name)
     space = load_space(cfg.search_spaces, method, cfg.data.dataset)
-    trainable = tune.with_parameters(run_trial, sweep=cfg, method=method, test_domain=test_domain, seed=seed,
-                                     chains=chains, study=name, sweep_uri=sweep_uri)
-    trainable = tune.with_resources(trainable, {"CPU": 0.01})  # the driver function only waits on its run
+    trainable = tune.with_resources(
+        study_trainable(name, sweep=cfg, method=method, test_domain=test_domain, seed=seed, chains=chains,
+                        sweep_uri=sweep_uri),
+        {"CPU": 0.01})  # the driver function only waits on its Ray Train run
     filesystem, storage_path = storage.pyarrow_filesystem(sweep_uri)
     experiment = f"{storage_path}/{name}"
     if tune.Tuner.can_restore(experiment, storage_filesystem=filesystem):
@@ -144,6 +144,21 @@ def _run_study(cfg: SweepConfig, method: str, test_domain: str, seed: int, chain
     return summary
 
 
+def study_trainable(study: str, **params: Any) -> Any:
+    """The trial function of one study, under a name of its own.
+
+    Tune registers trainables by name in the cluster; studies running at once with one shared name
+    (as `tune.with_parameters(run_trial, ...)` gives) would overwrite each other's parameters.
+    """
+    from reasonbed.tune.trial import run_trial
+
+    def trainable(config: dict[str, Any]) -> None:
+        run_trial(config, study=study, **params)
+
+    trainable.__name__ = trainable.__qualname__ = f"reasonbed_{study.replace('-', '_')}"
+    return trainable
+
+
 def _study_exists(url: str, name: str) -> bool:
     import optuna
 
@@ -182,6 +197,7 @@ def run_sweep(cfg: SweepConfig, local_root: str = "runs") -> dict[str, Any]:
     local = Path(local_root).resolve() / name if storage.is_remote(cfg.storage) else Path(sweep_uri)
     local.mkdir(parents=True, exist_ok=True)
     study_url = cfg.study_storage or f"sqlite:///{local / 'optuna.db'}"
+    _storage(study_url)  # create the schema once, before parallel studies race to create it
     init_ray(address=cfg.ray_address or None)
     check_resources(cfg, probe.scale.num_workers * probe.scale.cpus_per_worker,
                     probe.scale.num_workers if probe.scale.use_gpu else 0)

@@ -19,8 +19,12 @@ log = logging.getLogger(__name__)
 
 
 def rdb_storage(url: str) -> optuna.storages.RDBStorage:
-    """Optuna storage for a SQLAlchemy URL (sqlite:///path.db by default)."""
-    return optuna.storages.RDBStorage(url)
+    """Optuna storage for a SQLAlchemy URL (sqlite:///path.db by default).
+
+    SQLite waits up to 60 s for a lock, since parallel studies share one file.
+    """
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
 
 
 class StudySearch(OptunaSearch):
