@@ -5,8 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 EXTRAS ?= cpu,dev
-STAMP := $(VENV)/.reasonbed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
+STAMP := $(VENV)/.reasonbed-$(subst $(comma),-,$(EXTRAS))
 
 .PHONY: setup run test lint bench clean-venv
 

@@ -37,20 +37,33 @@ def _sweep(tmp_path: Path, *overrides: str, **base) -> SweepConfig:
     return load(SweepConfig, overrides=[f"storage={tmp_path / 'runs'}", *overrides], base={**BASE, **base})
 
 
+SWEEP_SPACE = """\
+description: a space where some draws cannot learn within the budget (lr 1e-7), so ASHA has to stop them
+params:
+  optim.lr: {choice: [1.0e-7, 5.0e-3], default: 5.0e-3}
+  lora.dropout: {uniform: [0.0, 0.1], default: 0.05}
+"""
+
+
 @pytest.fixture(scope="module")
 def small_sweep(tmp_path_factory, ray_session):
     """4 test domains x 4 samples of `direct`, ASHA on val_acc, report built from the records."""
     from reasonbed.report.build import build_report
 
     root = tmp_path_factory.mktemp("sweep")
-    outcome = run_sweep(_sweep(root))
+    spaces = root / "spaces"
+    spaces.mkdir()
+    (spaces / "default.yaml").write_text(SWEEP_SPACE)
+    (spaces / "direct.yaml").write_text("params: {}\n")
+    outcome = run_sweep(_sweep(root, f"search_spaces={spaces}", "train.optim.max_steps=40",
+                               "train.eval.every=20", "train.optim.batch_size=16", "asha.max_t=2"))
     report = build_report(outcome["sweep"], root / "report")
-    return outcome, report
+    return outcome, report, spaces
 
 
 @pytest.mark.slow
 def test_small_sweep_stops_some_trials_and_reports_every_domain(small_sweep):
-    outcome, report = small_sweep
+    outcome, report, _ = small_sweep
     records = load_records(outcome["sweep"])
     assert len(records) == 16 and {r.test_domain for r in records} == set(synthetic.STYLES)
     statuses = [r.status for r in records]
@@ -76,8 +89,8 @@ def test_small_sweep_stops_some_trials_and_reports_every_domain(small_sweep):
 
 @pytest.mark.slow
 def test_defaults_trial_first(small_sweep):
-    outcome, _ = small_sweep
-    space = load_space(REPO / "search_spaces", "direct", "synthetic_shapes")
+    outcome, _, spaces = small_sweep
+    space = load_space(spaces, "direct", "synthetic_shapes")
     study = optuna.load_study(study_name="direct-photo-s0", storage=outcome["study_storage"])
     first = min(study.trials, key=lambda trial: trial.number)
     assert first.params == pytest.approx(space.defaults())  # DomainBed: the first draw is the defaults
