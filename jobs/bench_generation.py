@@ -21,15 +21,16 @@ b/a >= 0.85. Every stage runs with the same CPU threads (--threads, default 1, w
 pipeline's default engine.num_cpus=1 gives its actor) and vLLM in one process
 (VLLM_ENABLE_V1_MULTIPROCESSING=0, as inside Ray actors). No timing assertions: a measurement.
 
-One machine (about 7 minutes for the defaults on 2 cores):
+One machine (about 8 minutes for the defaults on 2 cores):
     python jobs/bench_generation.py
     python jobs/bench_generation.py --smoke-test           # tiny model, 24 images, 16 tokens, 1 round
     python jobs/bench_generation.py --threads 2 --batch-size 12 --json bench-gen.json
-On a GPU node (the raw stage is a subprocess of the driver: run it on the GPU node itself, or
-submit it to a cluster whose head node has the GPU):
+On a GPU machine, and on a cluster (the raw and HF stages are subprocesses of the driver, so the
+driver takes a GPU of its own with --entrypoint-num-gpus; the pipeline's actor takes another one,
+which should be of the same type):
     python jobs/bench_generation.py --num-gpus 1 --images-per-class 8 --max-tokens 256
-    ray job submit --address http://HEAD:8265 --runtime-env cluster/runtime_env.yaml -- \
-        python jobs/bench_generation.py --num-gpus 1 --images-per-class 8 --max-tokens 256
+    ray job submit --address http://HEAD:8265 --runtime-env cluster/runtime_env.yaml --entrypoint-num-gpus 1 \
+        -- python jobs/bench_generation.py --num-gpus 1 --images-per-class 8 --max-tokens 256
 """
 
 from __future__ import annotations
@@ -155,18 +156,19 @@ def stage_env(args: argparse.Namespace) -> dict[str, str]:
 
 def run_stage(kind: str, model_dir: str, data_root: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run (a) or (c) in a fresh subprocess of this script (its memory is freed when it exits)."""
-    result_file = Path(tempfile.mkdtemp(prefix=f"reasonbed-bench-{kind}-")) / "result.json"
-    spec = {"kind": kind, "model": model_dir, "data_root": data_root, "batch_size": args.batch_size,
-            "result": str(result_file), "max_model_len": args.max_model_len, "num_gpus": args.num_gpus,
-            "max_num_batched_tokens": args.max_num_batched_tokens,
-            "sampling": {"n": args.n, "temperature": args.temperature, "max_tokens": args.max_tokens,
-                         "seed": args.seed}}
-    load_before = os.getloadavg()[0]
-    result = subprocess.run([sys.executable, __file__, "--stage-worker", json.dumps(spec)],
-                            env={**os.environ, **stage_env(args)}, capture_output=True, text=True, timeout=3600)
-    if result.returncode != 0:
-        raise RuntimeError(f"stage {kind} failed ({result.returncode}):\n{result.stderr[-4000:]}")
-    return {**json.loads(result_file.read_text()), "load": [load_before, os.getloadavg()[0]]}
+    with tempfile.TemporaryDirectory(prefix=f"reasonbed-bench-{kind}-") as directory:
+        result_file = Path(directory) / "result.json"
+        spec = {"kind": kind, "model": model_dir, "data_root": data_root, "batch_size": args.batch_size,
+                "result": str(result_file), "max_model_len": args.max_model_len, "num_gpus": args.num_gpus,
+                "max_num_batched_tokens": args.max_num_batched_tokens,
+                "sampling": {"n": args.n, "temperature": args.temperature, "max_tokens": args.max_tokens,
+                             "seed": args.seed}}
+        load_before = os.getloadavg()[0]
+        result = subprocess.run([sys.executable, __file__, "--stage-worker", json.dumps(spec)],
+                                env={**os.environ, **stage_env(args)}, capture_output=True, text=True, timeout=3600)
+        if result.returncode != 0:
+            raise RuntimeError(f"stage {kind} failed ({result.returncode}):\n{result.stderr[-4000:]}")
+        return {**json.loads(result_file.read_text()), "load": [load_before, os.getloadavg()[0]]}
 
 
 def stage_worker(spec_json: str) -> None:
@@ -321,6 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         synthetic.generate(str(data_root), images_per_class=args.images_per_class)
     model_dir = str(build_tiny_model("qwen2_vl", args.size))
     images = 24 * args.images_per_class
+    print(f"workdir {workdir}")
     print(f"model qwen2_vl-{args.size} ({model_dir}); {images} images x n={args.n}, max_tokens "
           f"{args.max_tokens}, temperature {args.temperature}, batch {args.batch_size}; {os.cpu_count()} cores",
           flush=True)

@@ -20,11 +20,12 @@ One machine (about 5 minutes for the defaults on 2 cores):
     python jobs/bench_train.py
     python jobs/bench_train.py --smoke-test                 # tiny model, 4 steps, 1 round
     python jobs/bench_train.py --steps 60 --threads 2
-On a GPU node (the plain loop is a subprocess of the driver: run it on the GPU node itself, or
-submit it to a cluster whose head node has the GPU):
+On a GPU machine, and on a cluster (the plain loop is a subprocess of the driver, so the driver
+takes a GPU of its own with --entrypoint-num-gpus; the Ray Train worker takes another one, which
+should be of the same type):
     python jobs/bench_train.py --gpu --steps 100
-    ray job submit --address http://HEAD:8265 --runtime-env cluster/runtime_env.yaml -- \
-        python jobs/bench_train.py --gpu --steps 100
+    ray job submit --address http://HEAD:8265 --runtime-env cluster/runtime_env.yaml --entrypoint-num-gpus 1 \
+        -- python jobs/bench_train.py --gpu --steps 100
 """
 
 from __future__ import annotations
@@ -159,15 +160,16 @@ def run_plain(cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
     """The plain loop in a fresh subprocess with the thread count the Ray worker gets."""
     from reasonbed.config import to_dict
 
-    result_file = Path(tempfile.mkdtemp(prefix="reasonbed-bench-train-")) / "result.json"
-    spec = {"config": to_dict(cfg), "result": str(result_file)}
-    load_before = os.getloadavg()[0]
-    result = subprocess.run([sys.executable, __file__, "--stage-worker", json.dumps(spec)],
-                            env={**os.environ, "OMP_NUM_THREADS": str(args.threads)}, capture_output=True,
-                            text=True, timeout=3600)
-    if result.returncode != 0:
-        raise RuntimeError(f"plain loop failed ({result.returncode}):\n{result.stderr[-4000:]}")
-    return {**json.loads(result_file.read_text()), "load": [load_before, os.getloadavg()[0]]}
+    with tempfile.TemporaryDirectory(prefix="reasonbed-bench-plain-") as directory:
+        result_file = Path(directory) / "result.json"
+        spec = {"config": to_dict(cfg), "result": str(result_file)}
+        load_before = os.getloadavg()[0]
+        result = subprocess.run([sys.executable, __file__, "--stage-worker", json.dumps(spec)],
+                                env={**os.environ, "OMP_NUM_THREADS": str(args.threads)}, capture_output=True,
+                                text=True, timeout=3600)
+        if result.returncode != 0:
+            raise RuntimeError(f"plain loop failed ({result.returncode}):\n{result.stderr[-4000:]}")
+        return {**json.loads(result_file.read_text()), "load": [load_before, os.getloadavg()[0]]}
 
 
 def stage_worker(spec_json: str) -> None:
@@ -193,7 +195,8 @@ def run_ray(cfg: Any) -> dict[str, Any]:
 
 def one_round(number: int, args: argparse.Namespace, data_root: str, model_dir: str,
               workdir: Path) -> dict[str, Any]:
-    cfg = train_config(args, data_root, model_dir, str(workdir / f"ray-run-{number}"))
+    # a fresh run directory: an existing one would make run_training resume from its checkpoint
+    cfg = train_config(args, data_root, model_dir, str(workdir / f"ray-run-{time.time_ns()}"))
     ray_run = run_ray(cfg)
     ray_rate = ray_run["steps"] / ray_run["seconds"]
     print(f"[{number}] ray:   {ray_run['steps']} steps in {ray_run['seconds']:.2f} s (loop clock, final eval "
@@ -231,6 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not data_root.exists():
         synthetic.generate(str(data_root), images_per_class=args.images_per_class)
     model_dir = str(build_tiny_model("qwen2_vl", args.size))
+    print(f"workdir {workdir}")
     print(f"model qwen2_vl-{args.size} + LoRA; method {args.method}; {args.steps} steps of batch {args.batch_size}; "
           f"{args.threads} thread(s) each; {os.cpu_count()} cores", flush=True)
     # The worker's threads as in the plain loop; a local Ray gets one CPU more for Ray Train's own actors.

@@ -555,10 +555,28 @@ def test_autoscaler_adds_fake_nodes_for_custom_resources_and_removes_idle_ones(
     print("autoscaling figures:", json.dumps(figures))
 
 
+@pytest.fixture(scope="module")
+def plain_head() -> Iterator[OwnRayHead]:
+    """A head that never adds (fake) nodes: fake nodes share one session directory, and each one
+    re-extracts working_dir there, deleting files under the running job (real nodes have their own disks)."""
+    root = Path(tempfile.mkdtemp(prefix="rbp-"))
+    gcs_port = _free_port()
+    config = rc.fake_autoscaling_config(rc.load_yaml(CLUSTER / "aws.yaml"), gcs_address=f"127.0.0.1:{gcs_port}",
+                                        head_resources={"CPU": 2}, worker_cpus=1, max_workers_per_type=0,
+                                        idle_timeout_minutes=0.1)
+    head = OwnRayHead(root, config, head_cpus=2, gcs_port=gcs_port)
+    try:
+        head.start()
+        yield head
+    finally:
+        head.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_job_submit_tune_pacs_smoke_test(own_head: OwnRayHead) -> None:
+def test_job_submit_tune_pacs_smoke_test(plain_head: OwnRayHead) -> None:
     """The README's main job, submitted to a local head on 127.0.0.1 as a cluster user would."""
-    proc = own_head.submit("--smoke-test", submission_id="tune-pacs-smoke", script="jobs/tune_pacs.py")
+    proc = plain_head.submit("--smoke-test", submission_id="tune-pacs-smoke", script="jobs/tune_pacs.py")
     output, _ = proc.communicate(timeout=1200)
     assert proc.returncode == 0, output[-6000:]
     assert "succeeded" in output and '"report"' in output and "report.html" in output

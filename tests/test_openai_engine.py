@@ -192,6 +192,8 @@ def _request(photo_shapes: Path) -> Request:
 
 def test_openai_engine_generates_schema_rows_without_leaking_the_key(
         tmp_path, photo_shapes, vllm_server, ray_session, monkeypatch, caplog):
+    # Set in the driver only, after the session's Ray started: the engine runs in a Ray Data actor,
+    # so the pipeline itself must carry the key there (workers do not see later driver env changes).
     monkeypatch.setenv(KEY_ENV, KEY)
     caplog.set_level(logging.INFO)
     output = tmp_path / "chains"

@@ -42,9 +42,14 @@ class GenerationActor:
 
     def __init__(self, engine_cfg: EngineConfig, sampling: SamplingConfig, class_names: list[str],
                  data_root: str, storage_options: dict[str, Any], prompt_kind: str, pass_index: int,
-                 candidate_offset: int) -> None:
+                 candidate_offset: int, secrets: dict[str, str] | None = None) -> None:
+        import os
+
         import reasonbed  # noqa: F401 - installs the torchvision fix in this actor too
 
+        # The endpoint key travels as a constructor argument (never in runtime_env, which the
+        # dashboard shows) and lives only in this actor's environment.
+        os.environ.update(secrets or {})
         self.engine = build_engine(engine_cfg, data_root=data_root, storage_options=storage_options)
         self.engine_name, self.sampling, self.class_names = engine_cfg.name, sampling, class_names
         self.prompt_kind, self.pass_index, self.offset = prompt_kind, pass_index, candidate_offset
@@ -91,6 +96,16 @@ class GenerationActor:
         return {column: [row.get(column) for row in out] for column in columns}
 
 
+def _engine_secrets(cfg: GenerationConfig) -> dict[str, str]:
+    """The openai engine's API key from the driver's environment, for the engine actors."""
+    import os
+
+    name = cfg.engine.api_key_env
+    if cfg.engine.name == "openai" and os.environ.get(name):
+        return {name: os.environ[name]}
+    return {}
+
+
 def _run_pass(cfg: GenerationConfig, spec: DatasetSpec, root: str, store: ShardStore, shards: list[Shard],
               sampling: SamplingConfig, prompt_kind: str, pass_index: int, candidate_offset: int) -> int:
     """Generate the given shards; returns the number of shards written."""
@@ -112,7 +127,8 @@ def _run_pass(cfg: GenerationConfig, spec: DatasetSpec, root: str, store: ShardS
         fn_constructor_kwargs={"engine_cfg": cfg.engine, "sampling": sampling,
                                "class_names": spec.display_names, "data_root": root,
                                "storage_options": dict(cfg.data.storage_options), "prompt_kind": prompt_kind,
-                               "pass_index": pass_index, "candidate_offset": candidate_offset},
+                               "pass_index": pass_index, "candidate_offset": candidate_offset,
+                               "secrets": _engine_secrets(cfg)},
         batch_size=cfg.engine.batch_size, compute=ray.data.ActorPoolStrategy(size=cfg.engine.actors),
         num_cpus=cfg.engine.num_cpus,
         num_gpus=cfg.engine.num_gpus or None, batch_format="numpy",

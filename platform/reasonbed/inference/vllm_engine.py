@@ -49,6 +49,9 @@ class VLLMEngine:
         }
         if not _on_gpu():
             kwargs["enforce_eager"] = True
+            # vLLM 0.32 on CPU fails ("CPU Generator does not use offset") when a seeded request's
+            # prefill is split into chunks; batches above ~12 prompts hit it with chunked prefill on.
+            kwargs["enable_chunked_prefill"] = False
         if cfg.lora_path:
             # enable_tower_connector_lora: apply the adapter's vision-encoder modules too (else ignored)
             kwargs.update({"enable_lora": True, "max_lora_rank": 64, "max_loras": 1,

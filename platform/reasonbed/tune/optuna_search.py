@@ -42,6 +42,8 @@ class StudySearch(OptunaSearch):
         if not stopped or trial_id in self._completed_trials:
             return super().on_trial_complete(trial_id, result, error)
         ot_trial = self._ot_trials[trial_id]
+        if result.get(self.metric) is not None:  # the value it was stopped at, as its last intermediate value
+            ot_trial.report(float(result[self.metric]), int(result.get("training_iteration", 1)))
         ot_trial.set_user_attr("stopped_by", "asha")
         ot_trial.set_user_attr("stopped_at_step", int(result.get("step", 0)))
         try:

@@ -134,9 +134,18 @@ def _params(section: Any, source: str) -> dict[str, Param]:
     return {str(key): parse_param(str(key), spec, source) for key, spec in section.items()}
 
 
+def resolve_directory(directory: str | Path) -> Path:
+    """A relative directory missing from the working directory falls back to the checkout's own."""
+    path = Path(directory)
+    if path.is_dir() or path.is_absolute():
+        return path
+    bundled = Path(__file__).resolve().parents[3] / path  # <checkout>/search_spaces
+    return bundled if bundled.is_dir() else path
+
+
 def load_space(directory: str | Path, method: str, dataset: str) -> SearchSpace:
     """default.yaml, then <method>.yaml, then its `datasets.<dataset>` section (each optional but one)."""
-    directory = Path(directory)
+    directory = resolve_directory(directory)
     params: dict[str, Param] = {}
     found = False
     for name in ("default.yaml", f"{method}.yaml"):
