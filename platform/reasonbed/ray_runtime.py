@@ -97,6 +97,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, temp_dir: 
         api = f"http://127.0.0.1:{port}"
         os.environ["RAY_API_SERVER_ADDRESS"] = api
         extra["env_vars"] = {**(extra.get("env_vars") or {}), "RAY_API_SERVER_ADDRESS": api}
+    if address and address not in ("auto", "local") and not os.environ.get("RAY_API_SERVER_ADDRESS"):
+        # Joining a cluster (RAY_ADDRESS, `ray job submit`): name it to the workers for the same reason.
+        extra["env_vars"] = {**(extra.get("env_vars") or {}), "RAY_ADDRESS": address}
     options: dict[str, Any] = {"runtime_env": driver_runtime_env(extra), "log_to_driver": True}
     if address:
         options["address"] = address
