@@ -459,13 +459,12 @@ def _summary(output: str) -> dict[str, Any]:
     raise AssertionError(f"no '{CHECK_MARKER}' line in the job output:\n{output[-4000:]}")
 
 
-@pytest.fixture(scope="module")
-def own_head() -> Iterator[OwnRayHead]:
-    root = Path(tempfile.mkdtemp(prefix="rbc-"))  # short: Ray's socket paths must stay < 108 chars
+def _head(prefix: str, max_workers_per_type: int) -> Iterator[OwnRayHead]:
+    root = Path(tempfile.mkdtemp(prefix=prefix))  # short: Ray's socket paths must stay < 108 chars
     gcs_port = _free_port()
     config = rc.fake_autoscaling_config(rc.load_yaml(CLUSTER / "aws.yaml"), gcs_address=f"127.0.0.1:{gcs_port}",
-                                        head_resources={"CPU": 2}, worker_cpus=1, max_workers_per_type=2,
-                                        idle_timeout_minutes=0.1)
+                                        head_resources={"CPU": 2}, worker_cpus=1,
+                                        max_workers_per_type=max_workers_per_type, idle_timeout_minutes=0.1)
     head = OwnRayHead(root, config, head_cpus=2, gcs_port=gcs_port)
     try:
         head.start()
@@ -473,6 +472,11 @@ def own_head() -> Iterator[OwnRayHead]:
     finally:
         head.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def own_head() -> Iterator[OwnRayHead]:
+    yield from _head("rbc-", max_workers_per_type=2)
 
 
 @pytest.mark.slow
@@ -559,18 +563,7 @@ def test_autoscaler_adds_fake_nodes_for_custom_resources_and_removes_idle_ones(
 def plain_head() -> Iterator[OwnRayHead]:
     """A head that never adds (fake) nodes: fake nodes share one session directory, and each one
     re-extracts working_dir there, deleting files under the running job (real nodes have their own disks)."""
-    root = Path(tempfile.mkdtemp(prefix="rbp-"))
-    gcs_port = _free_port()
-    config = rc.fake_autoscaling_config(rc.load_yaml(CLUSTER / "aws.yaml"), gcs_address=f"127.0.0.1:{gcs_port}",
-                                        head_resources={"CPU": 2}, worker_cpus=1, max_workers_per_type=0,
-                                        idle_timeout_minutes=0.1)
-    head = OwnRayHead(root, config, head_cpus=2, gcs_port=gcs_port)
-    try:
-        head.start()
-        yield head
-    finally:
-        head.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    yield from _head("rbp-", max_workers_per_type=0)
 
 
 @pytest.mark.slow
