@@ -314,16 +314,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.stage_worker:
         stage_worker(args.stage_worker)
         return 0
-    from reasonbed.data import synthetic
-    from reasonbed.models.tiny import build_tiny_model
+    from reasonbed.jobcli import bench_workspace, write_bench_results
 
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="reasonbed-bench-gen-"))
-    data_root = workdir / "data"
-    if not data_root.exists():
-        synthetic.generate(str(data_root), images_per_class=args.images_per_class)
-    model_dir = str(build_tiny_model("qwen2_vl", args.size))
+    workdir, data_root, model_dir = bench_workspace(args.workdir, "reasonbed-bench-gen-", args.images_per_class,
+                                                    args.size)
     images = 24 * args.images_per_class
-    print(f"workdir {workdir}")
     print(f"model qwen2_vl-{args.size} ({model_dir}); {images} images x n={args.n}, max_tokens "
           f"{args.max_tokens}, temperature {args.temperature}, batch {args.batch_size}; {os.cpu_count()} cores",
           flush=True)
@@ -348,8 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         value = summary[key]
         print(f"target b/a >= {TARGET_B_OVER_A} with a = {key[2:]}: "
               f"{'met' if value is not None and value >= TARGET_B_OVER_A else 'NOT met'} ({value:.2f})")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rounds": rounds, "median": summary}, indent=2))
+    write_bench_results(args.json, args, rounds, summary)
     return 0
 
 

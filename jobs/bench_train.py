@@ -10,9 +10,9 @@ reasonbed.train.data), with the same number of CPU threads, one after the other,
          and the checkpoint written after the report are outside it (the run's wall time is
          printed separately).
   plain: the same steps in one plain process (a subprocess of this script) with the platform's
-         own pieces (methods' pathways, train.batching.encode_pathway/collate,
-         train.losses.token_nll/pathway_loss, models.lora.apply_lora, AdamW and the schedule),
-         followed by the same final evaluation; timed over the same span.
+         own pieces (train.worker.build_model, train.step.supervised_step: the very step function
+         the Ray Train loop runs, AdamW and the schedule), followed by the same final evaluation;
+         timed over the same span.
 Overhead = 1 - ray/plain, target <= 10%. The mean training loss of both runs is printed as a check
 that they did the same work. The evaluation's share is printed, and the ratio without it too.
 
@@ -83,31 +83,23 @@ def train_config(args: argparse.Namespace, data_root: str, model_dir: str, run_d
 
 def plain_loop(cfg: Any) -> dict[str, Any]:
     """The training loop without Ray: the same model, batches, loss and optimizer; then the same evaluation."""
-    import random
-    from dataclasses import replace
-
-    import numpy as np
     import torch
     from transformers import get_scheduler
 
     from reasonbed.methods.base import build_method
-    from reasonbed.models.families import load_model_and_processor, resolve_model_path
-    from reasonbed.models.lora import apply_lora
-    from reasonbed.train.batching import collate, decode_image, encode_pathway
+    from reasonbed.models.families import resolve_model_path
     from reasonbed.train.data import ImageStore, step_indices, total_steps
     from reasonbed.train.driver import prepare_examples, resolve
     from reasonbed.train.loop import evaluate_all
-    from reasonbed.train.losses import pathway_loss, token_nll
+    from reasonbed.train.step import supervised_step
+    from reasonbed.train.worker import build_model, seed_everything
 
     cfg, spec, root, index = resolve(cfg)
     examples, rows = prepare_examples(cfg, spec, index)
     class_names = spec.display_names
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed)
     method = build_method(cfg.method, cfg.method_config, class_names)
-    model, processor = load_model_and_processor(replace(cfg.model, path=resolve_model_path(cfg.model)))
-    model = apply_lora(model, cfg.lora, cfg.model.family)
+    model, processor = build_model(cfg, resolve_model_path(cfg.model))
     processor.tokenizer.padding_side = "right"
     device = torch.device("cuda" if cfg.scale.use_gpu and torch.cuda.is_available() else "cpu")
     model.to(device)
@@ -117,37 +109,14 @@ def plain_loop(cfg: Any) -> dict[str, Any]:
     scheduler = get_scheduler(cfg.optim.schedule, optimizer, num_warmup_steps=int(cfg.optim.warmup_ratio * steps),
                               num_training_steps=steps)
     images = ImageStore(root, cfg.data.storage_options)
-    pad = processor.tokenizer.pad_token_id
     micro = cfg.optim.batch_size // cfg.optim.grad_accum
     losses = []
     model.train()
     started, cpu_started = time.perf_counter(), time.process_time()
     for step in range(steps):
         share = step_indices(len(examples), cfg.optim.batch_size, step, cfg.seed)
-        optimizer.zero_grad(set_to_none=True)
-        step_loss = 0.0
-        for chunk_start in range(0, len(share), micro):
-            items, weights, normalise, owner = [], [], [], []
-            for position, (index_, epoch) in enumerate(share[chunk_start:chunk_start + micro]):
-                example = examples[index_]
-                rng = random.Random(f"{cfg.seed}/{epoch}/{example['id']}")
-                image = decode_image(images.read(example["path"]))
-                for pathway in method.pathways(example, rng):
-                    items.append(encode_pathway(processor, image, pathway.prompt, pathway.target))
-                    weights.append(pathway.weight)
-                    normalise.append(pathway.normalise)
-                    owner.append(position)
-            batch = {key: value.to(device) for key, value in collate(items, pad).items()}
-            labels = batch.pop("labels")
-            nll, counts = token_nll(model(**batch).logits, labels)
-            loss = pathway_loss(nll, counts, weights, normalise, owner, max(owner) + 1) / cfg.optim.grad_accum
-            loss.backward()
-            step_loss += float(loss.detach())
-        if cfg.optim.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(trainable, cfg.optim.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        losses.append(step_loss)
+        losses.append(supervised_step(model, processor, method, examples, share, images, cfg, device, micro,
+                                      trainable, optimizer, scheduler))
     train_s, cpu_s = time.perf_counter() - started, time.process_time() - cpu_started
     evaluate_all(model, processor, cfg, method, rows, images, class_names, 0, 1)
     eval_s = time.perf_counter() - started - train_s
@@ -225,22 +194,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     import ray
 
-    from reasonbed.data import synthetic
-    from reasonbed.models.tiny import build_tiny_model
+    from reasonbed.jobcli import bench_workspace, write_bench_results
     from reasonbed.ray_runtime import init_ray
 
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="reasonbed-bench-train-"))
-    data_root = workdir / "data"
-    if not data_root.exists():
-        synthetic.generate(str(data_root), images_per_class=args.images_per_class)
-    model_dir = str(build_tiny_model("qwen2_vl", args.size))
-    print(f"workdir {workdir}")
+    workdir, data_root, model_dir = bench_workspace(args.workdir, "reasonbed-bench-train-", args.images_per_class,
+                                                    args.size)
     print(f"model qwen2_vl-{args.size} + LoRA; method {args.method}; {args.steps} steps of batch {args.batch_size}; "
           f"{args.threads} thread(s) each; {os.cpu_count()} cores", flush=True)
     # The worker's threads as in the plain loop; a local Ray gets one CPU more for Ray Train's own actors.
     init_ray(num_cpus=None if os.environ.get("RAY_ADDRESS") else args.threads + 1,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": str(args.threads)}})
-    rounds = [one_round(number, args, str(data_root), model_dir, workdir) for number in range(1, args.rounds + 1)]
+    rounds = [one_round(number, args, data_root, model_dir, workdir) for number in range(1, args.rounds + 1)]
     ray.shutdown()
     summary = {key: statistics.median(r[key] for r in rounds)
                for key in ("ray_steps_per_s", "plain_steps_per_s", "ratio", "ratio_steps_only")}
@@ -250,8 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{summary['ratio_steps_only']:.3f})")
     print(f"target overhead <= {100 * TARGET_OVERHEAD:.0f}%: {'met' if overhead <= TARGET_OVERHEAD else 'NOT met'} "
           f"({100 * overhead:.1f}%)")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "rounds": rounds, "median": summary}, indent=2))
+    write_bench_results(args.json, args, rounds, summary)
     return 0
 
 

@@ -38,12 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from reasonbed.generation.config import GenerationConfig
     from reasonbed.generation.pipeline import run_generation
     from reasonbed.generation.summary import format_summary
-    from reasonbed.jobcli import base_parser, resolve_config
+    from reasonbed.jobcli import flag_parser, resolve_config
 
-    parser = base_parser(__doc__)
-    for dest in FLAGS:
-        parser.add_argument("--" + dest.replace("_", "-"), dest=dest, default=None)
-    args = parser.parse_args(argv)
+    args = flag_parser(__doc__, FLAGS).parse_args(argv)
     cfg = resolve_config(GenerationConfig, args, FLAGS, SMOKE)
     if args.smoke_test:
         output = Path(cfg.output or tempfile.mkdtemp(prefix="reasonbed-chains-"))

@@ -46,17 +46,12 @@ SMOKE = {
 def main(argv: Sequence[str] | None = None) -> int:
     from dataclasses import replace
 
-    from reasonbed.jobcli import base_parser, resolve_config
+    from reasonbed.jobcli import flag_parser, parse_job_args, resolve_config
     from reasonbed.rl.driver import run_grpo
     from reasonbed.train.config import TrainConfig
 
-    parser = base_parser(__doc__)
-    for dest in FLAGS:
-        parser.add_argument("--" + dest.replace("_", "-"), dest=dest, default=None)
-    parser.add_argument("--gpu", action="store_true", help="one GPU per training worker")
-    args = parser.parse_args(argv)
-    if args.gpu:
-        args.overrides.append("scale.use_gpu=true")
+    parser = flag_parser(__doc__, FLAGS, gpu_help="one GPU per training worker")
+    args = parse_job_args(parser, argv)
     args.overrides.insert(0, "method=grpo")
     cfg = resolve_config(TrainConfig, args, FLAGS, SMOKE)
     if cfg.method != "grpo":

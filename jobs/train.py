@@ -34,17 +34,12 @@ SMOKE = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from reasonbed.jobcli import base_parser, resolve_config
+    from reasonbed.jobcli import flag_parser, parse_job_args, resolve_config
     from reasonbed.train.config import TrainConfig
     from reasonbed.train.run import run
 
-    parser = base_parser(__doc__)
-    for dest in FLAGS:
-        parser.add_argument("--" + dest.replace("_", "-"), dest=dest, default=None)
-    parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
-    args = parser.parse_args(argv)
-    if args.gpu:
-        args.overrides.append("scale.use_gpu=true")
+    parser = flag_parser(__doc__, FLAGS, gpu_help="one GPU per worker")
+    args = parse_job_args(parser, argv)
     cfg = resolve_config(TrainConfig, args, FLAGS, SMOKE)
     if args.smoke_test and cfg.run_dir == TrainConfig.run_dir:
         from dataclasses import replace

@@ -1,15 +1,7 @@
 """Tune methods on PACS with leave-one-domain-out splits (Ray Tune + Optuna + ASHA), then report.
 
-One machine (embedded default: synthetic benchmark, tiny model, template chains, local Ray, CPU):
-    python jobs/tune_pacs.py --smoke-test
-Real data on a cluster (chains from jobs/generate_reasoning.py; storage on object storage):
-    ray job submit --address http://HEAD:8265 --runtime-env cluster/runtime_env.yaml -- \
-        python jobs/tune_pacs.py --data-root s3://bucket/data/PACS --chains s3://bucket/chains/pacs \
-        --storage s3://bucket/reasonbed/runs --methods direct,mtct,sarr --num-samples 20 --seeds 0,1,2 \
-        --max-concurrent-trials 4 train.model.path=OpenGVLab/InternVL3-8B-hf train.model.family=internvl3 \
-        train.scale.use_gpu=true train.scale.num_workers=8 allow_autoscaling=true
-Rerunning the same command resumes an interrupted sweep. Other key=value overrides set
-reasonbed.tune.config.SweepConfig fields (train.<TrainConfig key>=... for every trial).
+`python jobs/tune_pacs.py --help` lists the flags and the commands for one machine and for a cluster
+(the shared text is reasonbed.tune.job.USAGE); `--smoke-test` runs on the embedded default.
 """
 
 from __future__ import annotations

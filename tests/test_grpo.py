@@ -121,13 +121,13 @@ def test_reward_rises_on_learnable_task(tmp_path, tiny_model_dir):
     from reasonbed.train.batching import collate, decode_image, encode_pathway
     from reasonbed.train.data import ImageStore, step_indices
     from reasonbed.train.driver import prepare_examples, resolve
-    from reasonbed.train.loop import _seed_everything, build_model
     from reasonbed.train.losses import token_nll
+    from reasonbed.train.worker import build_model, seed_everything
 
     cfg, spec, root, index = resolve(_cfg(tmp_path, f"model.path={tiny_model_dir}"))
     examples, _ = prepare_examples(cfg, spec, index)
     names, images = spec.display_names, ImageStore(root)
-    _seed_everything(0)
+    seed_everything(0)
     model, processor = build_model(cfg, str(tiny_model_dir))
     processor.tokenizer.padding_side = "right"
     sft = build_method("direct", {}, names)
@@ -250,6 +250,9 @@ def test_grpo_run_on_ray_from_sft_adapter_resumes_after_worker_death(tmp_path, r
     steps = [json.loads(line) for line in (run_dir / "steps.jsonl").read_text().splitlines()]
     assert [row["step"] for row in steps] == [1, 2, 3, 4], "history survives the restart; step 3 is redone"
     assert all(row["workers"] == 2 for row in steps)
+    resumed = sorted(path.name for path in (run_dir / "replicas").glob("*.resumed"))
+    assert resumed == ["rank0.resumed", "rank1.resumed"], "one restart of the whole group"
+    assert {(run_dir / "replicas" / name).read_text() for name in resumed} == {"2"}, "resumed from step 2"
     for term in ("format", "accuracy", "hierarchy", "consistency", "length", "total"):
         assert all(f"reward/{term}" in row for row in steps), term
     assert steps[0]["kl"] > 0, "the policy starts from the SFT adapter, away from the base model"

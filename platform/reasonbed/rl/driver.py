@@ -11,21 +11,15 @@ steps.jsonl, every step's metrics (reward/<term>, reward/total, kl, clip_fractio
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from reasonbed.config import dump_yaml, from_dict
+from reasonbed.train import checkpointing
 from reasonbed.train.config import TrainConfig
-from reasonbed.train.driver import TrainResult, build_trainer, prepare_examples, resolve
-
-
-def _plain(value: Any) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    return isinstance(value, (int, str, bool)) or value is None
+from reasonbed.train.driver import TrainResult, build_trainer, plain_metric, prepare_examples, resolve
 
 
 def run_grpo(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
@@ -45,22 +39,26 @@ def run_grpo(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     run_dir = Path(cfg.run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "done").unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "replicas", ignore_errors=True)
     dump_yaml(cfg, run_dir / "config.yaml")
     init_ray(address=cfg.ray_address or None)
     trainer = build_trainer(cfg, grpo_loop_per_worker, {
         "cfg": cfg, "examples": examples, "eval_rows": rows, "model_path": model_path, "data_root": root,
-        "class_names": spec.display_names, "super_classes": super_classes_of(spec)}, run_dir, callbacks)
+        "class_names": spec.display_names, "super_classes": super_classes_of(spec),
+        "run_dir": str(run_dir)}, run_dir, callbacks)
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"GRPO run {cfg.run_name!r} ended without a checkpoint")
     metrics = [] if result.metrics_dataframe is None else [
-        {key: value for key, value in row.items() if _plain(value)}
+        {key: value for key, value in row.items() if plain_metric(value)}
         for row in result.metrics_dataframe.to_dict(orient="records")]
     adapter = run_dir / "adapter"
     with result.checkpoint.as_directory() as directory:
         shutil.rmtree(adapter, ignore_errors=True)
         shutil.copytree(Path(directory) / "adapter", adapter)
-        shutil.copyfile(Path(directory) / HISTORY_FILE, run_dir / HISTORY_FILE)
+        steps = checkpointing.history(directory)  # every step, across worker restarts
+    with open(run_dir / HISTORY_FILE, "w") as handle:
+        handle.writelines(json.dumps(row, default=float) + "\n" for row in steps)
     with open(run_dir / "metrics.jsonl", "w") as handle:
         handle.writelines(json.dumps(row, default=float) + "\n" for row in metrics)
     (run_dir / "provenance.json").write_text(json.dumps(provenance(cfg, index), indent=2))

@@ -171,7 +171,7 @@ class GRPOStep:
         """`iterations` optimizer steps on the GRPO loss over `items` (micro-batched)."""
         import torch
 
-        from reasonbed.train.loop import _autocast
+        from reasonbed.train.worker import autocast
 
         options = self.options
         inner = checkpointing.unwrap(self.model)
@@ -182,7 +182,7 @@ class GRPOStep:
             batch = {key: value.to(self.device) for key, value in collate(items[start:start + size], pad).items()}
             labels = batch.pop("labels")
             ref = old = None
-            with torch.no_grad(), _autocast(self.precision, self.device):
+            with torch.no_grad(), autocast(self.precision, self.device):
                 if options.kl_weight > 0:
                     with inner.disable_adapter():
                         ref = per_token_logps(inner(**batch).logits, labels)[0]
@@ -193,7 +193,7 @@ class GRPOStep:
         for _ in range(options.iterations):
             self.optimizer.zero_grad(set_to_none=True)
             for batch, labels, ref, old, adv in chunks:
-                with _autocast(self.precision, self.device):
+                with autocast(self.precision, self.device):
                     logits = self.model(**batch).logits
                 logps, mask = per_token_logps(logits, labels)
                 loss, stats = grpo_loss(logps, logps.detach() if old is None else old, ref, adv, mask,

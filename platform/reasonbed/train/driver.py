@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -138,7 +139,7 @@ def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (), chains_overrid
     if write_run_dir:
         with open(run_dir / "metrics.jsonl", "w") as handle:
             for row in metrics:
-                handle.write(json.dumps({k: v for k, v in row.items() if _plain(v)}, default=float) + "\n")
+                handle.write(json.dumps({k: v for k, v in row.items() if plain_metric(v)}, default=float) + "\n")
         from reasonbed.provenance import provenance
 
         (run_dir / "provenance.json").write_text(json.dumps(provenance(cfg, index), indent=2))
@@ -146,5 +147,8 @@ def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (), chains_overrid
     return TrainResult(run_dir, metrics, adapter)
 
 
-def _plain(value: Any) -> bool:
-    return isinstance(value, (int, float, str, bool)) or value is None
+def plain_metric(value: Any) -> bool:
+    """A value metrics.jsonl keeps: a finite number, a string, a bool or None (not arrays or NaN)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, (int, str, bool)) or value is None

@@ -22,6 +22,28 @@ FLAGS = {
     "max_concurrent_trials": "max_concurrent_trials", "chains": "chains", "study_storage": "study_storage",
     "studies_in_parallel": "studies_in_parallel",
 }
+# Each jobs/tune_<dataset>.py preset's --help ends with these commands, filled in for its dataset.
+USAGE = """\
+One machine (embedded default: synthetic benchmark, tiny model, template chains, local Ray, CPU):
+    python jobs/tune_{dataset}.py --smoke-test
+Real data on a cluster (chains from jobs/generate_reasoning.py; storage on object storage):
+    ray job submit --address http://HEAD:8265 --runtime-env cluster/runtime_env.yaml -- \\
+        python jobs/tune_{dataset}.py --data-root s3://bucket/data/{folder} --chains s3://bucket/chains/{dataset} \\
+        --storage s3://bucket/reasonbed/runs --methods direct,mtct,sarr --num-samples 20 --seeds 0,1,2 \\
+        --max-concurrent-trials 4 train.model.path=OpenGVLab/InternVL3-8B-hf train.model.family=internvl3 \\
+        train.scale.use_gpu=true train.scale.num_workers=8 allow_autoscaling=true
+Rerunning the same command resumes an interrupted sweep. Other key=value overrides set
+reasonbed.tune.config.SweepConfig fields (train.<TrainConfig key>=... for every trial).
+"""
+DATASET_FOLDERS = {"pacs": "PACS", "vlcs": "VLCS", "office_home": "OfficeHome", "terra_incognita": "TerraIncognita"}
+
+
+def usage(dataset: str, doc: str | None) -> str:
+    """The preset's docstring followed by the commands for its dataset."""
+    commands = USAGE.format(dataset=dataset, folder=DATASET_FOLDERS.get(dataset, dataset))
+    return f"{(doc or '').strip()}\n\n{commands}"
+
+
 SMOKE: dict[str, Any] = {
     "data": {"dataset": "synthetic_shapes", "images_per_class": 4, "palette": "by_class"},
     "methods": ["direct", "mtct"],
@@ -36,14 +58,12 @@ SMOKE: dict[str, Any] = {
 
 
 def main(dataset: str, doc: str | None, argv: Sequence[str] | None = None) -> int:
-    from reasonbed.jobcli import base_parser, resolve_config
+    from reasonbed.jobcli import flag_parser, resolve_config
     from reasonbed.report.build import build_report
     from reasonbed.tune.config import SweepConfig
     from reasonbed.tune.driver import run_sweep
 
-    parser = base_parser(doc)
-    for dest in FLAGS:
-        parser.add_argument("--" + dest.replace("_", "-"), dest=dest, default=None)
+    parser = flag_parser(usage(dataset, doc), FLAGS)
     parser.add_argument("--methods", default=None, help="comma-separated methods, e.g. direct,mtct,sarr")
     parser.add_argument("--seeds", default=None, help="comma-separated trial seeds, e.g. 0,1,2")
     parser.add_argument("--test-domains", default=None, help="comma-separated test domains (default: all)")
