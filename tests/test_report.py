@@ -3,7 +3,8 @@
 The fixture writes exactly what a sweep leaves behind - sweep.json, a real SQLite Optuna study per
 study, chains/manifest.json, done markers and per trial result.json, params.json, trial.json,
 provenance.json and a TensorBoard event file - for 2 methods x 2 test domains x 2 seeds x 2 trials,
-the second trial of every study stopped early by ASHA.
+the second trial of every study stopped early by ASHA; `direct` trials also have leave-one-domain-out
+runs (lodo.json).
 """
 
 from __future__ import annotations
@@ -97,6 +98,10 @@ def write_sweep(root: Path) -> tuple[Path, dict[str, list[dict[str, Any]]]]:
                 "config": {"method": method}, "code_version": "c0ffee1+dirty", "packages": {"optuna": "5.0.0"},
                 "data_manifest_sha256": SHA, "images": 72}))
             _event_file(directory, reports)
+            if method == "direct":  # leave-one-domain-out runs; the stopped trial's (higher) ones must not count
+                sources = [d for d in DOMAINS if d != domain]
+                (directory / "lodo.json").write_text(json.dumps({
+                    "sources": sources, "heldout_acc": {d: 0.3 + 0.5 * n for d in sources}, "seconds": 30.0}))
             written[study_name].append({"trial_id": trial_id, "reports": reports})
             if study_name == PRUNED_STUDY and n == 1:
                 study.add_trial(optuna.trial.create_trial(params=hparams, distributions=distributions,
@@ -141,7 +146,13 @@ def test_markdown_tables_match_hand_computation(report: Path, sweep: tuple[Path,
         assert all(f" {d} |" in header for d in TEST_DOMAINS) and " Avg |" in header and "CPU-h" in header
         assert "Teacher tokens" in header and len(table) == 2 + len(METHODS)
     assert "ORACLE (test-domain selection: an upper bound, not a valid result)" in markdown
-    assert "Leave-one-domain-out selection" in markdown and "n/a: this selection needs runs" in markdown
+    lodo = _table(markdown, "Leave-one-domain-out selection")
+    direct = [c.strip() for c in next(line for line in lodo if line.startswith("| direct |")).strip("|").split("|")]
+    finished = [written[f"direct-sketch-s{s}"][0]["reports"][-1]["test_acc"] for s in SEEDS]  # stopped: no candidate
+    assert direct[1 + TEST_DOMAINS.index("sketch")] == _cell(finished)
+    mtct_lodo = next(line for line in lodo if line.startswith("| mtct |"))
+    assert mtct_lodo.count("n/a") == len(TEST_DOMAINS) + 1, "no held-out runs: n/a, not a number"
+    assert "Leave-one-domain-out choices" in markdown
     # training-domain validation, mtct / sketch: best val_acc over both trials and all checkpoints, per seed
     chosen = [max((r for t in written[f"mtct-sketch-s{s}"] for r in t["reports"]), key=lambda r: r["val_acc"])
               for s in SEEDS]
@@ -172,8 +183,13 @@ def test_trials_table(report: Path) -> None:
                    "code_version", "data_manifest_sha256", "hp.optim.lr", "hp.lora.r"):
         assert column in frame.columns, column
     assert sorted(frame["status"].value_counts().items()) == [("completed", 8), ("stopped", 8)]
-    stopped = frame[frame["status"] == "stopped"].iloc[0]
+    stopped = frame[(frame["status"] == "stopped") & (frame["method"] == "mtct")].iloc[0]
     assert stopped["step"] < stopped["total_steps"] and stopped["cpu_hours"] == pytest.approx(120 * 2 / 3600)
+    with_lodo = frame[(frame["status"] == "stopped") & (frame["method"] == "direct")].iloc[0]
+    assert with_lodo["cpu_hours"] == pytest.approx((120 + 30) * 2 / 3600), "held-out runs are part of the cost"
+    finished_direct = frame[(frame["status"] == "completed") & (frame["method"] == "direct")]
+    assert finished_direct["lodo_score"].tolist() == pytest.approx([0.3] * 4)
+    assert frame[frame["method"] == "mtct"]["lodo_score"].isna().all()
     assert frame["uses_chains"].tolist() == [m == "mtct" for m in frame["method"]]
     assert len(pd.read_parquet(report.parent / "trials.parquet")) == len(frame)
 

@@ -73,6 +73,16 @@ def test_two_workers_end_with_identical_adapters(tmp_path, ray_session):
     result = run(_cfg(tmp_path, "scale.num_workers=2", "optim.max_steps=4", "eval.every=0"))
     hashes = [path.read_text() for path in sorted((result.run_dir / "replicas").glob("rank*.sha256"))]
     assert len(hashes) == 2 and hashes[0] == hashes[1]
+    # The same run directory: another config is refused and nothing written is lost ...
+    saved = {name: (result.run_dir / name).read_bytes() for name in ("config.yaml", "done", "metrics.jsonl")}
+    with pytest.raises(ConfigError, match=r"holds a run with another config \(optim.lr: 0.003 -> 0.01\)"):
+        run(_cfg(tmp_path, "scale.num_workers=2", "optim.max_steps=4", "eval.every=0", "optim.lr=0.01"))
+    assert {name: (result.run_dir / name).read_bytes() for name in saved} == saved
+    # ... and the same command again resumes the finished run: its result, no training step redone.
+    again = run(_cfg(tmp_path, "scale.num_workers=2", "optim.max_steps=4", "eval.every=0"))
+    assert again.metrics == result.metrics and (again.run_dir / "done").exists()
+    assert (again.adapter / "adapter_model.safetensors").read_bytes() == \
+        (result.adapter / "adapter_model.safetensors").read_bytes()
 
 
 def test_worker_killed_mid_run_resumes_from_checkpoint(tmp_path, ray_session):
@@ -104,6 +114,20 @@ def test_missing_chains(method, tmp_path):
     cfg, spec, _, index = resolve(_cfg(tmp_path, f"method={method}"))
     with pytest.raises(ConfigError, match=f"method '{method}' needs teacher chains"):
         prepare_examples(cfg, spec, index)
+
+
+def test_val_domain_is_left_out_of_training_and_evaluated_whole(tmp_path):
+    cfg, spec, _, index = resolve(_cfg(tmp_path, "val_domain=sketch"))
+    examples, rows = prepare_examples(cfg, spec, index)
+    assert examples and all(example["domain"] != "sketch" for example in examples)
+    sketch = [row for row in rows if row["domain"] == "sketch"]
+    assert sketch and {row["part"] for row in sketch} == {"heldout"}
+    assert {row["part"] for row in rows if row["domain"] == "photo"} == {"test"}
+    assert cfg.run_name.endswith("-vsketch-s0")
+    with pytest.raises(ConfigError, match="val_domain 'photo' is the test domain"):
+        resolve(_cfg(tmp_path, "val_domain=photo"))
+    with pytest.raises(DatasetError, match="no domain 'clipart'"):
+        resolve(_cfg(tmp_path, "val_domain=clipart"))
 
 
 def test_test_domain_not_in_dataset(tmp_path):

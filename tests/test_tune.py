@@ -133,6 +133,33 @@ def test_flipping_test_domain_labels_changes_no_selection(tmp_path, ray_session)
     assert tests[0] != tests[1], "the flip must change what the test domain measures"
 
 
+def test_leave_one_domain_out_selection_reads_the_held_out_runs():
+    """The trial with the best mean accuracy over its held-out source domains wins, whatever its val_acc or
+    test_acc; trials missing a held-out run, or stopped early, are no candidates; none at all gives n/a."""
+    from reasonbed.tune.records import TrialRecord
+    from reasonbed.tune.selection import format_cell
+
+    sources = ["art", "cartoon", "sketch"]
+
+    def record(trial_id: str, val: float, test: float, heldout: dict, status: str = "completed") -> TrialRecord:
+        reports = [{"step": 4, "total_steps": 4, "val_acc": val, "test_acc": test, "time_total_s": 10.0}]
+        return TrialRecord("s", "direct", "photo", 0, trial_id, {"optim.lr": 1e-3}, reports, status,
+                           lodo={"sources": sources, "heldout_acc": heldout, "seconds": 20.0})
+
+    records = [record("a", 0.9, 0.9, {"art": 0.2, "cartoon": 0.3, "sketch": 0.1}),
+               record("b", 0.1, 0.2, {"art": 0.6, "cartoon": 0.5, "sketch": 0.4}),
+               record("c", 0.5, 0.5, {"art": 0.9, "cartoon": 0.9}),  # one held-out run missing
+               record("d", 0.5, 0.5, {"art": 1.0, "cartoon": 1.0, "sketch": 1.0}, status="stopped")]
+    choice = select(records, "leave_one_domain_out")[("direct", "photo", 0)]
+    assert (choice.trial_id, choice.step, choice.test_acc) == ("b", 4, 0.2)
+    assert choice.val_acc == pytest.approx(0.5)
+    assert records[0].seconds == pytest.approx(30.0), "the held-out runs count in the trial's cost"
+    assert select(records)[("direct", "photo", 0)].trial_id == "a", "training-domain validation differs"
+    bare = [TrialRecord("s", "direct", "photo", 0, r.trial_id, {}, r.reports, "completed") for r in records]
+    assert select(bare, "leave_one_domain_out")[("direct", "photo", 0)] is None
+    assert format_cell(results_table(bare, ["photo"], "leave_one_domain_out")[0]["photo"]) == "n/a"
+
+
 def test_selection_ignores_test_metrics_but_oracle_does_not():
     from reasonbed.tune.records import TrialRecord
 
@@ -148,6 +175,32 @@ def test_selection_ignores_test_metrics_but_oracle_does_not():
     assert oracle.trial_id == "b" and isinstance(oracle, Choice)
     table = results_table(records, ["photo"])
     assert table[0]["photo"][0] == pytest.approx(0.4)
+
+
+@pytest.mark.slow
+def test_sweep_with_lodo_selection_runs_and_reports_it(tmp_path, ray_session):
+    """One study, two trials, each trained again with every source domain held out in turn: the records
+    carry the held-out accuracies, the LODO table has a number, and a held-out domain was never trained on."""
+    from reasonbed.report.build import build_report
+
+    outcome = run_sweep(_sweep(tmp_path, "num_samples=2", "test_domains=[photo]", "lodo_selection=true",
+                               "train.optim.max_steps=4", "train.eval.every=2", "asha.max_t=100"))
+    records = load_records(outcome["sweep"])
+    assert len(records) == 2 and all(r.status == "completed" for r in records)
+    for record in records:
+        assert sorted(record.lodo["heldout_acc"]) == sorted(set(synthetic.STYLES) - {"photo"})
+        assert record.lodo_score is not None and 0.0 <= record.lodo_score <= 1.0
+    choice = select(records, "leave_one_domain_out")[("direct", "photo", 0)]
+    assert choice is not None and choice.val_acc == max(r.lodo_score for r in records)
+    run_dir = Path(records[0].path) / "lodo" / "sketch"
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert "acc/direct/sketch/heldout" in metrics[-1] and "acc/direct/sketch/in" not in metrics[-1]
+    assert "heldout_acc" in metrics[-1] and "acc/direct/photo/test" in metrics[-1]
+    report = build_report(outcome["sweep"], tmp_path / "report")
+    markdown = (report.parent / "report.md").read_text()
+    table = markdown.split("### Leave-one-domain-out selection")[1].split("\n\n")[1]
+    assert "| direct |" in table and "n/a" not in table.split("| direct |")[1].split("|")[1], table
+    assert "Leave-one-domain-out choices" in markdown
 
 
 @pytest.mark.slow

@@ -180,3 +180,23 @@ def load(cls: type[T], files: Iterable[str | Path] = (), overrides: Iterable[str
 
 def dump_yaml(obj: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "", leaves: Iterable[str] = ()) -> dict[str, Any]:
+    """{"optim": {"lr": 1}} -> {"optim.lr": 1}; mappings under a key in `leaves` stay whole values."""
+    keep = set(leaves)
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping) and value and key not in keep:
+            flat.update(flatten(value, f"{prefix}{key}.", keep))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(saved: Mapping[str, Any], current: Any, ignore: Iterable[str] = ()) -> list[str]:
+    """The dotted keys where a saved config (a YAML tree) and a config dataclass differ, as `key: saved -> now`."""
+    now = yaml.safe_load(yaml.safe_dump(to_dict(current), sort_keys=False))
+    before, after, skipped = flatten(saved), flatten(now), set(ignore)
+    return [f"{key}: {before.get(key)!r} -> {after.get(key)!r}" for key in sorted(set(before) | set(after))
+            if key not in skipped and before.get(key) != after.get(key)]

@@ -42,6 +42,7 @@ def trials_frame(data: SweepData, chosen: dict[str, dict[tuple, Choice | None]])
             "total_steps": int(last["total_steps"]) if "total_steps" in last else None,
             "val_acc": last.get("val_acc"), "test_acc": last.get("test_acc"),
             "best_val_acc": max((float(x["val_acc"]) for x in r.reports), default=None),
+            "lodo_score": r.lodo_score,
             "seconds": r.seconds, "cpus": r.cpus, "gpus": r.gpus, "cpu_hours": r.cpu_hours, "gpu_hours": r.gpu_hours,
             "uses_chains": data.uses_chains.get(r.path, False),
             **{f"chosen_{sel}_step": steps.get(key) for sel, steps in picked.items()},
@@ -107,7 +108,7 @@ def _overview(data: SweepData, storage_url: str | None) -> list[str]:
 def build_markdown(data: SweepData, out_dir: Path, storage_url: str | None) -> tuple[str, pd.DataFrame]:
     """The report's Markdown (plots written under out_dir/plots) and the trials table."""
     results, tables = results_section(data)
-    chosen = {sel: select(data.records, sel) for sel in ("training_domain", "oracle")}
+    chosen = {sel: select(data.records, sel) for sel in ("training_domain", "oracle", "leave_one_domain_out")}
     plot_dir = out_dir / "plots"
     accuracy = plots.accuracy_plot({"training-domain validation": tables["training_domain"],
                                     "ORACLE (test-domain selection, upper bound)": tables["oracle"]},
@@ -135,12 +136,16 @@ def build_markdown(data: SweepData, out_dir: Path, storage_url: str | None) -> t
               chosen_table(chosen["training_domain"], data.records), "",
               "### ORACLE choices (test-domain selection, upper bound only)", "",
               chosen_table(chosen["oracle"], data.records), ""]
+    if any(chosen["leave_one_domain_out"].values()):
+        lines += ["### Leave-one-domain-out choices (val_acc column: mean accuracy on the held-out source domains)",
+                  "", chosen_table(chosen["leave_one_domain_out"], data.records), ""]
     lines += image(hparams, "Chosen hyperparameters (training-domain validation) per method / test domain")
     lines += importance_section(importances, skipped, storage_url)
     lines += image(importance, "Hyperparameter importance per method")
     lines += ["## Files", "",
               "- `trials.csv`, `trials.parquet`: one row per trial (status, last and best accuracies, cost, "
-              "chosen checkpoints per selection, provenance, hyperparameters as `hp.*`).",
+              "chosen checkpoints per selection, `lodo_score` where the trial has its leave-one-domain-out runs, "
+              "provenance, hyperparameters as `hp.*`).",
               "- `plots/`: the figures above as PNG files.",
               "- Dashboards: `python -m reasonbed dashboard " + data.uri + "` (optuna-dashboard and TensorBoard).",
               ""]

@@ -16,10 +16,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from reasonbed.config import dump_yaml, from_dict
+from reasonbed.config import from_dict
 from reasonbed.train import checkpointing
 from reasonbed.train.config import TrainConfig
-from reasonbed.train.driver import TrainResult, build_trainer, plain_metric, prepare_examples, resolve
+from reasonbed.train.driver import (
+    TrainResult,
+    build_trainer,
+    open_run_dir,
+    plain_metric,
+    prepare_examples,
+    resolve,
+)
 
 
 def run_grpo(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
@@ -36,11 +43,8 @@ def run_grpo(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     from_dict(GRPOConfig, cfg.method_config, prefix="method_config.")  # fail here, not in a worker
     examples, rows = prepare_examples(cfg, spec, index)
     model_path = resolve_model_path(cfg.model)
-    run_dir = Path(cfg.run_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "done").unlink(missing_ok=True)
+    run_dir = open_run_dir(cfg)
     shutil.rmtree(run_dir / "replicas", ignore_errors=True)
-    dump_yaml(cfg, run_dir / "config.yaml")
     init_ray(address=cfg.ray_address or None)
     trainer = build_trainer(cfg, grpo_loop_per_worker, {
         "cfg": cfg, "examples": examples, "eval_rows": rows, "model_path": model_path, "data_root": root,

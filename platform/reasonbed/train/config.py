@@ -89,6 +89,9 @@ class TrainConfig:
     name: str = ""  # run name (default: method-dataset-test_domain-seed)
     ray_address: str = ""  # join this Ray cluster (empty: RAY_ADDRESS or a local Ray)
     fail_at_step: int = 0  # fault injection for tests: the rank-0 worker process exits at this step once
+    # A source domain also held out (leave-one-domain-out selection runs): never trained on; all its
+    # images are evaluated as part `heldout` (metric heldout_acc). Empty: every source domain trains.
+    val_domain: str = ""
 
     def __post_init__(self) -> None:
         if self.optim.batch_size % self.scale.num_workers:
@@ -103,4 +106,5 @@ class TrainConfig:
 
     @property
     def run_name(self) -> str:
-        return self.name or f"{self.method}-{self.data.dataset}-{self.test_domain or 'auto'}-s{self.seed}"
+        held = f"-v{self.val_domain}" if self.val_domain else ""
+        return self.name or f"{self.method}-{self.data.dataset}-{self.test_domain or 'auto'}{held}-s{self.seed}"

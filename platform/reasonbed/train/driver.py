@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from reasonbed.config import ConfigError, dump_yaml
+from reasonbed.config import ConfigError, config_differences, dump_yaml, read_yaml
 from reasonbed.data import catalog
 from reasonbed.data.reader import scan
 from reasonbed.data.specs import DatasetSpec
@@ -27,6 +27,7 @@ from reasonbed.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 PARTS = {"train": "in", "val": "out", "test": "test"}
+HELDOUT_PART = "heldout"  # every image of `val_domain` (leave-one-domain-out selection runs)
 
 
 @dataclass
@@ -38,6 +39,31 @@ class TrainResult:
     @property
     def final(self) -> dict[str, Any]:
         return self.metrics[-1] if self.metrics else {}
+
+
+# Keys a rerun into an existing run directory may change (where and how it runs, not what it trains).
+RESUMABLE_KEYS = ("ray_address", "fail_at_step", "scale.max_failures", "scale.keep_checkpoints")
+
+
+def open_run_dir(cfg: TrainConfig) -> Path:
+    """The run directory made ready for `cfg`: a new one, or one that holds a run of the same config.
+
+    Rerunning the same command resumes (Ray Train picks up the run's last checkpoint; a finished run
+    returns its result); a different config in the same directory is an error that names the keys,
+    since resuming would silently give the old run's results under the new config.
+    """
+    run_dir = Path(cfg.run_dir).resolve()
+    saved = run_dir / "config.yaml"
+    if saved.is_file():
+        differences = config_differences(read_yaml(saved), cfg, RESUMABLE_KEYS)
+        if differences:
+            shown = "; ".join(differences[:5]) + (f"; and {len(differences) - 5} more" if len(differences) > 5 else "")
+            raise ConfigError(f"run_dir {str(run_dir)!r} holds a run with another config ({shown}): rerun with "
+                              f"its config to resume it, or choose a new run_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "done").unlink(missing_ok=True)
+    dump_yaml(cfg, saved)
+    return run_dir
 
 
 def chains_by_image(chains: str, storage_options: dict[str, Any] | None = None) -> dict[str, list[str]]:
@@ -53,12 +79,16 @@ def chains_by_image(chains: str, storage_options: dict[str, Any] | None = None) 
 
 def prepare_examples(cfg: TrainConfig, spec: DatasetSpec, index: Sequence[dict[str, Any]],
                      chains: dict[str, list[str]] | None = None) -> tuple[list[dict], list[dict]]:
-    """Training examples (source in parts, with chains) and evaluation rows (every part, labelled)."""
+    """Training examples (source in parts, with chains) and evaluation rows (every part, labelled).
+
+    With `val_domain`, that source domain is left out of training and all its rows are part `heldout`.
+    """
     from reasonbed.methods.base import build_method
 
     split = lodo_split(spec, index, cfg.test_domain, cfg.data.holdout_fraction, cfg.data.split_seed)
     part_of = split.part_of()
-    rows = [{**row, "part": PARTS[part_of[row["id"]]]} for row in index]
+    rows = [{**row, "part": HELDOUT_PART if row["domain"] == cfg.val_domain else PARTS[part_of[row["id"]]]}
+            for row in index]
     method = build_method(cfg.method, cfg.method_config, spec.display_names)
     if method.needs_chains and not cfg.chains:
         raise ConfigError(f"method {cfg.method!r} needs teacher chains: set chains=PATH to a generation output "
@@ -83,6 +113,10 @@ def resolve(cfg: TrainConfig) -> tuple[TrainConfig, DatasetSpec, str, list[dict[
     spec, root = catalog.resolve(cfg.data)
     test_domain = cfg.test_domain or spec.domains[0]
     spec.check_domain(test_domain)
+    if cfg.val_domain:
+        spec.check_domain(cfg.val_domain)
+        if cfg.val_domain == test_domain:
+            raise ConfigError(f"val_domain {cfg.val_domain!r} is the test domain: hold out another source domain")
     index = scan(spec, root, storage_options=cfg.data.storage_options)
     return replace(cfg, test_domain=test_domain), spec, root, index
 
@@ -118,12 +152,12 @@ def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (), chains_overrid
         chains_by_image(cfg.chains) if cfg.chains else None)
     examples, rows = prepare_examples(cfg, spec, index, chains)
     model_path = resolve_model_path(cfg.model)
-    run_dir = Path(cfg.run_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "done").unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "replicas", ignore_errors=True)
     if write_run_dir:
-        dump_yaml(cfg, run_dir / "config.yaml")
+        run_dir = open_run_dir(cfg)
+    else:
+        run_dir = Path(cfg.run_dir).resolve()
+        run_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(run_dir / "replicas", ignore_errors=True)
     init_ray(address=cfg.ray_address or None)
     trainer = build_trainer(cfg, train_loop_per_worker, {
         "cfg": cfg, "examples": examples, "eval_rows": rows, "model_path": model_path, "data_root": root,

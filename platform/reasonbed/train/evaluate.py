@@ -73,7 +73,7 @@ def count_correct(model: Any, processor: Any, rows: Sequence[Mapping[str, Any]],
 
 
 def metrics_from_counts(counts: Mapping[tuple[str, str], Sequence[int]], kind: str) -> dict[str, float]:
-    """Accuracy per (domain, part), the mean over source out parts, the test accuracy, unparseable."""
+    """Accuracy per (domain, part), the mean over source out parts, the test (and held-out) accuracy, unparseable."""
     metrics: dict[str, float] = {}
     out_accs, total, unparseable = [], 0, 0
     for (domain, part), (correct, n, bad) in sorted(counts.items()):
@@ -85,6 +85,8 @@ def metrics_from_counts(counts: Mapping[tuple[str, str], Sequence[int]], kind: s
             out_accs.append(accuracy)
         if part == "test":
             metrics[f"test_acc_{kind}"] = accuracy
+        if part == "heldout":  # the left-out source domain of a leave-one-domain-out selection run
+            metrics[f"heldout_acc_{kind}"] = accuracy
         total, unparseable = total + n, unparseable + bad
     if out_accs:
         metrics[f"val_acc_{kind}"] = sum(out_accs) / len(out_accs)

@@ -49,6 +49,8 @@ def evaluate_all(model: Any, processor: Any, cfg: Any, method: Any, rows: list, 
     inner.train()
     metrics["val_acc"] = metrics.get(f"val_acc_{method.eval_prompt}", 0.0)
     metrics["test_acc"] = metrics.get(f"test_acc_{method.eval_prompt}", 0.0)
+    if f"heldout_acc_{method.eval_prompt}" in metrics:
+        metrics["heldout_acc"] = metrics[f"heldout_acc_{method.eval_prompt}"]
     return metrics
 
 

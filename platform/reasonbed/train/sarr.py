@@ -17,10 +17,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from reasonbed.config import dump_yaml, from_dict
+from reasonbed.config import from_dict
 from reasonbed.methods.sarr import SARRConfig
 from reasonbed.train.config import TrainConfig
-from reasonbed.train.driver import TrainResult, chains_by_image, resolve, run_training
+from reasonbed.train.driver import TrainResult, chains_by_image, open_run_dir, resolve, run_training
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,7 @@ def run_sarr(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
 
     cfg, spec, _, index = resolve(cfg)
     options = from_dict(SARRConfig, cfg.method_config, prefix="method_config.")
-    run_dir = Path(cfg.run_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "done").unlink(missing_ok=True)
-    dump_yaml(cfg, run_dir / "config.yaml")
+    run_dir = open_run_dir(cfg)
     mtct = {"reasoning_weight": options.reasoning_weight}
     teacher = chains_by_image(cfg.chains)
     train_ids = lodo_split(spec, index, cfg.test_domain, cfg.data.holdout_fraction, cfg.data.split_seed).train_ids

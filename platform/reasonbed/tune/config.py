@@ -46,6 +46,10 @@ class SweepConfig:
     sampler_seed: int = 0  # TPE seed
     allow_autoscaling: bool = False  # skip the resource check (an autoscaler will add nodes)
     ray_address: str = ""  # join this Ray cluster (empty: RAY_ADDRESS or a local Ray)
+    # Leave-one-domain-out selection runs: every trial that trains to its end also trains once per source
+    # domain V with V held out as well (same hyperparameters, train.val_domain=V); selection
+    # `leave_one_domain_out` then needs no other runs. Costs (sources) extra runs per finished trial.
+    lodo_selection: bool = False
 
     def __post_init__(self) -> None:
         if self.num_samples < 1 or self.max_concurrent_trials < 1 or self.studies_in_parallel < 1:

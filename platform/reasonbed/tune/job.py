@@ -67,7 +67,12 @@ def main(dataset: str, doc: str | None, argv: Sequence[str] | None = None) -> in
     parser.add_argument("--methods", default=None, help="comma-separated methods, e.g. direct,mtct,sarr")
     parser.add_argument("--seeds", default=None, help="comma-separated trial seeds, e.g. 0,1,2")
     parser.add_argument("--test-domains", default=None, help="comma-separated test domains (default: all)")
+    parser.add_argument("--lodo-selection", action="store_true",
+                        help="also train every finished trial with each source domain held out in turn, for "
+                             "leave-one-domain-out selection (sets lodo_selection=true)")
     args = parser.parse_args(argv)
+    if args.lodo_selection:
+        args.overrides.append("lodo_selection=true")
     for flag, key in (("methods", "methods"), ("seeds", "seeds"), ("test_domains", "test_domains")):
         value = getattr(args, flag)
         if value:

@@ -2,7 +2,8 @@
 
 Each trial directory holds Tune's `result.json` (one line per report: val_acc, test_acc, per-domain
 accuracies, step, total_steps, time_total_s, ...), and the trial's own `trial.json` (method, test
-domain, seed, hyperparameters, resources) and `provenance.json`. A record's status is `completed`
+domain, seed, hyperparameters, resources), `provenance.json` and, with leave-one-domain-out selection
+runs, `lodo.json` (reasonbed.tune.trial.lodo_runs). A record's status is `completed`
 (reached its last step), `stopped` (ASHA stopped it early) or `errored`.
 """
 
@@ -30,10 +31,21 @@ class TrialRecord:
     cpus: float = 0.0
     gpus: float = 0.0
     path: str = ""
+    lodo: dict[str, Any] = field(default_factory=dict)  # lodo.json: sources, heldout_acc per source, seconds
 
     @property
     def seconds(self) -> float:
-        return float(self.reports[-1].get("time_total_s", 0.0)) if self.reports else 0.0
+        """Training time: the main run (Tune's time_total_s) and its leave-one-domain-out runs."""
+        main = float(self.reports[-1].get("time_total_s", 0.0)) if self.reports else 0.0
+        return main + float(self.lodo.get("seconds", 0.0))
+
+    @property
+    def lodo_score(self) -> float | None:
+        """Mean held-out accuracy over every source domain left out in turn; None unless all of them ran."""
+        sources, accuracies = self.lodo.get("sources") or [], self.lodo.get("heldout_acc") or {}
+        if not sources or set(accuracies) != set(sources):
+            return None
+        return sum(float(accuracies[domain]) for domain in sources) / len(sources)
 
     @property
     def cpu_hours(self) -> float:
@@ -80,11 +92,13 @@ def load_records(sweep_uri: str, storage_options: Mapping[str, Any] | None = Non
         else:
             status = "stopped"
         provenance_path = f"{directory}/provenance.json"
+        lodo_path = f"{directory}/lodo.json"
         records.append(TrialRecord(
             study=meta["study"], method=meta["method"], test_domain=meta["test_domain"], seed=int(meta["seed"]),
             trial_id=meta["trial_id"], hparams=meta.get("hparams", {}), reports=reports, status=status,
             provenance=_read_json(fs, provenance_path) if fs.exists(provenance_path) else {},
             cpus=float(meta.get("cpus", 0)), gpus=float(meta.get("gpus", 0)), path=directory,
+            lodo=_read_json(fs, lodo_path) if fs.exists(lodo_path) else {},
         ))
     return records
 

@@ -4,6 +4,11 @@ The trial turns its sampled hyperparameters into TrainConfig overrides on top of
 values, writes `trial.json` (what it is) and `provenance.json` (config, code and package versions,
 data manifest hash) into its trial directory first, then trains with a TuneReportCallback so every
 `ray.train.report` reaches Tune (ASHA) and the Optuna study.
+
+With `lodo_selection`, a trial that trains to its end (ASHA did not stop it) then trains once more per
+source domain V with V also held out (`val_domain=V`, same hyperparameters, nothing reported to Tune)
+and writes `lodo.json` (held-out accuracy per V, seconds) to its folder in the sweep storage: what
+leave-one-domain-out selection reads. Rerunning a restored trial resumes those runs.
 """
 
 from __future__ import annotations
@@ -14,20 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from reasonbed import storage
-from reasonbed.config import format_override, load, to_dict
+from reasonbed.config import flatten, format_override, load, to_dict
 
 RESERVED = {"_note"}
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"optim": {"lr": 1}} -> {"optim.lr": 1} (dotted keys stay as they are)."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value and key not in ("method_config", "storage_options", "engine_kwargs"):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+WHOLE_VALUES = ("method_config", "storage_options", "engine_kwargs")  # dict-valued config fields, set whole
 
 
 def trial_train_config(config: dict[str, Any], sweep: Any, method: str, test_domain: str, seed: int,
@@ -37,7 +34,7 @@ def trial_train_config(config: dict[str, Any], sweep: Any, method: str, test_dom
 
     base = {"method": method, "test_domain": test_domain, "seed": seed, "chains": chains,
             "data": to_dict(sweep.data), "ray_address": sweep.ray_address}
-    overrides = [format_override(key, value) for key, value in flatten(sweep.train).items()]
+    overrides = [format_override(key, value) for key, value in flatten(sweep.train, leaves=WHOLE_VALUES).items()]
     overrides += [format_override(key, value) for key, value in config.items() if key not in RESERVED]
     return load(TrainConfig, overrides=overrides, base=base)
 
@@ -69,4 +66,39 @@ def run_trial(config: dict[str, Any], sweep: Any, method: str, test_domain: str,
         "gpus": cfg.scale.num_workers if cfg.scale.use_gpu else 0, "chains": chains,
     }, indent=2, default=str))
     (trial_dir / "provenance.json").write_text(json.dumps(provenance(cfg, scan(spec, root)), indent=2, default=str))
-    run(cfg, callbacks=(TuneReportCallback(),))
+    result = run(cfg, callbacks=(TuneReportCallback(),))
+    if sweep.lodo_selection:
+        trial_uri = storage.join(sweep_uri, study, trial_dir.name)
+        lodo_runs(cfg, spec, result.final, trial_dir, trial_uri, sweep_uri, context.get_trial_id())
+
+
+def lodo_runs(cfg: Any, spec: Any, final: dict[str, Any], trial_dir: Path, trial_uri: str, sweep_uri: str,
+              trial_id: str) -> dict[str, Any]:
+    """One run per source domain held out as well; writes and returns lodo.json's content."""
+    import time
+
+    from reasonbed.train.run import run
+
+    sources = [domain for domain in spec.domains if domain != cfg.test_domain]
+    record: dict[str, Any] = {"sources": sources, "heldout_acc": {}, "seconds": 0.0,
+                              "main_step": final.get("step"), "main_test_acc": final.get("test_acc")}
+    for domain in sources:
+        started = time.perf_counter()
+        name = f"{trial_id}-v{domain}"
+        run_dir = trial_dir / "lodo" / domain
+        train_storage = (storage.join(sweep_uri, "train", name) if storage.is_remote(sweep_uri)
+                         else str(run_dir / "ray"))
+        held = run(replace(cfg, val_domain=domain, run_dir=str(run_dir), name=name, storage_path=train_storage))
+        if "heldout_acc" not in held.final:
+            raise RuntimeError(f"LODO run {name}: no heldout_acc in its final report ({sorted(held.final)})")
+        record["heldout_acc"][domain] = float(held.final["heldout_acc"])
+        record["seconds"] += time.perf_counter() - started
+    _write_json(storage.join(trial_uri, "lodo.json"), record)
+    return record
+
+
+def _write_json(uri: str, content: dict[str, Any]) -> None:
+    fs, path = storage.filesystem(uri)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "w") as handle:
+        handle.write(json.dumps(content, indent=2, default=float))
