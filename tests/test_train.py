@@ -33,9 +33,9 @@ def teacher_chains(tmp_path_factory, ray_session) -> str:
     return smoke_chains(cfg)
 
 
-def _sarr_overrides() -> list[str]:
+def _sarr_overrides() -> list[str]:  # also a held-out source domain: it must get no self-chains
     return ["method_config.rounds=1", "method_config.epochs_per_round=1.0", "method_config.candidates=1",
-            "method_config.max_tokens=24"]
+            "method_config.max_tokens=24", "val_domain=sketch"]
 
 
 @pytest.mark.slow
@@ -56,6 +56,10 @@ def test_every_method_runs_and_loss_falls(method, tmp_path, teacher_chains, ray_
         assert [r["round"] for r in rounds] == [0, 1] and 0.0 <= rounds[1]["kept_pct"] <= 100.0
         shards = list((run_dir / "round1" / "chains").rglob("*.parquet"))
         assert shards and {row["round"] for row in result.metrics} == {0, 1}
+        import pyarrow.parquet as pq
+
+        domains = {domain for shard in shards for domain in pq.read_table(shard, columns=["domain"])["domain"].to_pylist()}
+        assert domains and "sketch" not in domains and "photo" not in domains, domains
 
 
 def test_direct_beats_chance_on_easy_split(tmp_path, ray_session):

@@ -53,7 +53,9 @@ def run_sarr(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     run_dir = open_run_dir(cfg)
     mtct = {"reasoning_weight": options.reasoning_weight}
     teacher = chains_by_image(cfg.chains)
-    train_ids = lodo_split(spec, index, cfg.test_domain, cfg.data.holdout_fraction, cfg.data.split_seed).train_ids
+    split = lodo_split(spec, index, cfg.test_domain, cfg.data.holdout_fraction, cfg.data.split_seed)
+    # the images training uses: a held-out source domain (val_domain) gets no self-chains
+    train_ids = {image_id for domain, ids in split.train.items() if domain != cfg.val_domain for image_id in ids}
     stage = replace(cfg, method="mtct", method_config=mtct, run_dir=str(run_dir / "round0"))
     result = run_training(stage, callbacks, chains_override=teacher)
     metrics = [{**row, "round": 0, "global_step": row["step"]} for row in result.metrics]
