@@ -184,7 +184,7 @@ def test_sweep_with_lodo_selection_runs_and_reports_it(tmp_path, ray_session):
     from reasonbed.report.build import build_report
 
     outcome = run_sweep(_sweep(tmp_path, "num_samples=2", "test_domains=[photo]", "lodo_selection=true",
-                               "train.optim.max_steps=4", "train.eval.every=2", "asha.max_t=100"))
+                               "train.optim.max_steps=4", "train.eval.every=2", "asha.max_t=2"))  # 2 reports: max_t
     records = load_records(outcome["sweep"])
     assert len(records) == 2 and all(r.status == "completed" for r in records)
     for record in records:

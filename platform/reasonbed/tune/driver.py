@@ -124,7 +124,7 @@ def _run_study(cfg: SweepConfig, method: str, test_domain: str, seed: int, chain
         defaults = space.defaults()
         searcher = StudySearch(metric="val_acc", mode="max", seed=cfg.sampler_seed, study_name=name,
                                storage=_storage(study_url), points_to_evaluate=[defaults] if defaults else None)
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=cfg.asha.max_t,
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=asha_max_t(cfg),
                                   grace_period=cfg.asha.grace_period, reduction_factor=cfg.asha.reduction_factor)
         tuner = tune.Tuner(
             trainable, param_space=space.tune_space(),
@@ -142,6 +142,19 @@ def _run_study(cfg: SweepConfig, method: str, test_domain: str, seed: int, chain
         raise RuntimeError(f"study {name}: {len(errors)} trial(s) failed; first: {errors[0][:2000]}")
     _write_text(storage.join(study_uri, "done"), json.dumps(summary))
     return summary
+
+
+LODO_MAX_T = 1_000_000
+
+
+def asha_max_t(cfg: SweepConfig) -> int:
+    """ASHA's max_t; with lodo_selection raised out of reach, since ASHA stops a trial whose evaluation count
+    reaches max_t - also at its last evaluation, which would kill its held-out runs. Rungs below are unchanged."""
+    if cfg.lodo_selection and cfg.asha.max_t < LODO_MAX_T:
+        log.info("lodo_selection: ASHA max_t %d -> %d so that finished trials keep their held-out runs",
+                 cfg.asha.max_t, LODO_MAX_T)
+        return LODO_MAX_T
+    return cfg.asha.max_t
 
 
 def study_trainable(study: str, **params: Any) -> Any:
