@@ -44,7 +44,6 @@ def run_grpo(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     examples, rows = prepare_examples(cfg, spec, index)
     model_path = resolve_model_path(cfg.model)
     run_dir = open_run_dir(cfg)
-    shutil.rmtree(run_dir / "replicas", ignore_errors=True)
     init_ray(address=cfg.ray_address or None)
     trainer = build_trainer(cfg, grpo_loop_per_worker, {
         "cfg": cfg, "examples": examples, "eval_rows": rows, "model_path": model_path, "data_root": root,

@@ -62,6 +62,7 @@ def open_run_dir(cfg: TrainConfig) -> Path:
                               f"its config to resume it, or choose a new run_dir")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "done").unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "replicas", ignore_errors=True)  # per-run worker diagnostics, written afresh
     dump_yaml(cfg, saved)
     return run_dir
 
@@ -157,7 +158,7 @@ def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (), chains_overrid
     else:
         run_dir = Path(cfg.run_dir).resolve()
         run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(run_dir / "replicas", ignore_errors=True)
+        shutil.rmtree(run_dir / "replicas", ignore_errors=True)
     init_ray(address=cfg.ray_address or None)
     trainer = build_trainer(cfg, train_loop_per_worker, {
         "cfg": cfg, "examples": examples, "eval_rows": rows, "model_path": model_path, "data_root": root,
