@@ -84,7 +84,6 @@ def train_config(args: argparse.Namespace, data_root: str, model_dir: str, run_d
 def plain_loop(cfg: Any) -> dict[str, Any]:
     """The training loop without Ray: the same model, batches, loss and optimizer; then the same evaluation."""
     import torch
-    from transformers import get_scheduler
 
     from reasonbed.methods.base import build_method
     from reasonbed.models.families import resolve_model_path
@@ -92,7 +91,7 @@ def plain_loop(cfg: Any) -> dict[str, Any]:
     from reasonbed.train.driver import prepare_examples, resolve
     from reasonbed.train.loop import evaluate_all
     from reasonbed.train.step import supervised_step
-    from reasonbed.train.worker import build_model, seed_everything
+    from reasonbed.train.worker import build_model, optimizer_and_schedule, seed_everything
 
     cfg, spec, root, index = resolve(cfg)
     examples, rows = prepare_examples(cfg, spec, index)
@@ -104,10 +103,8 @@ def plain_loop(cfg: Any) -> dict[str, Any]:
     device = torch.device("cuda" if cfg.scale.use_gpu and torch.cuda.is_available() else "cpu")
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     steps = total_steps(len(examples), cfg.optim.batch_size, cfg.optim.epochs, cfg.optim.max_steps)
-    scheduler = get_scheduler(cfg.optim.schedule, optimizer, num_warmup_steps=int(cfg.optim.warmup_ratio * steps),
-                              num_training_steps=steps)
+    optimizer, scheduler = optimizer_and_schedule(cfg, trainable, steps)
     images = ImageStore(root, cfg.data.storage_options)
     micro = cfg.optim.batch_size // cfg.optim.grad_accum
     losses = []

@@ -13,14 +13,12 @@ whole per-step history). A restarted worker group resumes from `ray.train.get_ch
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from dataclasses import replace
 from typing import Any
 
-from reasonbed.train import checkpointing
 from reasonbed.train.data import step_indices
-from reasonbed.train.worker import inject_fault_if_due, set_up_worker
+from reasonbed.train.worker import inject_fault_if_due, report_with_checkpoint, set_up_worker
 
 log = logging.getLogger(__name__)
 HISTORY_FILE = "steps.jsonl"  # the run directory's file of every step's metrics
@@ -84,13 +82,8 @@ def grpo_loop_per_worker(config: dict[str, Any]) -> None:
                 metrics.update({"step": done, "examples_seen": done * cfg.optim.batch_size,
                                 "epoch": done * cfg.optim.batch_size / len(examples),
                                 "seconds": time.perf_counter() - started, "total_steps": steps})
-                with tempfile.TemporaryDirectory() as directory:
-                    saved = None
-                    if rank == 0:  # the state's history is every step's metrics (the driver's steps.jsonl)
-                        checkpointing.save(directory, model, setup.optimizer, setup.scheduler,
-                                           {"step": done, "history": history})
-                        saved = ray.train.Checkpoint.from_directory(directory)
-                    ray.train.report(metrics, checkpoint=saved)
+                # the checkpoint's history is every step's metrics (the driver's steps.jsonl)
+                report_with_checkpoint(metrics, model, setup.optimizer, setup.scheduler, done, history, rank)
                 window = []
     finally:
         if rollout is not None:

@@ -11,13 +11,17 @@ and data position carry on.
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
 from typing import Any
 
 from reasonbed.train import checkpointing
 from reasonbed.train.data import ImageStore, step_indices, worker_share
-from reasonbed.train.worker import inject_fault_if_due, set_up_worker, write_replica_record
+from reasonbed.train.worker import (
+    inject_fault_if_due,
+    report_with_checkpoint,
+    set_up_worker,
+    write_replica_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +103,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                             "examples_seen": done * cfg.optim.batch_size,
                             "epoch": done * cfg.optim.batch_size / len(examples),
                             "seconds": time.perf_counter() - started, "total_steps": steps})
-            with tempfile.TemporaryDirectory() as directory:
-                saved = None
-                history.append(metrics)
-                if rank == 0:
-                    checkpointing.save(directory, model, optimizer, scheduler, {"step": done, "history": history})
-                    saved = ray.train.Checkpoint.from_directory(directory)
-                ray.train.report(metrics, checkpoint=saved)
+            history.append(metrics)
+            report_with_checkpoint(metrics, model, optimizer, scheduler, done, history, rank)
             window = []
         elif rank == 0 and done % 10 == 0:
             log.info("step %d/%d loss %.4f", done, steps, step_loss)

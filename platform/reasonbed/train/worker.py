@@ -55,6 +55,32 @@ def autocast(precision: str, device: Any) -> Any:
     return contextlib.nullcontext()
 
 
+def optimizer_and_schedule(cfg: Any, trainable: list[Any], updates: int) -> tuple[Any, Any]:
+    """AdamW over the trainable parameters and the configured schedule with warmup, over `updates` optimiser steps."""
+    import torch
+    from transformers import get_scheduler
+
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    scheduler = get_scheduler(cfg.optim.schedule, optimizer, num_warmup_steps=int(cfg.optim.warmup_ratio * updates),
+                              num_training_steps=updates)
+    return optimizer, scheduler
+
+
+def report_with_checkpoint(metrics: dict[str, Any], model: Any, optimizer: Any, scheduler: Any, step: int,
+                           history: list[dict[str, Any]], rank: int) -> None:
+    """`ray.train.report` from every worker; rank 0 attaches a checkpoint whose state holds the step and history."""
+    import tempfile
+
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as directory:
+        saved = None
+        if rank == 0:
+            checkpointing.save(directory, model, optimizer, scheduler, {"step": step, "history": history})
+            saved = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report(metrics, checkpoint=saved)
+
+
 def write_replica_record(run_dir: str, rank: int, name: str, text: str) -> None:
     """A small per-rank diagnostic file under run_dir/replicas (adapter hash, resume step)."""
     from pathlib import Path
@@ -85,8 +111,6 @@ def set_up_worker(cfg: Any, config: dict[str, Any], rank: int, updates_per_step:
     """Model, AdamW and schedule (over steps x `updates_per_step` optimiser updates), images, restored state."""
     import ray.train
     import ray.train.torch
-    import torch
-    from transformers import get_scheduler
 
     seed_everything(cfg.seed)
     model, processor = build_model(cfg, config["model_path"])
@@ -94,11 +118,8 @@ def set_up_worker(cfg: Any, config: dict[str, Any], rank: int, updates_per_step:
     device = ray.train.torch.get_device()
     model = ray.train.torch.prepare_model(model, parallel_strategy=cfg.scale.strategy)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     steps = total_steps(len(config["examples"]), cfg.optim.batch_size, cfg.optim.epochs, cfg.optim.max_steps)
-    updates = steps * updates_per_step
-    scheduler = get_scheduler(cfg.optim.schedule, optimizer, num_warmup_steps=int(cfg.optim.warmup_ratio * updates),
-                              num_training_steps=updates)
+    optimizer, scheduler = optimizer_and_schedule(cfg, trainable, steps * updates_per_step)
     images = ImageStore(config["data_root"], cfg.data.storage_options)
     start_step, history = 0, []
     checkpoint = ray.train.get_checkpoint()
