@@ -86,7 +86,7 @@ def plain_loop(cfg: Any) -> dict[str, Any]:
     import torch
 
     from reasonbed.methods.base import build_method
-    from reasonbed.models.families import resolve_model_path
+    from reasonbed.models.loading import resolve_model_path
     from reasonbed.train.data import ImageStore, step_indices, total_steps
     from reasonbed.train.driver import prepare_examples, resolve
     from reasonbed.train.loop import evaluate_all

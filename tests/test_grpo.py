@@ -87,7 +87,7 @@ def test_per_token_logps_match_log_softmax():
 def test_completion_ids_are_the_sampled_ones_cut_before_vision_tokens(tiny_model_dir):
     from reasonbed.inference.base import Completion
     from reasonbed.models.configs import ModelConfig
-    from reasonbed.models.families import load_processor
+    from reasonbed.models.loading import load_processor
     from reasonbed.rl.step import completion_ids, vision_token_ids
 
     tokenizer = load_processor(ModelConfig(path=str(tiny_model_dir))).tokenizer
@@ -169,7 +169,7 @@ def test_vllm_rollouts_change_after_adapter_update(ray_session, tiny_model_dir):
 
     from reasonbed.inference.base import SamplingConfig
     from reasonbed.models.configs import LoraConfig, ModelConfig
-    from reasonbed.models.families import load_model_and_processor
+    from reasonbed.models.loading import load_model_and_processor
     from reasonbed.models.lora import apply_lora
     from reasonbed.prompts import classification_prompt
     from reasonbed.rl.rollout import VLLMRollout
@@ -211,7 +211,7 @@ def test_vllm_rollouts_change_after_adapter_update(ray_session, tiny_model_dir):
 def _random_adapter(directory: Path, tiny_model_dir: Path) -> str:
     """An 'SFT' adapter with non-zero LoRA B (a policy different from the base model)."""
     from reasonbed.models.configs import LoraConfig, ModelConfig
-    from reasonbed.models.families import load_model_and_processor
+    from reasonbed.models.loading import load_model_and_processor
     from reasonbed.models.lora import apply_lora
 
     model, _ = load_model_and_processor(ModelConfig(path=str(tiny_model_dir)))

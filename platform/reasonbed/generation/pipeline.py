@@ -171,7 +171,7 @@ def run_generation(cfg: GenerationConfig, image_ids: set[str] | None = None) -> 
     if cfg.engine.name in ("vllm", "hf"):  # fail here, naming the path, not inside an actor
         from dataclasses import replace
 
-        from reasonbed.models.families import resolve_model_path
+        from reasonbed.models.loading import resolve_model_path
 
         model = replace(cfg.engine.model, path=resolve_model_path(cfg.engine.model))
         cfg = replace(cfg, engine=replace(cfg.engine, model=model))

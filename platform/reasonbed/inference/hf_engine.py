@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from reasonbed.inference.base import Completion, EngineConfig, Request, SamplingConfig
-from reasonbed.models.families import build_chat_prompt, load_model_and_processor
+from reasonbed.models.loading import build_chat_prompt, load_model_and_processor
 
 
 class HFEngine:

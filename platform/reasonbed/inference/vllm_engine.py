@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from reasonbed.inference.base import Completion, EngineConfig, Request, SamplingConfig
-from reasonbed.models.families import build_chat_prompt, load_processor, resolve_model_path
+from reasonbed.models.loading import build_chat_prompt, load_processor, resolve_model_path
 
 
 def _on_gpu() -> bool:

@@ -7,11 +7,9 @@ Public entry points (heavy libraries are imported only when these are called):
 """
 
 from reasonbed.models.configs import LoraConfig, ModelConfig
-from reasonbed.models.families import (
-    FAMILIES,
-    ModelFamily,
+from reasonbed.models.families import FAMILIES, ModelFamily, get_family
+from reasonbed.models.loading import (
     build_chat_prompt,
-    get_family,
     load_model_and_processor,
     load_processor,
     resolve_model_path,

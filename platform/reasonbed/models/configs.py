@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from reasonbed.config import ConfigError
+from reasonbed.models.families import FAMILIES
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 TINY_SIZES = ("tiny", "small")
@@ -37,8 +38,6 @@ class ModelConfig:
     tiny_seed: int = 0
 
     def __post_init__(self) -> None:
-        from reasonbed.models.families import FAMILIES
-
         if self.family not in FAMILIES:
             raise ConfigError(
                 f"model.family: value {self.family!r} is not a known model family; "

@@ -5,21 +5,17 @@ config and processor classes, the module scopes of its vision encoder and langua
 may adapt, its special tokens and chat template, and how to build a tiny config and processor of its
 real architecture for the offline model factory (`reasonbed.models.tiny`).
 
-The functions at the bottom are what the rest of the platform calls: `get_family`,
-`resolve_model_path`, `load_model_and_processor` and `build_chat_prompt`.
+`get_family(name)` returns one. Loading a model (paths, transformers, the chat prompt) lives in
+`reasonbed.models.loading`; this module holds facts only and imports no other part of `models`.
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from reasonbed.config import ConfigError
 from reasonbed.registry import Registry
-
-if TYPE_CHECKING:
-    from reasonbed.models.configs import ModelConfig
 
 FAMILIES: Registry[type[ModelFamily]] = Registry("model family")
 
@@ -110,11 +106,11 @@ class ModelFamily:
     def is_language_module(self, name: str) -> bool:
         return re.search(rf"(?:^|\.){self.language_scope}\.", name) is not None
 
-    def configure_processor(self, processor: Any, cfg: ModelConfig) -> Any:
+    def configure_processor(self, processor: Any, cfg: Any) -> Any:
         """Apply `cfg`'s image settings to a loaded processor (nothing by default)."""
         return processor
 
-    def vllm_mm_processor_kwargs(self, cfg: ModelConfig) -> dict[str, Any]:
+    def vllm_mm_processor_kwargs(self, cfg: Any) -> dict[str, Any]:
         """`mm_processor_kwargs` for `vllm.LLM` that apply `cfg`'s image settings (none by default)."""
         return {}
 
@@ -154,7 +150,7 @@ class Qwen2VLFamily(ModelFamily):
         "small": {"depth": 4, "embed_dim": 256, "num_heads": 4, "mlp_ratio": 4},
     }
 
-    def configure_processor(self, processor: Any, cfg: ModelConfig) -> Any:
+    def configure_processor(self, processor: Any, cfg: Any) -> Any:
         """Bound the pixels per image (Qwen resizes each image to within [min, max] pixels)."""
         if not (cfg.min_image_pixels or cfg.max_image_pixels):
             return processor
@@ -170,7 +166,7 @@ class Qwen2VLFamily(ModelFamily):
             )
         return processor
 
-    def vllm_mm_processor_kwargs(self, cfg: ModelConfig) -> dict[str, Any]:
+    def vllm_mm_processor_kwargs(self, cfg: Any) -> dict[str, Any]:
         kwargs = {"min_pixels": cfg.min_image_pixels, "max_pixels": cfg.max_image_pixels}
         return {key: value for key, value in kwargs.items() if value}
 
@@ -323,73 +319,3 @@ class InternVL3Family(ModelFamily):
 def get_family(name: str) -> ModelFamily:
     """The family registered as `name`; unknown names raise listing the known families."""
     return FAMILIES.get(name)()
-
-
-def _looks_local(path: str) -> bool:
-    """True for what can only be a filesystem path (absolute, ./, ~, or more than one slash)."""
-    return path.startswith(("/", ".", "~")) or path.count("/") > 1 or "\\" in path
-
-
-def resolve_model_path(cfg: ModelConfig) -> str:
-    """The directory or hub id to load: `cfg.path`, or the factory's tiny model when it is empty.
-
-    A path that can only be local and does not exist raises `ConfigError` naming it.
-    """
-    if not cfg.path:
-        from reasonbed.models.tiny import build_tiny_model
-
-        return str(build_tiny_model(cfg.family, size=cfg.tiny_size, seed=cfg.tiny_seed))
-    local = Path(cfg.path).expanduser()
-    if local.exists():
-        if not (local / "config.json").is_file():
-            raise ConfigError(f"model.path: {cfg.path!r} exists but holds no config.json (not a HF model dir)")
-        return str(local)
-    if _looks_local(cfg.path):
-        raise ConfigError(f"model.path: local model directory {cfg.path!r} does not exist")
-    return cfg.path  # a Hugging Face hub id such as "OpenGVLab/InternVL3-8B-hf"
-
-
-def load_processor(cfg: ModelConfig, path: str | None = None) -> Any:
-    """The processor of the model `cfg` names, with cfg's image pixel bounds when set."""
-    from transformers import AutoProcessor
-
-    path = path or resolve_model_path(cfg)
-    try:
-        processor = AutoProcessor.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
-    except OSError as error:
-        raise ConfigError(f"model.path: cannot load a processor from {path!r}: {error}") from error
-    return get_family(cfg.family).configure_processor(processor, cfg)
-
-
-def load_model_and_processor(cfg: ModelConfig) -> tuple[Any, Any]:
-    """Load the model (family's transformers class, cfg.dtype) and its processor from the path or id.
-
-    `trust_remote_code` is passed only as `cfg.trust_remote_code` says; an unknown family or a
-    missing local path raises `ConfigError`/`RegistryError` naming it.
-    """
-    import torch
-
-    family = get_family(cfg.family)
-    path = resolve_model_path(cfg)
-    dtype: Any = cfg.dtype if cfg.dtype == "auto" else getattr(torch, cfg.dtype)
-    try:
-        model = family.model_class.from_pretrained(path, dtype=dtype, trust_remote_code=cfg.trust_remote_code)
-    except OSError as error:
-        raise ConfigError(f"model.path: cannot load a {family.name} model from {path!r}: {error}") from error
-    processor = load_processor(cfg, path)
-    return model, processor
-
-
-def build_chat_prompt(processor: Any, text: str, system: str | None = None, with_image: bool = True) -> str:
-    """The templated prompt string for one user turn (one image placeholder, then `text`).
-
-    It ends with the assistant header, ready for generation; the same string works for
-    transformers (pass it with the image to the processor) and vLLM (with multi_modal_data).
-    """
-    content: list[dict[str, str]] = [{"type": "image"}] if with_image else []
-    content.append({"type": "text", "text": text})
-    messages: list[dict[str, Any]] = []
-    if system is not None:
-        messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
-    messages.append({"role": "user", "content": content})
-    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

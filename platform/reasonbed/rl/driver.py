@@ -33,7 +33,7 @@ def run_grpo(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     """GRPO fine-tuning of the LoRA adapter on one LODO split; returns the run directory and metrics."""
 
     from reasonbed.methods.grpo import GRPOConfig
-    from reasonbed.models.families import resolve_model_path
+    from reasonbed.models.loading import resolve_model_path
     from reasonbed.provenance import provenance
     from reasonbed.ray_runtime import init_ray
     from reasonbed.rewards import super_classes_of

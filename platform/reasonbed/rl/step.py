@@ -39,7 +39,7 @@ class Group:
 
 def encode_prompt(processor: Any, image: Any, prompt: str) -> dict[str, Any]:
     """The templated prompt with its image, unbatched (as reasonbed.train.batching.encode_pathway)."""
-    from reasonbed.models.families import build_chat_prompt
+    from reasonbed.models.loading import build_chat_prompt
 
     encoded = processor(text=[build_chat_prompt(processor, prompt)], images=[image], return_tensors="pt")
     return dict(encoded)

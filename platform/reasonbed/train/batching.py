@@ -12,7 +12,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from reasonbed.models.families import build_chat_prompt
+from reasonbed.models.loading import build_chat_prompt
 
 TEXT_KEYS = ("input_ids", "attention_mask", "labels")
 

@@ -144,7 +144,7 @@ def build_trainer(cfg: TrainConfig, loop: Any, loop_config: dict[str, Any], run_
 def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (), chains_override: dict[str, list[str]] | None = None,
                  write_run_dir: bool = True) -> TrainResult:
     """Train one method on one LODO split on Ray Train; returns the run directory and metrics."""
-    from reasonbed.models.families import resolve_model_path
+    from reasonbed.models.loading import resolve_model_path
     from reasonbed.ray_runtime import init_ray
     from reasonbed.train.loop import train_loop_per_worker
 

@@ -13,7 +13,7 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reasonbed.models.families import build_chat_prompt
+from reasonbed.models.loading import build_chat_prompt
 from reasonbed.prompts import classification_prompt, parse_chain, parse_class, reasoning_prompt
 from reasonbed.train.batching import decode_image
 

@@ -31,7 +31,7 @@ def self_chains(cfg: TrainConfig, options: SARRConfig, adapter: Path, round_inde
     from reasonbed.generation.config import GenerationConfig
     from reasonbed.generation.pipeline import run_generation
     from reasonbed.inference.base import EngineConfig, SamplingConfig
-    from reasonbed.models.families import resolve_model_path
+    from reasonbed.models.loading import resolve_model_path
 
     engine = EngineConfig(name=options.engine, model=replace(cfg.model, path=resolve_model_path(cfg.model)),
                           lora_path=str(adapter), batch_size=16, max_model_len=2048,

@@ -34,7 +34,7 @@ def seed_everything(seed: int) -> None:
 
 def build_model(cfg: Any, model_path: str) -> tuple[Any, Any]:
     """The model with LoRA (and the initial adapter, if any) and its processor."""
-    from reasonbed.models.families import load_model_and_processor
+    from reasonbed.models.loading import load_model_and_processor
     from reasonbed.models.lora import apply_lora
 
     model, processor = load_model_and_processor(replace(cfg.model, path=model_path))

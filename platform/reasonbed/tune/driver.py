@@ -189,7 +189,7 @@ def run_sweep(cfg: SweepConfig, local_root: str = "runs") -> dict[str, Any]:
     import ray
 
     from reasonbed.methods.base import build_method
-    from reasonbed.models.families import resolve_model_path
+    from reasonbed.models.loading import resolve_model_path
     from reasonbed.ray_runtime import init_ray
     from reasonbed.train.run import TrainConfig  # noqa: F401 - fail early on import problems
     from reasonbed.tune.trial import trial_train_config
