@@ -47,8 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dataclasses import replace
 
     from reasonbed.jobcli import flag_parser, parse_job_args, resolve_config
-    from reasonbed.rl.driver import run_grpo
     from reasonbed.train.config import TrainConfig
+    from reasonbed.train.run import run
 
     parser = flag_parser(__doc__, FLAGS, gpu_help="one GPU per training worker")
     args = parse_job_args(parser, argv)
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"this job runs method grpo, not {cfg.method!r} (use jobs/train.py)")
     if args.smoke_test and cfg.run_dir == TrainConfig.run_dir:
         cfg = replace(cfg, run_dir=tempfile.mkdtemp(prefix="reasonbed-grpo-"))
-    result = run_grpo(cfg)
+    result = run(cfg)
     keep = ("step", "reward/total", "kl", "clip_fraction", "val_acc", "test_acc")
     print(json.dumps({"run_dir": str(result.run_dir), "adapter": str(result.adapter),
                       **{key: value for key, value in result.final.items() if key in keep}}))

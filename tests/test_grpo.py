@@ -6,19 +6,18 @@ from __future__ import annotations
 import copy
 import json
 import math
-import random
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from reasonbed.config import ConfigError, load
-from reasonbed.methods.base import build_method
+from reasonbed.methods.base import method_class
 from reasonbed.methods.grpo import GRPOConfig
-from reasonbed.rl.grpo import group_advantages, grpo_loss, per_token_logps
+from reasonbed.rl.grpo import group_advantages, grpo_loss
 from reasonbed.train.config import TrainConfig
+from reasonbed.train.losses import token_logps
 
 EASY = {"data": {"dataset": "synthetic_shapes", "palette": "by_class", "images_per_class": 12}, "test_domain": "photo",
         "method": "grpo", "optim": {"batch_size": 8, "lr": 2e-3, "warmup_ratio": 0.0, "schedule": "constant"},
@@ -72,11 +71,11 @@ def test_grpo_loss_on_policy_is_minus_mean_advantage():
     assert float(loss_no_ref) == pytest.approx(-0.75)
 
 
-def test_per_token_logps_match_log_softmax():
+def test_token_logps_match_log_softmax():
     torch.manual_seed(0)
     logits = torch.randn(2, 4, 5)
     labels = torch.tensor([[-100, -100, 3, 1], [-100, 2, 4, -100]])
-    logps, mask = per_token_logps(logits, labels)
+    logps, mask = token_logps(logits, labels)
     full = logits.log_softmax(-1)
     assert mask.tolist() == [[False, True, True], [True, True, False]]
     assert float(logps[0, 1]) == pytest.approx(float(full[0, 1, 3]))
@@ -106,56 +105,25 @@ def test_completion_ids_are_the_sampled_ones_cut_before_vision_tokens(tiny_model
 # --- a learnable reward rises (in-process, CPU) -----------------------------------------------------
 
 def test_reward_rises_on_learnable_task(tmp_path, tiny_model_dir):
-    """Direct prompt on the easy split, rewards 0.5*format + 1.0*accuracy, G=4, 8 images per step.
+    """Direct prompt on the easy split, rewards 0.5*format + 1.0*accuracy, G=4, 8 images per step, in process
+    (scale.backend=local: the same worker loop and GRPO step as on Ray Train, hf rollouts from the live policy).
 
     From random weights no completion names a class (reward 0 everywhere: nothing to learn from), so the
-    policy starts from 5 SFT steps (as the job starts from an SFT adapter). Measured on 2 CPUs (seeded):
-    mean reward of the first 6 of 30 GRPO steps 0.315, of the last 6 0.617 (format 0.6 -> 1.0; accuracy
-    stays near chance at this budget); ~0.5 s per step on idle CPUs (15 s for the 30 steps).
+    policy starts from a 5-step SFT adapter (as the job starts from an SFT adapter).
     """
-    from transformers import get_scheduler
+    from reasonbed.train.run import run
 
-    from reasonbed.rewards import super_classes_of
-    from reasonbed.rl.rollout import HFRollout
-    from reasonbed.rl.step import GRPOStep
-    from reasonbed.train.batching import collate, decode_image, encode_pathway
-    from reasonbed.train.data import ImageStore, step_indices
-    from reasonbed.train.driver import prepare_examples, resolve
-    from reasonbed.train.losses import token_nll
-    from reasonbed.train.worker import build_model, seed_everything
-
-    cfg, spec, root, index = resolve(_cfg(tmp_path, f"model.path={tiny_model_dir}"))
-    examples, _ = prepare_examples(cfg, spec, index)
-    names, images = spec.display_names, ImageStore(root)
-    seed_everything(0)
-    model, processor = build_model(cfg, str(tiny_model_dir))
-    processor.tokenizer.padding_side = "right"
-    sft = build_method("direct", {}, names)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-3)
-    for step in range(5):  # SFT warm start
-        batch = [examples[i] for i, _ in step_indices(len(examples), 16, step, 0)]
-        items = [encode_pathway(processor, decode_image(images.read(e["path"])), p.prompt, p.target)
-                 for e in batch for p in sft.pathways(e, random.Random(0))]
-        tensors = collate(items, processor.tokenizer.pad_token_id)
-        labels = tensors.pop("labels")
-        optimizer.zero_grad()
-        token_nll(model(**tensors).logits, labels)[0].mean().backward()
-        optimizer.step()
-    method = build_method("grpo", cfg.method_config, names)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr)
-    runner = GRPOStep(model=model, processor=processor, optimizer=optimizer, scheduler=get_scheduler("constant", optimizer),
-                      options=method.options, class_names=names, super_classes=super_classes_of(spec),
-                      prompt=method.prompt(), read_image=images.read, device=torch.device("cpu"),
-                      rollout=HFRollout(model, processor, replace(cfg.model, path=str(tiny_model_dir))),
-                      domains=sorted({e["domain"] for e in examples}))
-    started, rows = time.perf_counter(), []
-    for step in range(30):
-        rows.append(runner.run([examples[i] for i, _ in step_indices(len(examples), 8, step, 1)], step))
+    local = ["scale.backend=local", f"model.path={tiny_model_dir}", "eval.every=0", "eval.max_per_domain=2"]
+    sft = run(_cfg(tmp_path / "sft", "method=direct", "method_config={}", "optim.batch_size=16", "optim.max_steps=5",
+                   "optim.lr=5e-3", *local))
+    started = time.perf_counter()
+    result = run(_cfg(tmp_path / "grpo", f"init_adapter={sft.adapter}", "optim.max_steps=30", *local))
     seconds = time.perf_counter() - started
+    rows = [json.loads(line) for line in (result.run_dir / "steps.jsonl").read_text().splitlines()]
     first = sum(row["reward/total"] for row in rows[:6]) / 6
     last = sum(row["reward/total"] for row in rows[-6:]) / 6
     print(f"GRPO reward first6 {first:.3f} last6 {last:.3f} over 30 steps in {seconds:.1f}s")
-    assert last - first >= 0.15, [round(row["reward/total"], 3) for row in rows]
+    assert len(rows) == 30 and last - first >= 0.15, [round(row["reward/total"], 3) for row in rows]
     assert sum(row["reward/format"] for row in rows[-6:]) / 6 >= 0.8
     assert {"kl", "clip_fraction", "reward/accuracy", "rollout_acc", "loss"} <= set(rows[-1])
     assert any(key.startswith("rollout_acc/") for key in rows[-1])
@@ -167,22 +135,21 @@ def test_reward_rises_on_learnable_task(tmp_path, tiny_model_dir):
 def test_vllm_rollouts_change_after_adapter_update(ray_session, tiny_model_dir):
     from PIL import Image
 
-    from reasonbed.inference.base import SamplingConfig
+    from reasonbed.inference.base import EngineConfig, Request, SamplingConfig, build_engine
     from reasonbed.models.configs import LoraConfig, ModelConfig
     from reasonbed.models.loading import load_model_and_processor
     from reasonbed.models.lora import apply_lora
     from reasonbed.prompts import classification_prompt
-    from reasonbed.rl.rollout import VLLMRollout
 
     model_cfg = ModelConfig(path=str(tiny_model_dir))
     model, _ = load_model_and_processor(model_cfg)
     model = apply_lora(model, LoraConfig(), "qwen2_vl")
-    rollout = VLLMRollout(model, model_cfg, GRPOConfig(engine="vllm", prompt="direct", max_tokens=8))
+    rollout = build_engine(EngineConfig(name="vllm_actor", model=model_cfg), model=model)
     image, prompt = Image.new("RGB", (56, 56), (30, 160, 60)), classification_prompt(["circle", "square", "star"])
     greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=8)
 
     def answer() -> list[int]:
-        return rollout.generate([image], ["probe"], prompt, greedy)[0][0].token_ids
+        return rollout.generate([Request(image, prompt, {"id": "probe"})], greedy)[0][0].token_ids
 
     def set_lora_b(scale: float) -> None:
         generator = torch.Generator().manual_seed(0)
@@ -281,7 +248,7 @@ def test_group_size_one_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match=r"method_config.group_size: value 1 must be an integer >= 2"):
         GRPOConfig(group_size=1)
     with pytest.raises(ConfigError, match="method_config.group_size: value 1"):
-        build_method("grpo", {"group_size": 1}, ["a", "b"])
+        method_class("grpo").parse_options({"group_size": 1})
     with pytest.raises(ValueError, match="group_size 1 < 2"):
         group_advantages(torch.ones(4), 1)
     with pytest.raises(ValueError, match=r"\(6,\) rewards do not form groups of 4"):

@@ -125,9 +125,9 @@ def test_val_domain_is_left_out_of_training_and_evaluated_whole(tmp_path):
     examples, rows = prepare_examples(cfg, spec, index)
     assert examples and all(example["domain"] != "sketch" for example in examples)
     sketch = [row for row in rows if row["domain"] == "sketch"]
-    assert sketch and {row["part"] for row in sketch} == {"heldout"}
-    assert {row["part"] for row in rows if row["domain"] == "photo"} == {"test"}
-    assert cfg.run_name.endswith("-vsketch-s0")
+    assert sketch and {(row["role"], row["part"]) for row in sketch} == {("heldout", "heldout")}
+    assert {(row["role"], row["part"]) for row in rows if row["domain"] == "photo"} == {("test", "in"), ("test", "out")}
+    assert "-vsketch-s0-" in cfg.run_name
     with pytest.raises(ConfigError, match="val_domain 'photo' is the test domain"):
         resolve(_cfg(tmp_path, "val_domain=photo"))
     with pytest.raises(DatasetError, match="no domain 'clipart'"):

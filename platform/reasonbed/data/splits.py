@@ -1,10 +1,12 @@
 """Leave-one-domain-out splits with DomainBed's seeded in/out holdout per source domain.
 
-For test domain T, every other domain is a source; each source domain's images are ordered by a
-seeded hash of their stable id and the first round(n * holdout_fraction) form its `out` part
-(validation), the rest its `in` part (training). The order depends only on the seed and the ids,
-so splits are identical across runs, machines and storage locations. `LodoSplit` checks on
-construction that no test-domain row reaches training or validation.
+For test domain T, every other domain is a source; each domain's images - the test domain's too, as
+DomainBed splits every environment - are ordered by a seeded hash of their stable id and the first
+round(n * holdout_fraction) form its `out` part, the rest its `in` part. A source's in part is
+trained on and its out part validates (training-domain validation); the test domain's in part is
+what results report and its out part is what the oracle selects on. The order depends only on the
+seed and the ids, so splits are identical across runs, machines and storage locations. `LodoSplit`
+checks on construction that no test-domain row reaches training or validation.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ def holdout(ids: Sequence[str], fraction: float, seed: int) -> tuple[list[str], 
 
 @dataclass(frozen=True)
 class LodoSplit:
-    """Ids per part: `train` (sources' in), `val` (sources' out), `test` (the test domain, all)."""
+    """Ids per part: `train` (sources' in), `val` (sources' out), `test` (the test domain, all of it),
+    `test_in` / `test_out` (its in and out parts)."""
 
     test_domain: str
     source_domains: tuple[str, ...]
@@ -45,6 +48,8 @@ class LodoSplit:
     test: tuple[str, ...]
     holdout_fraction: float
     seed: int
+    test_in: tuple[str, ...] = ()
+    test_out: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         test_ids = set(self.test)
@@ -74,11 +79,20 @@ class LodoSplit:
         parts.update({image_id: "train" for image_id in self.train_ids})
         return parts
 
+    def role_and_part(self) -> dict[str, tuple[str, str]]:
+        """image id -> (role, DomainBed part): ("source" | "test", "in" | "out")."""
+        found = {image_id: ("test", "in") for image_id in self.test_in}
+        found.update({image_id: ("test", "out") for image_id in self.test_out})
+        found.update({image_id: ("source", "out") for image_id in self.val_ids})
+        found.update({image_id: ("source", "in") for image_id in self.train_ids})
+        return found
+
     def summary(self) -> dict[str, Any]:
         return {
             "test_domain": self.test_domain, "holdout_fraction": self.holdout_fraction, "seed": self.seed,
             "train": {domain: len(ids) for domain, ids in self.train.items()},
             "val": {domain: len(ids) for domain, ids in self.val.items()}, "test": len(self.test),
+            "test_in": len(self.test_in), "test_out": len(self.test_out),
         }
 
 
@@ -99,7 +113,8 @@ def lodo_split(spec: DatasetSpec, index: Iterable[Mapping[str, Any]], test_domai
         domain_in, domain_out = holdout(by_domain[domain], holdout_fraction, seed)
         train[domain], val[domain] = tuple(domain_in), tuple(domain_out)
     test = tuple(sorted(by_domain[test_domain]))
-    return LodoSplit(test_domain, sources, train, val, test, holdout_fraction, seed)
+    test_in, test_out = holdout(by_domain[test_domain], holdout_fraction, seed)
+    return LodoSplit(test_domain, sources, train, val, test, holdout_fraction, seed, tuple(test_in), tuple(test_out))
 
 
 def all_lodo_splits(spec: DatasetSpec, index: Sequence[Mapping[str, Any]], holdout_fraction: float = 0.2,

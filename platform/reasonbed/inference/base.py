@@ -39,7 +39,7 @@ class SamplingConfig:
 class EngineConfig:
     """Which engine generates, with what model and resources."""
 
-    name: Literal["template", "vllm", "hf", "openai"] = "vllm"  # see reasonbed.inference.base.ENGINES
+    name: Literal["template", "vllm", "hf", "openai", "vllm_actor"] = "vllm"  # see reasonbed.inference.base.ENGINES
     model: ModelConfig = field(default_factory=ModelConfig)  # the teacher (ignored by template)
     actors: int = 1  # engine actors in the Ray Data pool
     num_cpus: float = 1.0  # CPUs per actor
@@ -82,15 +82,24 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     token_ids: list[int] = field(default_factory=list)  # the sampled ids (GRPO scores exactly these)
+    truncated: bool = False  # cut by the token budget (max_tokens) before the model ended it
 
 
 class Engine(Protocol):
-    """What every engine provides."""
+    """What every engine provides. Rollout engines (GRPO) also follow the live policy with `sync`."""
 
     model_id: str
 
     def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[list[Completion]]:
         """`sampling.n` completions per request, in request order."""
+        ...
+
+    def sync(self, model: Any) -> None:
+        """Sample from `model`'s current LoRA adapter from now on (engines that hold their own weights)."""
+        ...
+
+    def close(self) -> None:
+        """Free the engine's resources."""
         ...
 
 
@@ -99,6 +108,8 @@ ENGINES.add("template", "reasonbed.inference.template:TemplateEngine")
 ENGINES.add("vllm", "reasonbed.inference.vllm_engine:VLLMEngine")
 ENGINES.add("hf", "reasonbed.inference.hf_engine:HFEngine")
 ENGINES.add("openai", "reasonbed.inference.openai_engine:OpenAIEngine")
+# A vLLM engine in a Ray actor of its own that follows a training process's adapter (GRPO rollouts).
+ENGINES.add("vllm_actor", "reasonbed.inference.vllm_actor:VLLMActorEngine")
 
 
 def build_engine(cfg: EngineConfig, **context: Any) -> Engine:

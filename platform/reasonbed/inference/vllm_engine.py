@@ -82,8 +82,11 @@ class VLLMEngine:
                                          max_tokens=sampling.max_tokens, seed=request_seed(sampling.seed, key)))
         outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=self._lora)
         return [[Completion(choice.text, len(output.prompt_token_ids or []), len(choice.token_ids),
-                            list(choice.token_ids))
+                            list(choice.token_ids), truncated=choice.finish_reason == "length")
                  for choice in output.outputs] for output in outputs]
+
+    def sync(self, model: Any) -> None:
+        """Nothing to do: this engine follows adapters given to `load_adapter` (see vllm_actor for GRPO)."""
 
     def close(self) -> None:
         """Free the engine (tests and benchmarks that start several in one process)."""

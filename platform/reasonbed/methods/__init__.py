@@ -1,7 +1,7 @@
-"""Training methods: each a config dataclass plus the pathways (prompt -> target) it trains on.
+"""Training methods: each a config dataclass plus what it trains on (see reasonbed.methods.base).
 
 Register a new method with one line below (a dotted path, imported when chosen); the parametrised
-smoke test in tests/test_methods.py then runs it.
+learning test in tests/test_methods.py then runs it.
 """
 
 from reasonbed.methods.base import METHODS, Method, Pathway
@@ -11,5 +11,6 @@ METHODS.add("reasoning", "reasonbed.methods.reasoning:ReasoningMethod")
 METHODS.add("mtct", "reasonbed.methods.mtct:MTCTMethod")
 METHODS.add("sarr", "reasonbed.methods.sarr:SARRMethod")
 METHODS.add("grpo", "reasonbed.methods.grpo:GRPOMethod")
+METHODS.add("zero_shot", "reasonbed.methods.zero_shot:ZeroShotMethod")
 
 __all__ = ["METHODS", "Method", "Pathway"]

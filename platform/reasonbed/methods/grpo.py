@@ -3,19 +3,17 @@
 Per training image the policy samples G completions (vLLM actor with the current adapter, or
 transformers); weighted rewards (reasonbed.rewards) are normalised within each group into
 advantages; the loss is the clipped policy-ratio objective plus a k3 KL penalty towards the base
-model (the adapter disabled). The loop is `reasonbed.rl`; this module holds the options, validated
-on construction, and the prompt.
+model (the adapter disabled). The step is `reasonbed.rl.step.GRPOStep`, run by the shared worker loop;
+this module holds the options, validated on construction, and the prompt.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from reasonbed.config import ConfigError
-from reasonbed.methods.base import Method, Pathway
+from reasonbed.methods.base import Method
 from reasonbed.prompts import classification_prompt, reasoning_prompt
 
 
@@ -119,14 +117,15 @@ class GRPOConfig:
 
 
 class GRPOMethod(Method):
-    """The `grpo` method: options and prompt; training is reasonbed.rl (dispatched by train.run)."""
+    """The `grpo` method: options and prompt; its worker step is reasonbed.rl.step.GRPOStep."""
 
     name = "grpo"
     config_class = GRPOConfig
+    worker_step = "reasonbed.rl.step:GRPOStep"
 
-    def __init__(self, options: Mapping[str, Any], class_names: Sequence[str]) -> None:
-        super().__init__(options, class_names)
-        self.eval_prompt = self.options.prompt  # val_acc / test_acc use the prompt the policy is trained on
+    def prompt_kind(self) -> str:
+        """Evaluation uses the prompt the policy is trained on."""
+        return self.options.prompt
 
     def prompt(self) -> str:
         """The user text of every rollout."""
@@ -134,6 +133,5 @@ class GRPOMethod(Method):
             return reasoning_prompt(self.class_names)
         return classification_prompt(self.class_names)
 
-    def pathways(self, example: Mapping[str, Any], rng: random.Random) -> list[Pathway]:
-        """The supervised view of an example (label answer to the direct prompt); GRPO itself uses `prompt()`."""
-        return [Pathway("direct", classification_prompt(self.class_names), self.class_names[int(example["label"])])]
+    def updates_per_step(self, cfg: Any) -> int:
+        return self.options.iterations

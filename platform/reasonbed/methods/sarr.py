@@ -20,7 +20,7 @@ from reasonbed.methods.mtct import MTCTMethod
 class SARRConfig:
     reasoning_weight: float = 1.0  # weight of the reasoning pathway (as in MTCT)
     rounds: int = 3  # self-generation rounds after the MTCT stage (RD-MLDG: N=3)
-    epochs_per_round: float = 1.0  # training epochs on each round's self-chains
+    epochs_per_round: float = 3.0  # training epochs on each round's self-chains (RD-MLDG: 3 per stage)
     engine: Literal["vllm", "hf"] = "vllm"  # engine that writes the self-chains (vLLM with the LoRA adapter)
     candidates: int = 2  # chains sampled per training image per round
     temperature: float = 0.7  # sampling temperature of self-generation
@@ -36,3 +36,4 @@ class SARRConfig:
 class SARRMethod(MTCTMethod):
     name = "sarr"
     config_class = SARRConfig
+    driver = "reasonbed.train.sarr:run_sarr"

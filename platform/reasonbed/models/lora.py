@@ -82,3 +82,19 @@ def trainable_parameter_counts(model: Any, family: ModelFamily | str) -> dict[st
 def trainable_parameter_names(model: Any) -> list[str]:
     """Names of the parameters that require gradients."""
     return [name for name, parameter in model.named_parameters() if parameter.requires_grad]
+
+
+def adapter_files(model: Any) -> dict[str, bytes]:
+    """A peft model's current adapter as peft writes it (adapter_config.json, adapter_model.safetensors).
+
+    Bytes, not a path: they travel through Ray's object store to a process on another node.
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    inner = model.module if hasattr(model, "module") else model  # DDP/FSDP wrapper
+    with tempfile.TemporaryDirectory() as directory:
+        inner.save_pretrained(directory, safe_serialization=True)
+        return {name: (Path(directory) / name).read_bytes() for name in os.listdir(directory)
+                if (Path(directory) / name).is_file()}

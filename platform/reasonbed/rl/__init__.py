@@ -1,9 +1,8 @@
-"""RL fine-tuning with domain-knowledge rewards: GRPO on Ray Train with vLLM (or transformers) rollouts.
+"""RL fine-tuning with domain-knowledge rewards: GRPO as a worker step of the shared training loop.
 
-- `grpo`: advantages, per-token log-probs and the clipped-ratio + KL loss (pure torch);
-- `rollout`: the rollout engines (a vLLM Ray actor synced with the adapter every step; HF fallback);
-- `step`: one GRPO step on a worker (rollouts, rewards, update), usable without Ray;
-- `loop`: the Ray Train worker loop (checkpoints, resume, evaluation);
-- `driver`: `run_grpo(cfg)`, the job, writing the run directory.
-The options are `reasonbed.methods.grpo.GRPOConfig`; the rewards live in `reasonbed.rewards`.
+- `grpo`: advantages and the clipped-ratio + KL loss (pure torch);
+- `step`: `GRPOStep`, the method's worker step (rollouts from an engine of the engine registry,
+  rewards, advantages, the policy update through the shared optimizer step).
+The options are `reasonbed.methods.grpo.GRPOConfig`; the rewards live in `reasonbed.rewards`; the
+loop, checkpoints, evaluation and the run directory are `reasonbed.train`'s, as for every method.
 """

@@ -7,7 +7,8 @@ and, per completion token t with ratio rho_t = pi(o_t) / pi_old(o_t) and d_t = l
 averaged over each completion's tokens, then over completions. A token is "clipped" when the clipped
 term is the active one: rho_t < 1 - e with A_i < 0, or rho_t > 1 + e with A_i > 0.
 Hand-written (TRL's GRPOTrainer is a transformers Trainer, which does not fit a Ray Train loop);
-tests/test_grpo.py checks it against numbers computed by hand.
+tests/test_grpo.py checks it against numbers computed by hand. Token log-probs come from the shared
+`reasonbed.train.losses.token_logps`.
 """
 
 from __future__ import annotations
@@ -29,18 +30,6 @@ def group_advantages(rewards: Any, group_size: int, scale: bool = True, eps: flo
     if scale:
         centred = centred / (grouped.std(dim=1, keepdim=True) + eps)
     return centred.reshape(-1)
-
-
-def per_token_logps(logits: Any, labels: Any) -> tuple[Any, Any]:
-    """log p of each labelled next token, and the mask of labelled positions (both [B, T-1])."""
-    import torch.nn.functional as F
-
-    shifted_logits = logits[:, :-1, :].float()
-    shifted_labels = labels[:, 1:]
-    mask = shifted_labels != -100
-    logps = -F.cross_entropy(shifted_logits.reshape(-1, shifted_logits.shape[-1]),
-                             shifted_labels.clamp(min=0).reshape(-1), reduction="none").view(shifted_labels.shape)
-    return logps * mask, mask
 
 
 def grpo_loss(logps: Any, old_logps: Any, ref_logps: Any | None, advantages: Any, mask: Any,

@@ -2,8 +2,8 @@
 
 Layout of a checkpoint directory: `adapter/` (peft's adapter_config.json and
 adapter_model.safetensors: loadable by transformers+peft and by vLLM), `optimizer.pt` and
-`scheduler.pt` (loaded with weights_only=True), `state.json` (step and the history of every report so far, which
-survives restarts: the run's metrics.jsonl is written from the final checkpoint's history).
+`scheduler.pt` (loaded with weights_only=True), `state.json` (step, every step's metrics and every report so far,
+which survive restarts: the run's steps.jsonl and metrics.jsonl are written from the final checkpoint's state).
 """
 
 from __future__ import annotations
@@ -58,8 +58,3 @@ def restore(directory: str | Path, model: Any, optimizer: Any, scheduler: Any) -
 
 def exists(directory: str | Path) -> bool:
     return os.path.isfile(os.path.join(directory, "state.json"))
-
-
-def history(directory: str | Path) -> list[dict[str, Any]]:
-    """Every report of the run up to this checkpoint."""
-    return list(json.loads((Path(directory) / "state.json").read_text()).get("history", []))

@@ -35,18 +35,27 @@ class OptimConfig:
 
 @dataclass
 class EvalConfig:
-    """Per-domain accuracy every `every` steps and at the end."""
+    """Per-domain accuracy every `every` steps and at the end (DomainBed: every domain split in/out)."""
 
     every: int = 50  # evaluate (and checkpoint) every N optimizer steps; 0 = only at the end
+    at_start: bool = False  # also evaluate the untrained model (step 0) before the first step
     max_per_domain: int = 0  # cap images per (domain, part) evaluated (0 = all); seeded choice
+    in_parts: bool = False  # also evaluate the source domains' training (in) parts; selection never uses them
     direct: bool = True  # evaluate with the classification prompt
     reasoning: bool = False  # also evaluate with the reasoning prompt (conclusion parsed; slower)
-    reasoning_max_tokens: int = 256  # generation budget for reasoning-prompt evaluation
+    # The prompt whose accuracy is val_acc / test_acc (what selection uses and tables report):
+    # auto = the method's own (reasoning for `reasoning`, the policy's prompt for `grpo`, else direct).
+    select_on: Literal["auto", "direct", "reasoning"] = "auto"
+    direct_max_tokens: int = 12  # generation budget of a direct answer (an option name)
+    reasoning_max_tokens: int = 320  # generation budget of a reasoning chain (cut chains are counted: truncated/P)
     batch_size: int = 16  # images per generate call
 
     def __post_init__(self) -> None:
         if self.every < 0 or self.max_per_domain < 0 or self.batch_size < 1:
             raise ConfigError("eval: every and max_per_domain must be >= 0, batch_size >= 1")
+        if self.direct_max_tokens < 1 or self.reasoning_max_tokens < 1:
+            raise ConfigError(f"eval: direct_max_tokens ({self.direct_max_tokens}) and reasoning_max_tokens "
+                              f"({self.reasoning_max_tokens}) must be >= 1")
         if not (self.direct or self.reasoning):
             raise ConfigError("eval: at least one of eval.direct and eval.reasoning must be true")
 
@@ -60,12 +69,20 @@ class ScaleConfig:
     cpus_per_worker: float = 1.0  # CPUs per worker
     strategy: Literal["ddp", "fsdp"] = "ddp"  # FSDP shards large models over GPUs
     max_failures: int = 2  # worker-group restarts from the last checkpoint before the run fails
-    keep_checkpoints: int = 2  # checkpoints kept (latest)
+    # Checkpoints kept: the best by val_acc (what training-domain validation chooses) plus always the latest.
+    keep_checkpoints: int = 2
+    # ray: a Ray Train TorchTrainer (workers, restarts, cloud storage); local: the same worker loop in this
+    # process, one worker, checkpoints under run_dir (tests and quick experiments).
+    backend: Literal["ray", "local"] = "ray"
 
     def __post_init__(self) -> None:
-        if self.num_workers < 1 or self.cpus_per_worker <= 0:
-            raise ConfigError(f"scale: num_workers ({self.num_workers}) and cpus_per_worker "
-                              f"({self.cpus_per_worker}) must be positive")
+        if self.num_workers < 1 or self.cpus_per_worker <= 0 or self.keep_checkpoints < 1:
+            raise ConfigError(f"scale: num_workers ({self.num_workers}), cpus_per_worker "
+                              f"({self.cpus_per_worker}) and keep_checkpoints ({self.keep_checkpoints}) must be "
+                              f"positive")
+        if self.backend == "local" and self.num_workers != 1:
+            raise ConfigError(f"scale.backend local runs one worker in this process: scale.num_workers "
+                              f"{self.num_workers} needs scale.backend=ray")
 
 
 @dataclass
@@ -82,6 +99,10 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     chains: str = ""  # generation output with teacher chains (reasoning, mtct, sarr)
+    # Train on chains written with the label shown (generation second_pass=rationalize) too; off: only blind ones.
+    allow_label_conditioned: bool = False
+    # Methods that train on chains refuse to start when fewer of the training images have a kept chain.
+    min_chain_coverage: float = 0.5
     init_adapter: str = ""  # start from this LoRA adapter directory (e.g. an SFT run's adapter)
     seed: int = 0  # seeds model init of LoRA, data order and chain choice
     run_dir: str = "runs/train"  # where config, metrics.jsonl, adapter and `done` go (local path)
@@ -94,6 +115,10 @@ class TrainConfig:
     val_domain: str = ""
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.min_chain_coverage <= 1.0:
+            raise ConfigError(f"min_chain_coverage: value {self.min_chain_coverage!r} must be in [0, 1]")
+        if self.fail_at_step and self.scale.backend == "local":
+            raise ConfigError("fail_at_step kills a worker process: it needs scale.backend=ray")
         if self.optim.batch_size % self.scale.num_workers:
             raise ConfigError(
                 f"optim.batch_size {self.optim.batch_size} does not divide over scale.num_workers "
@@ -106,5 +131,28 @@ class TrainConfig:
 
     @property
     def run_name(self) -> str:
+        """The Ray Train run name: `name`, or method-dataset-test_domain[-v<val_domain>]-s<seed>-<config hash>.
+
+        The hash covers everything that changes what is trained (not where it runs), so two different
+        configs never share checkpoints under one default name in the same storage.
+        """
+        if self.name:
+            return self.name
         held = f"-v{self.val_domain}" if self.val_domain else ""
-        return self.name or f"{self.method}-{self.data.dataset}-{self.test_domain or 'auto'}{held}-s{self.seed}"
+        return f"{self.method}-{self.data.dataset}-{self.test_domain or 'auto'}{held}-s{self.seed}-{config_hash(self)}"
+
+
+# Keys a rerun into an existing run directory may change (where and how it runs, not what it trains).
+RESUMABLE_KEYS = ("ray_address", "fail_at_step", "scale.max_failures", "scale.keep_checkpoints", "run_dir",
+                  "storage_path", "name")
+
+
+def config_hash(cfg: TrainConfig) -> str:
+    """A short hash of what a run trains (its config without RESUMABLE_KEYS)."""
+    import hashlib
+    import json
+
+    from reasonbed.config import flatten, to_dict
+
+    flat = {key: value for key, value in flatten(to_dict(cfg)).items() if key not in RESUMABLE_KEYS}
+    return hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:8]

@@ -3,7 +3,9 @@
 The training examples form an endless stream of seeded per-epoch permutations; optimizer step s
 takes stream positions [s*B, (s+1)*B), and each worker takes its contiguous share of them. So the
 data position of a checkpoint is just its step, and a resumed run sees exactly the examples it
-would have seen. Images are read by path from the dataset root (local or s3://) and cached.
+would have seen. An epoch's permutation is computed once and cached, so a step costs O(B), not a
+reshuffle of the whole epoch per example. Images are read by path from the dataset root (local or
+s3://) and cached.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from typing import Any
 from reasonbed import storage
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+@lru_cache(maxsize=4)
+def epoch_order(n: int, seed: int, epoch: int) -> tuple[int, ...]:
+    """The seeded permutation of n examples for one epoch (cached: a step needs at most two epochs)."""
     order = list(range(n))
     random.Random(f"{seed}/epoch/{epoch}").shuffle(order)
-    return order
+    return tuple(order)
 
 
 def total_steps(n: int, batch_size: int, epochs: float, max_steps: int) -> int:

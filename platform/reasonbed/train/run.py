@@ -1,17 +1,20 @@
 """Run a training config end to end: chains for the smoke test, then the method's driver.
 
-`run(cfg)` dispatches by method: `sarr` runs its rounds (reasonbed.train.sarr), `grpo` its RL
-driver, every other method one Ray Train run. With `smoke=True` and a method that needs chains but
-none given, template-teacher chains are generated first into the run directory.
+`run(cfg)` asks the METHODS registry how the method runs: its own driver (a multi-stage method such
+as SARR names one) or one training run (`reasonbed.train.driver.run_training`). With `smoke=True`
+and a method that needs chains but none given, template-teacher chains are generated first into the
+run directory.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import replace
 from pathlib import Path
 
 from reasonbed.train.config import TrainConfig
-from reasonbed.train.driver import TrainResult, run_training
+from reasonbed.train.driver import run_training
+from reasonbed.train.rundir import TrainResult
 
 
 def smoke_chains(cfg: TrainConfig) -> str:
@@ -28,19 +31,15 @@ def smoke_chains(cfg: TrainConfig) -> str:
 
 
 def run(cfg: TrainConfig, smoke: bool = False, callbacks: tuple = ()) -> TrainResult:
-    from reasonbed.methods.base import build_method
+    from reasonbed.methods.base import method_class
     from reasonbed.train.driver import resolve
 
     cfg = resolve(cfg)[0]
-    method = build_method(cfg.method, cfg.method_config, ["a", "b"])
+    method = method_class(cfg.method)
+    method.parse_options(cfg.method_config)  # a bad option fails here, before any work
     if smoke and method.needs_chains and not cfg.chains:
         cfg = replace(cfg, chains=smoke_chains(cfg))
-    if cfg.method == "sarr":
-        from reasonbed.train.sarr import run_sarr
-
-        return run_sarr(cfg, callbacks=callbacks)
-    if cfg.method == "grpo":
-        from reasonbed.rl.driver import run_grpo
-
-        return run_grpo(cfg, callbacks=callbacks)
+    if method.driver:
+        module, _, name = method.driver.partition(":")
+        return getattr(importlib.import_module(module), name)(cfg, callbacks=callbacks)
     return run_training(cfg, callbacks=callbacks)

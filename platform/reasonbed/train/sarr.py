@@ -1,10 +1,14 @@
 """SARR rounds (RD-MLDG): MTCT, then R rounds of self-written chains filtered by the label.
 
 Stage 0 trains MTCT on the teacher's chains. Each round r then lets the current model (the latest
-LoRA adapter, served by the generation engine: vLLM with the adapter, or transformers) write
-chains for the training images with the reasoning prompt; chains that are valid and conclude with
-the label are kept (the generation pipeline's `kept` flag) and MTCT continues from the adapter on
-them. Per-round statistics (kept %, accuracy) go to `sarr_rounds.jsonl` in the run directory.
+LoRA adapter, served by the generation engine: vLLM with the adapter, or transformers) write chains
+for the training images with the reasoning prompt; chains that are valid and conclude with the label
+are kept (the generation pipeline's `kept` flag) and MTCT continues from the adapter on them.
+
+Every stage is a training run of its own: its own run directory (`round<r>/`) and its own Ray Train
+name (`<run name>-round<r>`), so no stage can restore another stage's checkpoints. Per-round
+statistics (kept %, accuracy) go to `sarr_rounds.jsonl`; `metrics.jsonl` holds every stage's reports
+with `round` and `global_step`.
 """
 
 from __future__ import annotations
@@ -17,10 +21,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from reasonbed.config import from_dict
-from reasonbed.methods.sarr import SARRConfig
+from reasonbed.methods.sarr import SARRConfig, SARRMethod
 from reasonbed.train.config import TrainConfig
-from reasonbed.train.driver import TrainResult, chains_by_image, open_run_dir, resolve, run_training
+from reasonbed.train.driver import chains_by_image, resolve, run_training
+from reasonbed.train.rundir import RunDir, TrainResult, plain_metric
 
 log = logging.getLogger(__name__)
 
@@ -43,49 +47,55 @@ def self_chains(cfg: TrainConfig, options: SARRConfig, adapter: Path, round_inde
     return chains_by_image(str(output)), summary
 
 
+def stage_config(cfg: TrainConfig, options: SARRConfig, round_index: int, **changes: Any) -> TrainConfig:
+    """The MTCT training run of one SARR stage: its own run directory and Ray Train name."""
+    return replace(cfg, method="mtct", method_config={"reasoning_weight": options.reasoning_weight},
+                   run_dir=str(Path(cfg.run_dir).resolve() / f"round{round_index}"),
+                   name=f"{cfg.run_name}-round{round_index}", **changes)
+
+
 def run_sarr(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     """MTCT then `rounds` SARR rounds; the run directory holds every stage and the final adapter."""
     from reasonbed.data.splits import lodo_split
     from reasonbed.provenance import provenance
 
     cfg, spec, _, index = resolve(cfg)
-    options = from_dict(SARRConfig, cfg.method_config, prefix="method_config.")
-    run_dir = open_run_dir(cfg)
-    mtct = {"reasoning_weight": options.reasoning_weight}
-    teacher = chains_by_image(cfg.chains)
+    options = SARRMethod.parse_options(cfg.method_config)
+    run = RunDir.open(cfg)
+    if run.done:
+        return run.result()
+    teacher = chains_by_image(cfg.chains, allow_label_conditioned=cfg.allow_label_conditioned)
     split = lodo_split(spec, index, cfg.test_domain, cfg.data.holdout_fraction, cfg.data.split_seed)
     # the images training uses: a held-out source domain (val_domain) gets no self-chains
     train_ids = {image_id for domain, ids in split.train.items() if domain != cfg.val_domain for image_id in ids}
-    stage = replace(cfg, method="mtct", method_config=mtct, run_dir=str(run_dir / "round0"))
-    result = run_training(stage, callbacks, chains_override=teacher)
+    result = run_training(stage_config(cfg, options, 0), callbacks, chains_override=teacher)
     metrics = [{**row, "round": 0, "global_step": row["step"]} for row in result.metrics]
     rounds: list[dict[str, Any]] = [{"round": 0, "source": "teacher", **_accuracy(result)}]
-    offset = metrics[-1]["step"] if metrics else 0
     for round_index in range(1, options.rounds + 1):
-        round_dir = run_dir / f"round{round_index}"
-        chains, summary = self_chains(cfg, options, result.adapter, round_index, train_ids, round_dir / "chains")
+        offset = metrics[-1]["global_step"] if metrics else 0
+        chains, summary = self_chains(cfg, options, result.adapter, round_index, train_ids,
+                                      run.path / f"round{round_index}-chains")
         if options.keep_teacher_chains:
             chains = {key: teacher.get(key, []) + chains.get(key, []) for key in set(teacher) | set(chains)}
-        stage = replace(cfg, method="mtct", method_config=mtct, init_adapter=str(result.adapter),
-                        optim=replace(cfg.optim, epochs=options.epochs_per_round, max_steps=0),
-                        run_dir=str(round_dir))
+        stage = stage_config(cfg, options, round_index, init_adapter=str(result.adapter), min_chain_coverage=0.0,
+                             optim=replace(cfg.optim, epochs=options.epochs_per_round, max_steps=0))
         result = run_training(stage, callbacks, chains_override=chains)
         metrics += [{**row, "round": round_index, "global_step": offset + row["step"]} for row in result.metrics]
-        offset = metrics[-1]["global_step"]
         rounds.append({"round": round_index, "source": "self", "kept_pct": summary["kept_pct"],
                        "valid_pct": summary["valid_pct"], "images_with_kept_chain": summary["images_with_kept_chain"],
-                       "train_images": len(train_ids), **_accuracy(result)})
-        log.info("SARR round %d: kept %.1f%% of self-chains, val_acc %.3f", round_index, summary["kept_pct"],
-                 rounds[-1]["val_acc"])
-    shutil.rmtree(run_dir / "adapter", ignore_errors=True)
-    shutil.copytree(result.adapter, run_dir / "adapter")
-    with open(run_dir / "metrics.jsonl", "w") as handle:
-        handle.writelines(json.dumps(row, default=float) + "\n" for row in metrics)
-    with open(run_dir / "sarr_rounds.jsonl", "w") as handle:
+                       "train_images": len(train_ids), "steps": result.final.get("step", 0), **_accuracy(result)})
+        log.info("SARR round %d: kept %.1f%% of self-chains (%d images), val_acc %.3f", round_index,
+                 summary["kept_pct"], summary["images_with_kept_chain"], rounds[-1]["val_acc"])
+    shutil.rmtree(run.path / "adapter", ignore_errors=True)
+    shutil.copytree(result.adapter, run.path / "adapter")
+    with open(run.path / "metrics.jsonl", "w") as handle:
+        handle.writelines(json.dumps({k: v for k, v in row.items() if plain_metric(v)}, default=float) + "\n"
+                          for row in metrics)
+    with open(run.path / "sarr_rounds.jsonl", "w") as handle:
         handle.writelines(json.dumps(row, default=float) + "\n" for row in rounds)
-    (run_dir / "provenance.json").write_text(json.dumps(provenance(cfg, index), indent=2))
-    (run_dir / "done").write_text(json.dumps(metrics[-1] if metrics else {}, default=float))
-    return TrainResult(run_dir, metrics, run_dir / "adapter")
+    (run.path / "provenance.json").write_text(json.dumps(provenance(cfg, index), indent=2))
+    (run.path / "done").write_text(json.dumps(metrics[-1] if metrics else {}, default=float))
+    return TrainResult(run.path, metrics, run.path / "adapter")
 
 
 def _accuracy(result: TrainResult) -> dict[str, float]:

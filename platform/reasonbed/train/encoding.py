@@ -1,0 +1,79 @@
+"""Tensors for training: a chat-templated prompt with one image, then a target, the loss only on the target.
+
+`encode_prompt` runs the family's processor on one (image, prompt) pair; `append_target` adds target
+token ids after it with labels that are -100 on every prompt and image position, so a loss covers only
+the target. Supervised pathways (`encode_pathway`: target text + end token) and GRPO completions (the
+sampled ids) are both encoded this way. `collate` right-pads a list of encodings into one batch; the
+vision tensors of the family's processor are concatenated along their first dimension.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+from reasonbed.models.loading import build_chat_prompt
+
+TEXT_KEYS = ("input_ids", "attention_mask", "labels")
+
+
+def decode_image(data: bytes) -> Any:
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def encode_prompt(processor: Any, image: Any, prompt: str) -> dict[str, Any]:
+    """The templated prompt with its image, as the processor returns it (batch of one)."""
+    return dict(processor(text=[build_chat_prompt(processor, prompt)], images=[image], return_tensors="pt"))
+
+
+def append_target(encoded: dict[str, Any], target_ids: Sequence[int]) -> dict[str, Any]:
+    """Prompt + target tokens as unbatched tensors, labels only on the target."""
+    import torch
+
+    prompt_ids = encoded["input_ids"][0]
+    target = torch.tensor(list(target_ids), dtype=prompt_ids.dtype)
+    item = {"input_ids": torch.cat([prompt_ids, target]), "labels": torch.cat([torch.full_like(prompt_ids, -100), target])}
+    item["attention_mask"] = torch.ones_like(item["input_ids"])
+    for key, value in encoded.items():
+        if key in TEXT_KEYS:
+            continue
+        if value.dim() == 2 and value.shape == encoded["input_ids"].shape:  # per-token (e.g. mm_token_type_ids)
+            item[key] = torch.cat([value[0], torch.zeros(len(target), dtype=value.dtype)])
+        else:  # vision tensors (pixel_values, image_grid_thw, ...)
+            item[key] = value
+    return item
+
+
+def text_target_ids(tokenizer: Any, target: str) -> list[int]:
+    """The ids of a target text followed by the end token."""
+    return list(tokenizer(target + tokenizer.eos_token, add_special_tokens=False)["input_ids"])
+
+
+def encode_pathway(processor: Any, image: Any, prompt: str, target: str) -> dict[str, Any]:
+    """One (image, prompt, target text) as unbatched tensors with prompt-masked labels."""
+    return append_target(encode_prompt(processor, image, prompt), text_target_ids(processor.tokenizer, target))
+
+
+def collate(items: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, Any]:
+    """Right-pad per-token tensors (1-D); concatenate vision tensors (pixel_values, image_grid_thw, ...)."""
+    import torch
+
+    length = max(int(item["input_ids"].shape[0]) for item in items)
+    batch: dict[str, Any] = {}
+    fills = {"input_ids": pad_token_id, "labels": -100}
+    token_keys = [key for key, value in items[0].items() if value.dim() == 1]
+    for key in token_keys:
+        fill = fills.get(key, 0)
+        rows = []
+        for item in items:
+            tensor = item[key]
+            pad = torch.full((length - tensor.shape[0],), fill, dtype=tensor.dtype)
+            rows.append(torch.cat([tensor, pad]))
+        batch[key] = torch.stack(rows)
+    for key in items[0]:
+        if key not in token_keys:
+            batch[key] = torch.cat([item[key] for item in items], dim=0)
+    return batch
