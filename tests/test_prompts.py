@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-import reasonbed.data  # noqa: F401 - registers every built-in dataset spec
+import reasonbed.data.catalog  # noqa: F401 - registers every built-in dataset spec (offline ones too)
 from reasonbed.data.specs import DATASETS, get_spec
 from reasonbed.prompts import (
     QUESTION,
@@ -88,7 +88,7 @@ def _other_number(word: str) -> str:
         return word[:-1]
     if lower.endswith("y") and lower[-2:-1] not in ("a", "e", "i", "o", "u"):
         return word[:-1] + "ies"
-    return word + ("es" if lower.endswith(("ch", "sh", "x")) else "s")
+    return word + ("es" if lower.endswith(("ch", "sh", "x", "ss")) else "s")
 
 
 def _variants(folder_name: str) -> set[str]:
