@@ -1,4 +1,5 @@
-"""LODO sweeps: Optuna + ASHA on Ray Tune, honest selection, restore after a killed driver, s3://."""
+"""LODO sweeps: Optuna + ASHA on Ray Tune, DomainBed selection and statistics, trial seeds, protocol mode,
+restore after a killed driver, s3://."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from reasonbed.data import synthetic
 from reasonbed.registry import RegistryError
 from reasonbed.tune.config import SweepConfig
 from reasonbed.tune.driver import run_sweep
-from reasonbed.tune.records import load_records
-from reasonbed.tune.selection import Choice, results_table, select
+from reasonbed.tune.records import TrialRecord, load_records
+from reasonbed.tune.selection import Choice, errored_summary, format_avg, format_mean, results_table, select
 from reasonbed.tune.spaces import SearchSpaceError, load_space
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ BASE = {
     "data": {"dataset": "synthetic_shapes", "images_per_class": 3, "palette": "by_class"},
     "methods": ["direct"], "num_samples": 4, "max_concurrent_trials": 1, "studies_in_parallel": 2,
     "train": {"optim.max_steps": 6, "eval.every": 2, "eval.max_per_domain": 4},
-    "asha": {"grace_period": 1, "reduction_factor": 2, "max_t": 3},
+    "asha": {"grace_period": 32, "reduction_factor": 2, "max_t": 96},  # examples seen (6 steps x batch 16)
     "search_spaces": str(REPO / "search_spaces"),
 }
 
@@ -56,7 +57,8 @@ def small_sweep(tmp_path_factory, ray_session):
     (spaces / "default.yaml").write_text(SWEEP_SPACE)
     (spaces / "direct.yaml").write_text("params: {}\n")
     outcome = run_sweep(_sweep(root, f"search_spaces={spaces}", "train.optim.max_steps=40",
-                               "train.eval.every=20", "train.optim.batch_size=16", "asha.max_t=2"))
+                               "train.eval.every=20", "train.optim.batch_size=16", "asha.grace_period=320",
+                               "asha.max_t=640"))  # examples: one rung at the first of two evaluations
     report = build_report(outcome["sweep"], root / "report")
     return outcome, report, spaces
 
@@ -133,18 +135,26 @@ def test_flipping_test_domain_labels_changes_no_selection(tmp_path, ray_session)
     assert tests[0] != tests[1], "the flip must change what the test domain measures"
 
 
+def _report(step: int, val: float, test: float, out: float | None = None, **extra) -> dict:
+    row = {"step": step, "total_steps": 4, "val_acc": val, "test_acc": test, "select_on": "direct", **extra}
+    if out is not None:
+        row["test_out_acc"] = out
+    return row
+
+
+def _record(trial_id: str, reports: list, status: str = "completed", seed: int = 0, domain: str = "photo",
+            method: str = "direct", **fields) -> TrialRecord:
+    return TrialRecord("s", method, domain, seed, trial_id, {"optim.lr": 1e-3}, reports, status, **fields)
+
+
 def test_leave_one_domain_out_selection_reads_the_held_out_runs():
     """The trial with the best mean accuracy over its held-out source domains wins, whatever its val_acc or
-    test_acc; trials missing a held-out run, or stopped early, are no candidates; none at all gives n/a."""
-    from reasonbed.tune.records import TrialRecord
-    from reasonbed.tune.selection import format_cell
-
+    test_acc; trials missing a held-out run, or stopped early, are no candidates; none at all gives X."""
     sources = ["art", "cartoon", "sketch"]
 
     def record(trial_id: str, val: float, test: float, heldout: dict, status: str = "completed") -> TrialRecord:
-        reports = [{"step": 4, "total_steps": 4, "val_acc": val, "test_acc": test, "time_total_s": 10.0}]
-        return TrialRecord("s", "direct", "photo", 0, trial_id, {"optim.lr": 1e-3}, reports, status,
-                           lodo={"sources": sources, "heldout_acc": heldout, "seconds": 20.0})
+        reports = [{**_report(4, val, test), "time_total_s": 10.0}]
+        return _record(trial_id, reports, status, lodo={"sources": sources, "heldout_acc": heldout, "seconds": 20.0})
 
     records = [record("a", 0.9, 0.9, {"art": 0.2, "cartoon": 0.3, "sketch": 0.1}),
                record("b", 0.1, 0.2, {"art": 0.6, "cartoon": 0.5, "sketch": 0.4}),
@@ -152,41 +162,167 @@ def test_leave_one_domain_out_selection_reads_the_held_out_runs():
                record("d", 0.5, 0.5, {"art": 1.0, "cartoon": 1.0, "sketch": 1.0}, status="stopped")]
     choice = select(records, "leave_one_domain_out")[("direct", "photo", 0)]
     assert (choice.trial_id, choice.step, choice.test_acc) == ("b", 4, 0.2)
-    assert choice.val_acc == pytest.approx(0.5)
+    assert choice.score == pytest.approx(0.5) and choice.val_acc == pytest.approx(0.1)
     assert records[0].seconds == pytest.approx(30.0), "the held-out runs count in the trial's cost"
     assert select(records)[("direct", "photo", 0)].trial_id == "a", "training-domain validation differs"
-    bare = [TrialRecord("s", "direct", "photo", 0, r.trial_id, {}, r.reports, "completed") for r in records]
+    bare = [_record(r.trial_id, r.reports) for r in records]
     assert select(bare, "leave_one_domain_out")[("direct", "photo", 0)] is None
-    assert format_cell(results_table(bare, ["photo"], "leave_one_domain_out")[0]["photo"]) == "n/a"
+    row = results_table(bare, ["photo"], "leave_one_domain_out")[0]
+    assert format_mean(row.cells["photo"]) == "X" and format_avg(row) == "X"
 
 
-def test_selection_ignores_test_metrics_but_oracle_does_not():
-    from reasonbed.tune.records import TrialRecord
-
-    def record(trial_id: str, vals: list[float], tests: list[float]) -> TrialRecord:
-        reports = [{"step": 2 * (i + 1), "total_steps": 2 * len(vals), "val_acc": v, "test_acc": t}
-                   for i, (v, t) in enumerate(zip(vals, tests, strict=True))]
-        return TrialRecord("s", "direct", "photo", 0, trial_id, {}, reports, "completed")
-
-    records = [record("a", [0.2, 0.6], [0.3, 0.4]), record("b", [0.5, 0.5], [0.9, 0.95])]
+def test_training_domain_reports_test_in_part_and_oracle_picks_on_the_out_part():
+    """Training-domain validation: best val_acc over all trials and checkpoints, reporting test_acc (in part).
+    Oracle: each trial's last checkpoint, chosen by test_out_acc, reporting test_acc - never by test_acc itself."""
+    records = [_record("a", [_report(2, 0.2, 0.3, 0.35), _report(4, 0.6, 0.4, 0.30)]),
+               _record("b", [_report(2, 0.5, 0.9, 0.99), _report(4, 0.5, 0.95, 0.50)]),  # best test_acc, worse out
+               _record("c", [_report(2, 0.1, 0.1, 0.10), _report(4, 0.1, 0.2, 0.80)])]
     honest = select(records)[("direct", "photo", 0)]
-    assert (honest.trial_id, honest.step, honest.test_acc) == ("a", 4, 0.4)
+    assert (honest.trial_id, honest.step, honest.test_acc, honest.select_on) == ("a", 4, 0.4, "direct")
     oracle = select(records, "oracle")[("direct", "photo", 0)]
-    assert oracle.trial_id == "b" and isinstance(oracle, Choice)
-    table = results_table(records, ["photo"])
-    assert table[0]["photo"][0] == pytest.approx(0.4)
+    assert isinstance(oracle, Choice) and (oracle.trial_id, oracle.step) == ("c", 4)
+    assert (oracle.score, oracle.test_acc) == (0.80, 0.2), "picked on the out part, reported on the in part"
+    assert results_table(records, ["photo"])[0].cells["photo"].values == (0.4,)
+    old = [_record("z", [_report(4, 0.5, 0.5)])]  # a report from before the test domain was split
+    assert select(old, "oracle")[("direct", "photo", 0)] is None
+
+
+def test_ties_go_to_the_later_checkpoint_then_the_later_trial():
+    """Ray keeps the later of two equally scored checkpoints (and always the latest): the choice is one Ray kept."""
+    records = [_record("t_00000", [_report(2, 0.7, 0.1), _report(4, 0.7, 0.2), _report(6, 0.5, 0.3)]),
+               _record("t_00001", [_report(2, 0.6, 0.4)])]
+    choice = select(records)[("direct", "photo", 0)]
+    assert (choice.trial_id, choice.step) == ("t_00000", 4)
+    tied = [_record("t_00000", [_report(4, 0.7, 0.1)]), _record("t_00001", [_report(4, 0.7, 0.2)])]
+    assert select(tied)[("direct", "photo", 0)].trial_id == "t_00001"
+    assert select([_record("t_00000", [_report(4, 0.7, 0.1, 0.6)]), _record("t_00001", [_report(4, 0.7, 0.2, 0.6)])],
+                  "oracle")[("direct", "photo", 0)].trial_id == "t_00001"
+
+
+def test_errored_trials_valid_reports_stay_candidates():
+    records = [_record("a", [_report(2, 0.5, 0.5)]),
+               _record("b", [_report(2, 0.9, 0.7, 0.6), {"step": 4, "val_acc": float("nan"), "test_acc": 0.1}],
+                       status="errored"),
+               _record("c", [], status="errored")]
+    records[1].reports = records[1].reports[:1]  # what load_records keeps: the valid reports only
+    chosen = select(records)
+    choice = chosen[("direct", "photo", 0)]
+    assert choice.trial_id == "b" and choice.errored and choice.test_acc == 0.7
+    assert select(records, "oracle")[("direct", "photo", 0)].trial_id == "b"
+    assert errored_summary(records, chosen) == {"errored": 2, "errored_candidates": 1, "chosen_from_errored": 1}
+
+
+def test_cells_are_domainbed_mean_and_standard_error_avg_is_the_mean_of_means():
+    """As collect_results.format_mean: mean ± np.std(data / sqrt(n)) in percent; one seed says n=1; Avg is the
+    plain mean of the per-domain means, X when a domain has no result."""
+    import numpy as np
+
+    accs = {("photo", 0): 0.50, ("photo", 1): 0.60, ("photo", 2): 0.90, ("sketch", 0): 0.40}
+    records = [_record(f"t{d}{s}", [_report(4, 0.5, acc)], seed=s, domain=d) for (d, s), acc in accs.items()]
+    row = results_table(records, ["photo", "sketch"])[0]
+    photo = [0.50, 0.60, 0.90]
+    expected_err = 100 * np.std(np.array(photo) / np.sqrt(3))
+    assert format_mean(row.cells["photo"]) == f"{100 * np.mean(photo):.1f} ± {expected_err:.1f}"
+    assert format_mean(row.cells["photo"]) == "66.7 ± 9.8"  # pstdev/sqrt(n); pstdev alone would say 17.0
+    assert format_mean(row.cells["photo"], latex=True) == "66.7 $\\pm$ 9.8"
+    assert format_mean(row.cells["sketch"]) == "40.0 (n=1)"
+    assert format_avg(row) == f"{(100 * np.mean(photo) + 40.0) / 2:.1f}" == "53.3"
+    missing = results_table(records, ["photo", "sketch", "cartoon"])[0]
+    assert format_mean(missing.cells["cartoon"]) == "X" and format_avg(missing) == "X"
+
+
+def test_zero_shot_row_leads_every_table_without_selection():
+    from reasonbed.tune.records import ZERO_SHOT_ROW
+
+    zero = [TrialRecord("zero_shot", ZERO_SHOT_ROW, "photo", s, f"zero_shot-photo-s{s}", {},
+                        [_report(0, 0.3, acc, 0.9)], "completed", cpus=2, lodo={}) for s, acc in ((0, 0.25), (1, 0.35))]
+    records = [_record("a", [_report(4, 0.9, 0.8, 0.1)]), _record("b", [_report(4, 0.9, 0.6, 0.1)], seed=1)]
+    for selection in ("training_domain", "oracle", "leave_one_domain_out"):
+        rows = results_table(records, ["photo"], selection, zero_shot=zero)
+        assert rows[0].zero_shot and rows[0].method == ZERO_SHOT_ROW and rows[0].trials == 0
+        assert format_mean(rows[0].cells["photo"]) == "30.0 ± 3.5" and rows[0].select_on == "direct"
+        assert [row.method for row in rows[1:]] == ["direct"]
+
+
+# --- what a trial seed changes; the protocol ---------------------------------------------------------
+
+def test_seed_hash_is_domainbeds():
+    import hashlib
+
+    from reasonbed.tune.seeds import seed_hash
+
+    assert seed_hash(3, 1) == int(hashlib.md5(b"(3, 1)").hexdigest(), 16) % 2**31
+    assert 0 <= seed_hash("split", 0, 0) < 2**31 and seed_hash("split", 0, 0) != seed_hash("split", 0, 1)
+
+
+def test_two_trial_seeds_give_two_splits_two_draw_sequences_and_record_them():
+    from reasonbed.data.specs import get_spec
+    from reasonbed.data.splits import lodo_split
+    from reasonbed.tune.optuna_search import make_searcher
+    from reasonbed.tune.trial import seeds_of, trial_train_config
+
+    sweep = load(SweepConfig, base={**BASE, "seeds": [0, 1]})
+    configs = [trial_train_config({}, sweep, "direct", "photo", seed, "") for seed in (0, 1)]
+    seeds = [seeds_of(sweep, seed) for seed in (0, 1)]
+    assert [c.data.split_seed for c in configs] == [s.split_seed for s in seeds]
+    assert [c.seed for c in configs] == [s.train_seed for s in seeds]
+    assert len({s.split_seed for s in seeds}) == len({s.sampler_seed for s in seeds}) == len({s.train_seed for s in seeds}) == 2
+    assert trial_train_config({}, sweep, "mtct", "sketch", 1, "").data.split_seed == seeds[1].split_seed, \
+        "one split per trial seed, whatever the method and test domain (as DomainBed)"
+    spec = get_spec("pacs")
+    index = [{"id": f"{d}/{c}/{i}", "domain": d, "label": spec.classes.index(c), "class_name": c}
+             for d in spec.domains for c in spec.classes for i in range(5)]
+    splits = [lodo_split(spec, index, "photo", 0.2, c.data.split_seed) for c in configs]
+    assert splits[0].val != splits[1].val, "two trial seeds, two in/out splits"
+    space = load_space(REPO / "search_spaces", "direct", "synthetic_shapes")
+
+    def draws(search: str, seed: int) -> list[dict]:
+        searcher = make_searcher(search, seed, "s", optuna.storages.InMemoryStorage(), space.defaults())
+        searcher.set_search_properties("val_acc", "max", space.tune_space())
+        return [searcher.suggest(f"t{i}") for i in range(4)]
+
+    for search in ("random", "tpe"):
+        a, b = draws(search, seeds[0].sampler_seed), draws(search, seeds[1].sampler_seed)
+        assert a[0] == pytest.approx(space.defaults()) == b[0], "draw 0 is the defaults"
+        assert a[1:] != b[1:], f"{search}: two trial seeds, two draw sequences"
+        assert draws(search, seeds[0].sampler_seed) == a, f"{search}: a seed reproduces its draws"
+
+
+def test_protocol_mode_random_search_without_early_stopping():
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from reasonbed.config import to_dict
+    from reasonbed.tune.config import protocol
+    from reasonbed.tune.driver import scheduler
+
+    domainbed = load(SweepConfig, overrides=["search=random", "asha.enabled=false"], base=BASE)
+    assert isinstance(scheduler(domainbed), FIFOScheduler) and not isinstance(scheduler(domainbed), ASHAScheduler)
+    default = load(SweepConfig, base=BASE)
+    assert default.search == "tpe" and isinstance(scheduler(default), ASHAScheduler)
+    assert scheduler(default)._time_attr == "examples_seen"
+    assert protocol(to_dict(domainbed)) == {"search": "random search", "num_samples": 4, "seeds": [0],
+                                            "early_stopping": "none (every trial trains to its end)"}
+    assert "ASHA on val_acc (grace 32 examples" in protocol(to_dict(default))["early_stopping"]
+    assert "evaluations" in protocol({"asha": {"grace_period": 1, "max_t": 3}})["early_stopping"], "old sweeps"
+    with pytest.raises(ConfigError, match="search"):
+        load(SweepConfig, overrides=["search=grid"], base=BASE)
 
 
 @pytest.mark.slow
 def test_sweep_with_lodo_selection_runs_and_reports_it(tmp_path, ray_session):
-    """One study, two trials, each trained again with every source domain held out in turn: the records
-    carry the held-out accuracies, the LODO table has a number, and a held-out domain was never trained on."""
+    """DomainBed's protocol (random search, no early stopping): one study, two trials that both train to their
+    end, each trained again with every source domain held out in turn: the records carry the held-out
+    accuracies, the LODO table has a number, a held-out domain was never trained on, the tables say the protocol,
+    the zero-shot row is there."""
     from reasonbed.report.build import build_report
 
     outcome = run_sweep(_sweep(tmp_path, "num_samples=2", "test_domains=[photo]", "lodo_selection=true",
-                               "train.optim.max_steps=4", "train.eval.every=2", "asha.max_t=2"))  # 2 reports: max_t
+                               "search=random", "asha.enabled=false", "train.optim.max_steps=4", "train.eval.every=2"))
     records = load_records(outcome["sweep"])
     assert len(records) == 2 and all(r.status == "completed" for r in records)
+    first = min(optuna.load_study(study_name="direct-photo-s0", storage=outcome["study_storage"]).trials,
+                key=lambda trial: trial.number)
+    assert first.params == pytest.approx(load_space(REPO / "search_spaces", "direct", "synthetic_shapes").defaults())
     for record in records:
         assert sorted(record.lodo["heldout_acc"]) == sorted(set(synthetic.STYLES) - {"photo"})
         assert record.lodo_score is not None and 0.0 <= record.lodo_score <= 1.0
@@ -199,8 +335,10 @@ def test_sweep_with_lodo_selection_runs_and_reports_it(tmp_path, ray_session):
     report = build_report(outcome["sweep"], tmp_path / "report")
     markdown = (report.parent / "report.md").read_text()
     table = markdown.split("### Leave-one-domain-out selection")[1].split("\n\n")[1]
-    assert "| direct |" in table and "n/a" not in table.split("| direct |")[1].split("|")[1], table
+    assert "| direct |" in table and "X" not in table.split("| direct |")[1].split("|")[1], table
     assert "Leave-one-domain-out choices" in markdown
+    assert "search **random search**" in markdown and "early stopping: none (every trial trains to its end)" in markdown
+    assert "| zero-shot (base model) |" in table
 
 
 @pytest.mark.slow
@@ -208,7 +346,8 @@ def test_killed_sweep_driver_restores_and_each_trial_ends_once(tmp_path, ray_ses
     storage = tmp_path / "runs"
     command = [sys.executable, str(REPO / "jobs" / "tune_pacs.py"), "--smoke-test", f"--storage={storage}",
                "--name=killed", "methods=[direct]", "test_domains=[photo]", "num_samples=3",
-               "studies_in_parallel=1", "train.optim.max_steps=6", "train.eval.every=3", "asha.max_t=2"]
+               "studies_in_parallel=1", "train.optim.max_steps=6", "train.eval.every=3", "asha.grace_period=48",
+               "asha.max_t=96"]
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     study = storage / "killed" / "direct-photo-s0"
