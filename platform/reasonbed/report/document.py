@@ -79,11 +79,10 @@ def to_html(blocks: Sequence[Block], base_dir: str | Path, title: str) -> str:
             + "\n".join(body) + "\n</body></html>\n")
 
 
-def to_latex(tables: Sequence[Table], title: str, preamble: Sequence[str] = ()) -> str:
+def to_latex(tables: Sequence[Table], title: str) -> str:
     """A standalone LaTeX document of `tables` (booktabs + adjustbox, as DomainBed's results.tex)."""
     lines = [r"\documentclass{article}", r"\usepackage{booktabs}", r"\usepackage{adjustbox}",
              r"\usepackage[utf8]{inputenc}", r"\begin{document}", r"\section{" + latex_escape(title) + "}"]
-    lines += [latex_escape(line) + r"\\" for line in preamble]
     for table in tables:
         lines += ["", table.latex()]
     lines += ["", r"\end{document}", ""]

@@ -73,7 +73,7 @@ def results_tables(data: SweepData) -> tuple[dict[str, Table], dict[str, list[Ro
         cells: list[list[Cell]] = []
         for row in rows:
             tokens = "0" if row.zero_shot else tokens_text(data.method_tokens(row.method))
-            cells.append([row.method, *(row.cells[d] for d in data.domains), format_avg(row), row.select_on or "?",
+            cells.append([row.method, *(row.cells[d] for d in data.domains), format_avg(row), row.select_on or "-",
                           "-" if row.zero_shot else str(row.trials), f"{row.cpu_hours:.3f}", f"{row.gpu_hours:.3f}",
                           tokens])
         summary = errored_summary(data.records, select(data.records, selection))
@@ -112,7 +112,8 @@ def chosen_table(chosen: Mapping[tuple, Choice | None], records: Sequence[TrialR
     """One row per (method, test domain, trial seed): the chosen trial, checkpoint, prompt, accuracies, hparams,
     the unparseable and truncated fractions of its prompt, provenance."""
     by_key = {(r.method, r.test_domain, r.seed, r.trial_id): r for r in records}
-    columns = ["Method", "Test domain", "Seed", "Study", "Trial", "Step", "Prompt", SCORES[selection], "val_acc",
+    score = [] if SCORES[selection] == "val_acc" else [SCORES[selection]]  # what the selection maximised
+    columns = ["Method", "Test domain", "Seed", "Study", "Trial", "Step", "Prompt", *score, "val_acc",
                "test_acc (in)", "unparseable %", "truncated %", "Hyperparameters", "code_version",
                "data_manifest_sha256"]
     rows: list[list[Cell]] = []
@@ -123,8 +124,8 @@ def chosen_table(chosen: Mapping[tuple, Choice | None], records: Sequence[TrialR
         provenance = record.provenance if record else {}
         prompt = choice.select_on
         rows.append([method, domain, str(seed), record.study if record else "?",
-                     Code(choice.trial_id + (" (errored)" if choice.errored else "")), str(choice.step), prompt or "?",
-                     _percent(choice.score), _percent(choice.val_acc), _percent(choice.test_acc),
+                     Code(choice.trial_id + (" (errored)" if choice.errored else "")), str(choice.step), prompt or "-",
+                     *(_percent(choice.score) for _ in score), _percent(choice.val_acc), _percent(choice.test_acc),
                      _percent(choice.report.get(f"unparseable/{prompt}")), _percent(choice.report.get(f"truncated/{prompt}")),
                      Code(_short_hparams(choice.hparams)), Code(str(provenance.get("code_version") or "unknown")),
                      Code(str(provenance.get("data_manifest_sha256") or "unknown"))])
