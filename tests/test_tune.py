@@ -339,6 +339,10 @@ def test_sweep_with_lodo_selection_runs_and_reports_it(tmp_path, ray_session):
     assert "Leave-one-domain-out choices" in markdown
     assert "search **random search**" in markdown and "early stopping: none (every trial trains to its end)" in markdown
     assert "| zero-shot (base model) |" in table
+    from reasonbed.tune.trial import seeds_of
+
+    sweep_cfg = _sweep(tmp_path, "num_samples=2", "test_domains=[photo]")
+    assert all(record.seeds == seeds_of(sweep_cfg, 0).to_dict() for record in records), "seeds in trial.json"
 
 
 @pytest.mark.slow
@@ -392,6 +396,46 @@ def test_sweep_on_s3_and_restore(tmp_path, s3_bucket, ray_session):
     assert fs.exists(f"{s3_bucket}/sweeps/s3sweep/optuna.db")
 
 
+def test_zero_shot_config_is_a_trials_config_with_a_run_of_its_own(tmp_path):
+    from reasonbed.tune.trial import seeds_of, trial_train_config
+    from reasonbed.tune.zero_shot import zero_shot_config
+
+    sweep = _sweep(tmp_path, "seeds=[0, 3]", "train.method_config={rounds: 2}", "methods=[sarr]")
+    trial = trial_train_config({}, sweep, "sarr", "sketch", 3, "chains")
+    zero = zero_shot_config(sweep, "sketch", 3, tmp_path / "zs", str(tmp_path / "zs" / "ray"))
+    assert (zero.method, zero.method_config, zero.chains) == ("zero_shot", {}, "")
+    assert zero.data == trial.data and zero.data.split_seed == seeds_of(sweep, 3).split_seed
+    assert zero.eval == trial.eval and zero.seed == trial.seed and zero.test_domain == "sketch"
+    assert zero.name == "zero_shot-sketch-s3" and zero.run_dir == str(tmp_path / "zs")
+
+
+def _zero_shot_registered() -> bool:
+    import reasonbed.methods  # noqa: F401 - registers the built-in methods
+    from reasonbed.methods.base import METHODS
+
+    return "zero_shot" in METHODS
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _zero_shot_registered(), reason="the zero_shot method is not registered in this checkout")
+def test_zero_shot_runs_once_per_domain_and_seed_and_resumes(tmp_path, ray_session):
+    from reasonbed.tune.records import load_zero_shot
+    from reasonbed.tune.zero_shot import run_zero_shot
+
+    cfg = _sweep(tmp_path, "seeds=[0, 1]")
+    sweep_uri = str(tmp_path / "sweep")
+    first = run_zero_shot(cfg, ["photo"], sweep_uri, tmp_path / "local")
+    assert [(r["test_domain"], r["seed"]) for r in first] == [("photo", 0), ("photo", 1)]
+    records = load_zero_shot(sweep_uri)
+    assert len(records) == 2 and all(r.reports and r.last["step"] == 0 for r in records)
+    assert records[0].seeds["split_seed"] != records[1].seeds["split_seed"]
+    assert all("test_out_acc" in r.last and r.provenance.get("data_manifest_sha256") for r in records)
+    stamp = (tmp_path / "sweep" / "zero_shot" / "photo-s0" / "zero_shot.json").stat().st_mtime_ns
+    again = run_zero_shot(cfg, ["photo"], sweep_uri, tmp_path / "local")  # recorded: skipped, not rerun
+    assert again == first
+    assert (tmp_path / "sweep" / "zero_shot" / "photo-s0" / "zero_shot.json").stat().st_mtime_ns == stamp
+
+
 # --- bad input --------------------------------------------------------------------------------------
 
 def test_malformed_search_space_names_file_key_problem(tmp_path):
@@ -418,4 +462,4 @@ def test_test_domain_missing_from_data(tmp_path):
 
 def test_more_concurrent_trials_than_resources(tmp_path, ray_session):
     with pytest.raises(ConfigError, match="max_concurrent_trials 4 .* 8 CPU, but the cluster has 2 CPU"):
-        run_sweep(_sweep(tmp_path, "max_concurrent_trials=4", "studies_in_parallel=2"))
+        run_sweep(_sweep(tmp_path, "max_concurrent_trials=4", "studies_in_parallel=2", "zero_shot=false"))
