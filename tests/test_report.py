@@ -113,7 +113,7 @@ def write_sweep(root: Path) -> tuple[Path, dict[str, list[dict[str, Any]]]]:
             (directory / "params.json").write_text(json.dumps(hparams))
             (directory / "trial.json").write_text(json.dumps({
                 "study": study_name, "method": method, "test_domain": domain, "seed": seed, "trial_id": trial_id,
-                "seeds": {"trial_seed": seed, "split_seed": 1000 + seed, "sampler_seed": 2000 + seed,
+                "draw": n, "seeds": {"trial_seed": seed, "split_seed": 1000 + seed, "sampler_seed": 2000 + seed,
                           "train_seed": 3000 + seed},
                 "hparams": hparams, "cpus": 2, "gpus": 0, "chains": str(sweep / "chains") if method == "mtct" else ""}))
             if study_name == ERRORED and n == 1:

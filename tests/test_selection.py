@@ -61,16 +61,18 @@ def test_training_domain_reports_test_in_part_and_oracle_picks_on_the_out_part()
     assert select(old, "oracle")[("direct", "photo", 0)] is None
 
 
-def test_ties_go_to_the_later_checkpoint_then_the_later_trial():
-    """Ray keeps the later of two equally scored checkpoints (and always the latest): the choice is one Ray kept."""
-    records = [_record("t_00000", [_report(2, 0.7, 0.1), _report(4, 0.7, 0.2), _report(6, 0.5, 0.3)]),
-               _record("t_00001", [_report(2, 0.6, 0.4)])]
+def test_ties_go_to_the_later_checkpoint_then_the_later_draw():
+    """Ray keeps the later of two equally scored checkpoints (and always the latest): the choice is one Ray kept.
+    Across trials the later draw wins, as the larger hparams_seed does in DomainBed (Tune's trial ids are random)."""
+    records = [_record("f00d", [_report(2, 0.7, 0.1), _report(4, 0.7, 0.2), _report(6, 0.5, 0.3)], draw=0),
+               _record("beef", [_report(2, 0.6, 0.4)], draw=1)]
     choice = select(records)[("direct", "photo", 0)]
-    assert (choice.trial_id, choice.step) == ("t_00000", 4)
-    tied = [_record("t_00000", [_report(4, 0.7, 0.1)]), _record("t_00001", [_report(4, 0.7, 0.2)])]
-    assert select(tied)[("direct", "photo", 0)].trial_id == "t_00001"
-    assert select([_record("t_00000", [_report(4, 0.7, 0.1, 0.6)]), _record("t_00001", [_report(4, 0.7, 0.2, 0.6)])],
-                  "oracle")[("direct", "photo", 0)].trial_id == "t_00001"
+    assert (choice.trial_id, choice.step) == ("f00d", 4)
+    tied = [_record("f00d", [_report(4, 0.7, 0.1, 0.6)], draw=1), _record("beef", [_report(4, 0.7, 0.2, 0.6)], draw=0)]
+    assert select(tied)[("direct", "photo", 0)].trial_id == "f00d", "draw 1 is later than draw 0, whatever the ids"
+    assert select(tied, "oracle")[("direct", "photo", 0)].trial_id == "f00d"
+    unnumbered = [_record("a1", [_report(4, 0.7, 0.1)]), _record("b2", [_report(4, 0.7, 0.2)])]
+    assert select(unnumbered)[("direct", "photo", 0)].trial_id == "b2", "without draw numbers: the larger id"
 
 
 def test_errored_trials_valid_reports_stay_candidates():

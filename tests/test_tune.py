@@ -169,7 +169,9 @@ def test_two_trial_seeds_give_two_splits_two_draw_sequences_and_record_them():
     def draws(search: str, seed: int) -> list[dict]:
         searcher = make_searcher(search, seed, "s", optuna.storages.InMemoryStorage(), space.defaults())
         searcher.set_search_properties("val_acc", "max", space.tune_space())
-        return [searcher.suggest(f"t{i}") for i in range(4)]
+        configs = [searcher.suggest(f"t{i}") for i in range(4)]
+        assert [config.pop("_draw") for config in configs] == [0, 1, 2, 3], "each config says its draw number"
+        return configs
 
     for search in ("random", "tpe"):
         a, b = draws(search, seeds[0].sampler_seed), draws(search, seeds[1].sampler_seed)

@@ -3,7 +3,8 @@
 `StudySearch` is Ray Tune's OptunaSearch (seeded sampler, persistent RDB storage) with changes that
 keep the Optuna study honest for dashboards: a trial that ASHA stopped early is told to the study as
 PRUNED (with its intermediate values), not COMPLETE, and carries the user attributes
-`tune_trial_id` and `stopped_by`; intermediate values are keyed by training examples seen (ASHA's
+`tune_trial_id` and `stopped_by`; every suggested config carries `_draw`, the Optuna trial number
+(the draw's place in the study: 0 is the defaults), which the trial records; intermediate values are keyed by training examples seen (ASHA's
 time unit) when reports carry them; `close_abandoned()` marks trials left RUNNING by an interrupted
 driver as FAIL (`abandoned`), so a restored sweep leaves no trial in limbo. `make_searcher()` builds
 it for `search=tpe` (TPESampler) or `search=random` (RandomSampler, DomainBed's random search): one
@@ -17,6 +18,8 @@ from typing import Any
 
 import optuna
 from ray.tune.search.optuna import OptunaSearch
+
+from reasonbed.tune.trial import DRAW_KEY
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,8 @@ class StudySearch(OptunaSearch):
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is not None:
             ot_trial.set_user_attr("tune_trial_id", trial_id)
+            if isinstance(config, dict):  # Tune trial ids are random: the draw number orders a study's trials
+                config = {**config, DRAW_KEY: ot_trial.number}
         return config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:

@@ -36,6 +36,7 @@ class TrialRecord:
     path: str = ""
     lodo: dict[str, Any] = field(default_factory=dict)  # lodo.json: sources, heldout_acc per source, seconds
     seeds: dict[str, int] = field(default_factory=dict)  # trial_seed, split_seed, sampler_seed, train_seed
+    draw: int | None = None  # the draw's place in its study (Optuna trial number, 0 = the defaults); None if unknown
 
     @property
     def seconds(self) -> float:
@@ -112,6 +113,7 @@ def load_records(sweep_uri: str, storage_options: Mapping[str, Any] | None = Non
             provenance=_read_json(fs, provenance_path) if fs.exists(provenance_path) else {},
             cpus=float(meta.get("cpus", 0)), gpus=float(meta.get("gpus", 0)), path=directory,
             lodo=_read_json(fs, lodo_path) if fs.exists(lodo_path) else {}, seeds=dict(meta.get("seeds") or {}),
+            draw=None if meta.get("draw") is None else int(meta["draw"]),
         ))
     return records
 

@@ -14,12 +14,12 @@ Selection, per (method, test domain, trial seed), as `domainbed/model_selection.
   `lodo_selection=true`); the result is its main run's last `test_acc` (in part). Only trials that
   trained to their end and have every held-out run are candidates; with none the cell is missing.
 
-Ties. Within a trial an equal score goes to the LATER checkpoint: Ray Train's checkpoint manager
-(`CheckpointConfig(checkpoint_score_attribute="val_acc")`) ranks the later of two equally scored
-checkpoints higher and always keeps the latest, so the chosen checkpoint is one Ray kept (DomainBed
-keeps no checkpoints and takes the first). Across trials an equal score goes to the later trial
-(the larger Tune trial id: Tune numbers a study's trials in order), as DomainBed's
-`sorted(..., key=val_acc)[::-1]` hands ties to the largest `hparams_seed`.
+Ties. An equal score goes first to the LATER checkpoint (larger step): within a trial, Ray Train's
+checkpoint manager (`CheckpointConfig(checkpoint_score_attribute="val_acc")`) ranks the later of two
+equally scored checkpoints higher and always keeps the latest, so the chosen checkpoint is one Ray
+kept (DomainBed keeps no checkpoints and takes the first). Then to the later draw (the larger
+`draw`, the Optuna trial number a trial records; then the larger trial id, for records without it),
+as DomainBed's `sorted(..., key=val_acc)[::-1]` hands ties to the largest `hparams_seed`.
 
 Errored trials stay: their valid reports (numeric val_acc and test_acc) are candidates like any
 other; `errored_summary` says how many trials errored and how many of them were candidates.
@@ -85,19 +85,24 @@ def _groups(records: Sequence[TrialRecord]) -> dict[tuple[str, str, int], list[T
     return groups
 
 
+def _order(record: TrialRecord) -> tuple[int, str]:
+    """A trial's place among its study's trials: its draw number, then its id."""
+    return (-1 if record.draw is None else record.draw, record.trial_id)
+
+
 def _candidates(group: Sequence[TrialRecord], selection: str) -> list[tuple[tuple, TrialRecord, Mapping, float]]:
     """(tie-breaking key, record, report, score) of every candidate of one group."""
     found = []
     for record in group:
         if selection == "training_domain":
-            found += [((float(row["val_acc"]), int(row.get("step", 0)), record.trial_id), record, row,
+            found += [((float(row["val_acc"]), int(row.get("step", 0)), _order(record)), record, row,
                        float(row["val_acc"])) for row in record.reports]
         elif selection == "oracle":
             last = record.last
             if last and _numeric(last.get("test_out_acc")):
-                found.append(((float(last["test_out_acc"]), record.trial_id), record, last, float(last["test_out_acc"])))
+                found.append(((float(last["test_out_acc"]), _order(record)), record, last, float(last["test_out_acc"])))
         elif record.status == "completed" and record.lodo_score is not None and record.reports:
-            found.append(((record.lodo_score, record.trial_id), record, record.last, record.lodo_score))
+            found.append(((record.lodo_score, _order(record)), record, record.last, record.lodo_score))
     return found
 
 

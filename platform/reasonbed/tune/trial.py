@@ -23,7 +23,8 @@ from reasonbed import storage
 from reasonbed.config import flatten, format_override, load, to_dict
 from reasonbed.tune.seeds import TrialSeeds, trial_seeds
 
-RESERVED = {"_note"}
+DRAW_KEY = "_draw"  # set by optuna_search.StudySearch: the Optuna trial number (0 = the defaults), the draw order
+RESERVED = {"_note", DRAW_KEY}  # config keys that are no TrainConfig values
 
 
 WHOLE_VALUES = ("method_config", "storage_options", "engine_kwargs")  # dict-valued config fields, set whole
@@ -71,7 +72,7 @@ def run_trial(config: dict[str, Any], sweep: Any, method: str, test_domain: str,
     spec, root = catalog.resolve(cfg.data)
     (trial_dir / "trial.json").write_text(json.dumps({
         "study": study, "method": method, "test_domain": test_domain, "seed": seed,
-        "seeds": seeds_of(sweep, seed).to_dict(),
+        "seeds": seeds_of(sweep, seed).to_dict(), "draw": config.get(DRAW_KEY),
         "trial_id": context.get_trial_id(), "hparams": {k: v for k, v in config.items() if k not in RESERVED},
         "cpus": cfg.scale.num_workers * cfg.scale.cpus_per_worker,
         "gpus": cfg.scale.num_workers if cfg.scale.use_gpu else 0, "chains": chains,
