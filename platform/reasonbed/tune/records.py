@@ -128,9 +128,12 @@ def load_zero_shot(sweep_uri: str, storage_options: Mapping[str, Any] | None = N
     for path in sorted(fs.glob(f"{base}/zero_shot/*/zero_shot.json")):
         data = _read_json(fs, path)
         name = path.rsplit("/", 2)[-2]
+        reports = valid_reports(data.get("reports") or [])
+        if reports and "seconds" in data:  # the run's wall time is its cost, as Tune's time_total_s for trials
+            reports[-1] = {**reports[-1], "time_total_s": float(data["seconds"])}
         records.append(TrialRecord(
             study="zero_shot", method=ZERO_SHOT_ROW, test_domain=data["test_domain"], seed=int(data["seed"]),
-            trial_id=f"zero_shot-{name}", hparams={}, reports=valid_reports(data.get("reports") or []),
+            trial_id=f"zero_shot-{name}", hparams={}, reports=reports,
             status="completed", provenance=data.get("provenance") or {}, cpus=float(data.get("cpus", 0)),
             gpus=float(data.get("gpus", 0)), path=path.rsplit("/", 1)[0], seeds=dict(data.get("seeds") or {})))
     return records

@@ -5,7 +5,7 @@ Every paper on DG with MLLMs reports it beside the trained rows. The driver eval
 seed's split_seed), prompts, parser and evaluation settings, no hyperparameters and 0 training steps
 (`cfg.init_adapter` is kept, so a sweep started from an adapter compares against that adapter).
 Each result lands in `<sweep>/zero_shot/<test domain>-s<seed>/zero_shot.json` (the evaluation
-report, seeds, resources, provenance); one already there is skipped, so a rerun of the sweep
+report, seeds, resources, wall seconds, provenance); one already there is skipped, so a rerun of the sweep
 resumes. `reasonbed.tune.records.load_zero_shot` reads them back; no selection is involved.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,7 @@ def run_zero_shot(cfg: SweepConfig, domains: list[str], sweep_uri: str, local: P
                 _clear(train_storage)
             train_cfg = zero_shot_config(cfg, domain, seed, run_dir, train_storage)
             spec, root = catalog.resolve(train_cfg.data)
+            started = time.perf_counter()
             result = run(train_cfg)
             if not result.metrics:
                 raise RuntimeError(f"zero-shot {name}: the run reported no evaluation")
@@ -81,6 +83,7 @@ def run_zero_shot(cfg: SweepConfig, domains: list[str], sweep_uri: str, local: P
                 "method": METHOD, "test_domain": domain, "seed": seed, "seeds": seeds_of(cfg, seed).to_dict(),
                 "reports": list(result.metrics), "cpus": train_cfg.scale.num_workers * train_cfg.scale.cpus_per_worker,
                 "gpus": train_cfg.scale.num_workers if train_cfg.scale.use_gpu else 0,
+                "seconds": time.perf_counter() - started,  # wall time of the run (model load + evaluation)
                 "provenance": provenance(train_cfg, scan(spec, root)),
             }
             fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
