@@ -1,15 +1,18 @@
-"""Reports and dashboards over a hand-written sweep folder (no Ray): tables, CSV, HTML, s3://, live servers.
+"""Reports and dashboards over a hand-written sweep folder (no Ray): tables, CSV, HTML, LaTeX, s3://, servers.
 
 The fixture writes exactly what a sweep leaves behind - sweep.json, a real SQLite Optuna study per
-study, chains/manifest.json, done markers and per trial result.json, params.json, trial.json,
-provenance.json and a TensorBoard event file - for 2 methods x 2 test domains x 2 seeds x 2 trials,
-the second trial of every study stopped early by ASHA; `direct` trials also have leave-one-domain-out
+study, chains/manifest.json, done markers, per trial result.json, params.json, trial.json,
+provenance.json and a TensorBoard event file, and the zero-shot records - for 2 methods x 2 test
+domains x 2 seeds x 2 trials, the second trial of every study stopped early by ASHA (in ERRORED's
+study it errored instead, after its best report); `direct` trials also have leave-one-domain-out
 runs (lodo.json).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 import os
 import random
 import re
@@ -40,6 +43,9 @@ TOTAL_STEPS = 16
 TOKENS = {"completion_tokens": 12345, "prompt_tokens": 6789}
 SHA = "ab" * 32
 PRUNED_STUDY = "mtct-sketch-s1"  # its stopped trial is PRUNED in Optuna: too few COMPLETE for importances
+ERRORED = "mtct-photo-s1"  # its second trial errored after a report with the study's best val_acc
+CLASSES = ["circle", "square", "star"]
+ZERO_SHOT = {("photo", 0): 0.41, ("photo", 1): 0.47, ("sketch", 0): 0.22, ("sketch", 1): 0.30}
 
 
 def _event_file(directory: Path, reports: list[dict[str, Any]]) -> None:
@@ -62,8 +68,19 @@ def write_sweep(root: Path) -> tuple[Path, dict[str, list[dict[str, Any]]]]:
     studies = [f"{m}-{d}-s{s}" for m in METHODS for d in TEST_DOMAINS for s in SEEDS]
     storage_url = f"sqlite:///{sweep / 'optuna.db'}"
     (sweep / "sweep.json").write_text(json.dumps({
-        "name": "toy-sweep", "config": {"methods": list(METHODS), "test_domains": list(TEST_DOMAINS)},
-        "study_storage": storage_url, "chains": str(sweep / "chains"), "studies": studies}))
+        "name": "toy-sweep", "config": {"methods": list(METHODS), "test_domains": list(TEST_DOMAINS), "search": "tpe",
+                                        "num_samples": 2, "seeds": list(SEEDS),
+                                        "asha": {"enabled": True, "grace_period": 128, "reduction_factor": 2,
+                                                 "max_t": 100000}},
+        "study_storage": storage_url, "chains": str(sweep / "chains"), "studies": studies, "classes": CLASSES}))
+    for (domain, seed), acc in ZERO_SHOT.items():
+        folder = sweep / "zero_shot" / f"{domain}-s{seed}"
+        folder.mkdir(parents=True)
+        (folder / "zero_shot.json").write_text(json.dumps({
+            "method": "zero_shot", "test_domain": domain, "seed": seed, "seeds": {"trial_seed": seed},
+            "cpus": 2, "gpus": 0, "seconds": 36.0, "provenance": {"code_version": "c0ffee1"},
+            "reports": [{"step": 0, "total_steps": 0, "examples_seen": 0, "val_acc": 0.5, "test_acc": acc,
+                         "test_out_acc": acc + 0.01, "select_on": "direct", "seconds": 0.5}]}))
     (sweep / "chains").mkdir()
     (sweep / "chains" / "manifest.json").write_text(json.dumps({"summary": {**TOKENS, "images": 24}}))
     distributions = {"optim.lr": optuna.distributions.FloatDistribution(1e-5, 1e-2, log=True),
@@ -80,9 +97,12 @@ def write_sweep(root: Path) -> tuple[Path, dict[str, list[dict[str, Any]]]]:
             reports = []
             for k, step in enumerate(steps):
                 val, test = round(rng.uniform(0.3, 0.95), 4), round(rng.uniform(0.2, 0.9), 4)
-                row = {"val_acc": val, "test_acc": test, "step": step, "total_steps": TOTAL_STEPS,
+                if study_name == ERRORED and n == 1:
+                    val = 0.99
+                row = {"val_acc": val, "test_acc": test, "test_out_acc": round(rng.uniform(0.2, 0.9), 4),
+                       "step": step, "total_steps": TOTAL_STEPS, "examples_seen": 16 * step, "select_on": "direct",
                        "loss": 1.0 / step, "time_total_s": 60.0 * (k + 1) * (n + 1), "training_iteration": k + 1,
-                       "unparseable/direct": 0.0}
+                       "unparseable/direct": 0.05, "truncated/direct": 0.0}
                 row.update({f"acc/direct/{d}/{part}": rng.uniform(0, 1) for d in DOMAINS if d != domain
                             for part in ("in", "out")})
                 row[f"acc/direct/{domain}/test"] = test
@@ -93,7 +113,11 @@ def write_sweep(root: Path) -> tuple[Path, dict[str, list[dict[str, Any]]]]:
             (directory / "params.json").write_text(json.dumps(hparams))
             (directory / "trial.json").write_text(json.dumps({
                 "study": study_name, "method": method, "test_domain": domain, "seed": seed, "trial_id": trial_id,
+                "draw": n, "seeds": {"trial_seed": seed, "split_seed": 1000 + seed, "sampler_seed": 2000 + seed,
+                          "train_seed": 3000 + seed},
                 "hparams": hparams, "cpus": 2, "gpus": 0, "chains": str(sweep / "chains") if method == "mtct" else ""}))
+            if study_name == ERRORED and n == 1:
+                (directory / "error.txt").write_text("RuntimeError: worker died")
             (directory / "provenance.json").write_text(json.dumps({
                 "config": {"method": method}, "code_version": "c0ffee1+dirty", "packages": {"optuna": "5.0.0"},
                 "data_manifest_sha256": SHA, "images": 72}))
@@ -126,54 +150,90 @@ def report(sweep: tuple[Path, dict]) -> Path:
 
 
 def _cell(values: list[float]) -> str:
-    return f"{100 * statistics.fmean(values):.1f} ± {100 * statistics.pstdev(values):.1f}"
+    """DomainBed's format_mean by hand: mean ± population std / sqrt(n), in percent."""
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f} (n=1)"
+    return f"{100 * statistics.fmean(values):.1f} ± {100 * statistics.pstdev(values) / math.sqrt(len(values)):.1f}"
+
+
+def _cells(table: list[str], method: str) -> list[str]:
+    return [c.strip() for c in next(line for line in table if line.startswith(f"| {method} |")).strip("|").split("|")]
 
 
 def _table(markdown: str, title_word: str) -> list[str]:
     """The lines of the results table whose heading contains title_word."""
     start = next(i for i, line in enumerate(markdown.splitlines()) if line.startswith("### ") and title_word in line)
     lines = markdown.splitlines()[start + 1:]
-    return [line for line in lines[: next(i for i, line in enumerate(lines) if line.startswith("###"))]
-            if line.startswith("|")]
+    end = next((i for i, line in enumerate(lines) if line.startswith("#")), len(lines))
+    return [line for line in lines[:end] if line.startswith("|")]
 
 
 def test_markdown_tables_match_hand_computation(report: Path, sweep: tuple[Path, dict]) -> None:
     markdown = (report.parent / "report.md").read_text()
     written = sweep[1]
-    honest, oracle = _table(markdown, "Training-domain"), _table(markdown, "ORACLE")
-    for table in (honest, oracle):
-        header = table[0]
-        assert all(f" {d} |" in header for d in TEST_DOMAINS) and " Avg |" in header and "CPU-h" in header
-        assert "Teacher tokens" in header and len(table) == 2 + len(METHODS)
-    assert "ORACLE (test-domain selection: an upper bound, not a valid result)" in markdown
+    honest, oracle = _table(markdown, "Training-domain"), _table(markdown, "ORACLE (test-domain")
     lodo = _table(markdown, "Leave-one-domain-out selection")
-    direct = [c.strip() for c in next(line for line in lodo if line.startswith("| direct |")).strip("|").split("|")]
-    finished = [written[f"direct-sketch-s{s}"][0]["reports"][-1]["test_acc"] for s in SEEDS]  # stopped: no candidate
-    assert direct[1 + TEST_DOMAINS.index("sketch")] == _cell(finished)
-    mtct_lodo = next(line for line in lodo if line.startswith("| mtct |"))
-    assert mtct_lodo.count("n/a") == len(TEST_DOMAINS) + 1, "no held-out runs: n/a, not a number"
+    for table in (honest, oracle, lodo):
+        header = table[0]
+        assert all(f" {d} |" in header for d in TEST_DOMAINS) and " Avg | Prompt |" in header and "CPU-h" in header
+        assert "Teacher tokens" in header and len(table) == 2 + 1 + len(METHODS)
+        # the zero-shot row leads every table: the base model per trial seed, no selection
+        zero = _cells(table, "zero-shot (base model)")
+        assert zero[1:4] == [_cell([ZERO_SHOT[("photo", s)] for s in SEEDS]),
+                             _cell([ZERO_SHOT[("sketch", s)] for s in SEEDS]),
+                             f"{100 * statistics.fmean(ZERO_SHOT.values()):.1f}"]
+        assert zero[4:7] == ["direct", "-", f"{4 * 36.0 * 2 / 3600:.3f}"], "cost: the runs' wall time x CPUs"
+    assert "ORACLE (test-domain out-part selection: an upper bound, not a valid result)" in markdown
+    # leave-one-domain-out: only finished trials with held-out runs are candidates; mtct has none: X
+    finished = [written[f"direct-sketch-s{s}"][0]["reports"][-1]["test_acc"] for s in SEEDS]
+    assert _cells(lodo, "direct")[1 + TEST_DOMAINS.index("sketch")] == _cell(finished)
+    assert _cells(lodo, "mtct")[1:4] == ["X", "X", "X"], "no held-out runs: X, not a number"
     assert "Leave-one-domain-out choices" in markdown
-    # training-domain validation, mtct / sketch: best val_acc over both trials and all checkpoints, per seed
-    chosen = [max((r for t in written[f"mtct-sketch-s{s}"] for r in t["reports"]), key=lambda r: r["val_acc"])
-              for s in SEEDS]
-    mtct = next(line for line in honest if line.startswith("| mtct |"))
-    cells = [c.strip() for c in mtct.strip("|").split("|")]
-    assert cells[1 + TEST_DOMAINS.index("sketch")] == _cell([r["test_acc"] for r in chosen])
-    # oracle, direct / photo: best last-checkpoint test_acc per seed
-    best = [max(t["reports"][-1]["test_acc"] for t in written[f"direct-photo-s{s}"]) for s in SEEDS]
-    direct = next(line for line in oracle if line.startswith("| direct |"))
-    assert [c.strip() for c in direct.strip("|").split("|")][1 + TEST_DOMAINS.index("photo")] == _cell(best)
+    # training-domain validation: best val_acc over all trials and checkpoints, per seed; reports test_acc (in)
+    mtct = _cells(honest, "mtct")
+    means = []
+    for domain in TEST_DOMAINS:
+        chosen = [max((r for t in written[f"mtct-{domain}-s{s}"] for r in t["reports"]), key=lambda r: r["val_acc"])
+                  for s in SEEDS]
+        assert mtct[1 + TEST_DOMAINS.index(domain)] == _cell([r["test_acc"] for r in chosen])
+        means.append(statistics.fmean(r["test_acc"] for r in chosen))
+    assert mtct[3] == f"{100 * statistics.fmean(means):.1f}", "Avg: the mean of the per-domain means"
+    errored_row = written[ERRORED][1]["reports"][0]  # the errored trial's report stayed a candidate and won
+    assert errored_row["val_acc"] == 0.99
+    assert "Errored trials: 1 of 16; 1 of them had valid reports, which stayed candidates; 1 cell choice(s)" in markdown
+    # oracle, direct / photo: each trial's last checkpoint, chosen by test_out_acc, reporting its test_acc
+    best = [max((t["reports"][-1] for t in written[f"direct-photo-s{s}"]), key=lambda r: r["test_out_acc"])
+            for s in SEEDS]
+    assert _cells(oracle, "direct")[1 + TEST_DOMAINS.index("photo")] == _cell([r["test_acc"] for r in best])
     # cost: CPU-hours over all 8 trials of a method; teacher tokens only for the method trained on chains
     hours = sum(60.0 * (k + 1) * (n + 1) for n, k in ((0, 1), (1, 0))) * 2 / 3600 * len(TEST_DOMAINS) * len(SEEDS)
-    assert f"| {hours:.3f} | 0.000 | 12,345 (prompt 6,789) |" in mtct
-    assert next(line for line in honest if line.startswith("| direct |")).endswith("| 0 |")
-    # traceability: the chosen trial, step, accuracies and provenance are listed
-    trial = next(t["trial_id"] for t in written["mtct-sketch-s0"] if chosen[0] in t["reports"])
+    assert mtct[5:] == ["8", f"{hours:.3f}", "0.000", "12,345 (prompt 6,789)"]
+    assert _cells(honest, "direct")[-1] == "0"
+    # protocol, prompt, statistics and chance under every table
+    for note in ("search **Optuna TPE**, 2 draws per study", "ASHA on val_acc (grace 128 examples",
+                 "trial seeds 0, 1", "Prompt (`eval.select_on`): `direct`", "standard error over trial seeds",
+                 "Chance: 1/3 = 33.3% (3 classes)."):
+        assert markdown.count(note) >= 3, note  # under each of the three tables
+    # traceability: the chosen trial, step, prompt, accuracies and provenance are listed
+    first = max((r for t in written["mtct-sketch-s0"] for r in t["reports"]), key=lambda r: r["val_acc"])
+    trial = next(t["trial_id"] for t in written["mtct-sketch-s0"] if first in t["reports"])
     row = next(line for line in markdown.splitlines() if f"`{trial}`" in line and "| mtct | sketch | 0 |" in line)
-    assert f"| {chosen[0]['step']} | {100 * chosen[0]['val_acc']:.1f} | {100 * chosen[0]['test_acc']:.1f} |" in row
+    val, test = f"{100 * first['val_acc']:.1f}", f"{100 * first['test_acc']:.1f}"
+    assert f"| {first['step']} | direct | {val} | {test} | 5.0 | 0.0 |" in row
     assert "c0ffee1+dirty" in row and SHA in row
+    assert "(errored)` |" in next(line for line in markdown.splitlines() if "| mtct | photo | 1 |" in line)
     # importances: computed for studies with enough COMPLETE trials, a note for the other
-    assert "optim.lr" in markdown and f"- {PRUNED_STUDY}: too few COMPLETE trials" in markdown
+    assert "optim.lr" in markdown and f"- `{PRUNED_STUDY}`: too few COMPLETE trials" in markdown
+
+
+def test_results_tex(report: Path) -> None:
+    tex = (report.parent / "results.tex").read_text()
+    assert tex.startswith("\\documentclass{article}") and tex.rstrip().endswith("\\end{document}")
+    assert tex.count("\\begin{tabular}{lcccccccc}") == 3 and tex.count("\\toprule") == 3
+    assert "zero-shot (base model) & " in tex and "$\\pm$" in tex and "±" not in tex.replace("$\\pm$", "")
+    assert "\\texttt{eval.select\\_on}" in tex, "notes escaped for LaTeX"
+    body = tex.split("\\midrule")[1].split("\\bottomrule")[0].strip().splitlines()
+    assert len(body) == 1 + len(METHODS) and all(line.count(" & ") == 8 for line in body)
 
 
 def test_trials_table(report: Path) -> None:
@@ -182,7 +242,13 @@ def test_trials_table(report: Path) -> None:
     for column in ("method", "test_domain", "seed", "status", "val_acc", "test_acc", "cpu_hours", "trial_id",
                    "code_version", "data_manifest_sha256", "hp.optim.lr", "hp.lora.r"):
         assert column in frame.columns, column
-    assert sorted(frame["status"].value_counts().items()) == [("completed", 8), ("stopped", 8)]
+    assert sorted(frame["status"].value_counts().items()) == [("completed", 8), ("errored", 1), ("stopped", 7)]
+    for column in ("search", "early_stopping", "num_samples", "seeds", "select_on", "split_seed", "sampler_seed",
+                   "train_seed", "test_out_acc", "examples_seen"):
+        assert column in frame.columns, column
+    assert set(frame["search"]) == {"Optuna TPE"} and set(frame["seeds"]) == {"0 1"}
+    assert set(frame["select_on"]) == {"direct"} and set(frame["num_samples"]) == {2}
+    assert sorted(set(frame["split_seed"])) == [1000, 1001]
     stopped = frame[(frame["status"] == "stopped") & (frame["method"] == "mtct")].iloc[0]
     assert stopped["step"] < stopped["total_steps"] and stopped["cpu_hours"] == pytest.approx(120 * 2 / 3600)
     with_lodo = frame[(frame["status"] == "stopped") & (frame["method"] == "direct")].iloc[0]
@@ -198,7 +264,10 @@ def test_html_is_self_contained(report: Path) -> None:
     page = report.read_text()
     assert report.name == "report.html" and page.count('<img src="data:image/png;base64,') == 4
     assert not re.findall(r"https?://", page)
-    assert "ORACLE" in page and "<table>" in page
+    assert "<blockquote>" in page and "<strong>ORACLE</strong>" in page and "<h2>Learning curves</h2>" in page
+    assert page.count("<table>") >= 5 and "<td>zero-shot (base model)</td>" in page
+    assert "<li>Chance: 1/3 = 33.3% (3 classes).</li>" in page and "<code>eval.select_on</code>" in page
+    assert importlib.util.find_spec("reasonbed.report.html") is None, "no hand-written Markdown converter"
     assert all((report.parent / "plots" / f"{n}.png").is_file()
                for n in ("accuracy", "learning_curves", "hyperparameters", "importance"))
 

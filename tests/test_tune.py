@@ -1,4 +1,5 @@
-"""LODO sweeps: Optuna + ASHA on Ray Tune, honest selection, restore after a killed driver, s3://."""
+"""LODO sweeps: Optuna + ASHA on Ray Tune, DomainBed selection and statistics, trial seeds, protocol mode,
+restore after a killed driver, s3://."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from reasonbed.data import synthetic
 from reasonbed.registry import RegistryError
 from reasonbed.tune.config import SweepConfig
 from reasonbed.tune.driver import run_sweep
-from reasonbed.tune.records import load_records
-from reasonbed.tune.selection import Choice, results_table, select
+from reasonbed.tune.records import TrialRecord, load_records
+from reasonbed.tune.selection import select
 from reasonbed.tune.spaces import SearchSpaceError, load_space
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ BASE = {
     "data": {"dataset": "synthetic_shapes", "images_per_class": 3, "palette": "by_class"},
     "methods": ["direct"], "num_samples": 4, "max_concurrent_trials": 1, "studies_in_parallel": 2,
     "train": {"optim.max_steps": 6, "eval.every": 2, "eval.max_per_domain": 4},
-    "asha": {"grace_period": 1, "reduction_factor": 2, "max_t": 3},
+    "asha": {"grace_period": 32, "reduction_factor": 2, "max_t": 96},  # examples seen (6 steps x batch 16)
     "search_spaces": str(REPO / "search_spaces"),
 }
 
@@ -56,7 +57,8 @@ def small_sweep(tmp_path_factory, ray_session):
     (spaces / "default.yaml").write_text(SWEEP_SPACE)
     (spaces / "direct.yaml").write_text("params: {}\n")
     outcome = run_sweep(_sweep(root, f"search_spaces={spaces}", "train.optim.max_steps=40",
-                               "train.eval.every=20", "train.optim.batch_size=16", "asha.max_t=2"))
+                               "train.eval.every=20", "train.optim.batch_size=16", "asha.grace_period=320",
+                               "asha.max_t=640"))  # examples: one rung at the first of two evaluations
     report = build_report(outcome["sweep"], root / "report")
     return outcome, report, spaces
 
@@ -97,7 +99,6 @@ def test_defaults_trial_first(small_sweep):
 
 
 def _records_from_runs(results: list) -> list:
-    from reasonbed.tune.records import TrialRecord
 
     return [TrialRecord(study="s", method="direct", test_domain="photo", seed=0, trial_id=f"t{i}", hparams={},
                         reports=result.metrics, status="completed") for i, result in enumerate(results)]
@@ -133,60 +134,87 @@ def test_flipping_test_domain_labels_changes_no_selection(tmp_path, ray_session)
     assert tests[0] != tests[1], "the flip must change what the test domain measures"
 
 
-def test_leave_one_domain_out_selection_reads_the_held_out_runs():
-    """The trial with the best mean accuracy over its held-out source domains wins, whatever its val_acc or
-    test_acc; trials missing a held-out run, or stopped early, are no candidates; none at all gives n/a."""
-    from reasonbed.tune.records import TrialRecord
-    from reasonbed.tune.selection import format_cell
+# --- what a trial seed changes; the protocol ---------------------------------------------------------
 
-    sources = ["art", "cartoon", "sketch"]
+def test_seed_hash_is_domainbeds():
+    import hashlib
 
-    def record(trial_id: str, val: float, test: float, heldout: dict, status: str = "completed") -> TrialRecord:
-        reports = [{"step": 4, "total_steps": 4, "val_acc": val, "test_acc": test, "time_total_s": 10.0}]
-        return TrialRecord("s", "direct", "photo", 0, trial_id, {"optim.lr": 1e-3}, reports, status,
-                           lodo={"sources": sources, "heldout_acc": heldout, "seconds": 20.0})
+    from reasonbed.tune.seeds import seed_hash
 
-    records = [record("a", 0.9, 0.9, {"art": 0.2, "cartoon": 0.3, "sketch": 0.1}),
-               record("b", 0.1, 0.2, {"art": 0.6, "cartoon": 0.5, "sketch": 0.4}),
-               record("c", 0.5, 0.5, {"art": 0.9, "cartoon": 0.9}),  # one held-out run missing
-               record("d", 0.5, 0.5, {"art": 1.0, "cartoon": 1.0, "sketch": 1.0}, status="stopped")]
-    choice = select(records, "leave_one_domain_out")[("direct", "photo", 0)]
-    assert (choice.trial_id, choice.step, choice.test_acc) == ("b", 4, 0.2)
-    assert choice.val_acc == pytest.approx(0.5)
-    assert records[0].seconds == pytest.approx(30.0), "the held-out runs count in the trial's cost"
-    assert select(records)[("direct", "photo", 0)].trial_id == "a", "training-domain validation differs"
-    bare = [TrialRecord("s", "direct", "photo", 0, r.trial_id, {}, r.reports, "completed") for r in records]
-    assert select(bare, "leave_one_domain_out")[("direct", "photo", 0)] is None
-    assert format_cell(results_table(bare, ["photo"], "leave_one_domain_out")[0]["photo"]) == "n/a"
+    assert seed_hash(3, 1) == int(hashlib.md5(b"(3, 1)").hexdigest(), 16) % 2**31
+    assert 0 <= seed_hash("split", 0, 0) < 2**31 and seed_hash("split", 0, 0) != seed_hash("split", 0, 1)
 
 
-def test_selection_ignores_test_metrics_but_oracle_does_not():
-    from reasonbed.tune.records import TrialRecord
+def test_two_trial_seeds_give_two_splits_two_draw_sequences_and_record_them():
+    from reasonbed.data.specs import get_spec
+    from reasonbed.data.splits import lodo_split
+    from reasonbed.tune.optuna_search import make_searcher
+    from reasonbed.tune.trial import seeds_of, trial_train_config
 
-    def record(trial_id: str, vals: list[float], tests: list[float]) -> TrialRecord:
-        reports = [{"step": 2 * (i + 1), "total_steps": 2 * len(vals), "val_acc": v, "test_acc": t}
-                   for i, (v, t) in enumerate(zip(vals, tests, strict=True))]
-        return TrialRecord("s", "direct", "photo", 0, trial_id, {}, reports, "completed")
+    sweep = load(SweepConfig, base={**BASE, "seeds": [0, 1]})
+    configs = [trial_train_config({}, sweep, "direct", "photo", seed, "") for seed in (0, 1)]
+    seeds = [seeds_of(sweep, seed) for seed in (0, 1)]
+    assert [c.data.split_seed for c in configs] == [s.split_seed for s in seeds]
+    assert [c.seed for c in configs] == [s.train_seed for s in seeds]
+    assert len({s.split_seed for s in seeds}) == len({s.sampler_seed for s in seeds}) == len({s.train_seed for s in seeds}) == 2
+    assert trial_train_config({}, sweep, "mtct", "sketch", 1, "").data.split_seed == seeds[1].split_seed, \
+        "one split per trial seed, whatever the method and test domain (as DomainBed)"
+    spec = get_spec("pacs")
+    index = [{"id": f"{d}/{c}/{i}", "domain": d, "label": spec.classes.index(c), "class_name": c}
+             for d in spec.domains for c in spec.classes for i in range(5)]
+    splits = [lodo_split(spec, index, "photo", 0.2, c.data.split_seed) for c in configs]
+    assert splits[0].val != splits[1].val, "two trial seeds, two in/out splits"
+    space = load_space(REPO / "search_spaces", "direct", "synthetic_shapes")
 
-    records = [record("a", [0.2, 0.6], [0.3, 0.4]), record("b", [0.5, 0.5], [0.9, 0.95])]
-    honest = select(records)[("direct", "photo", 0)]
-    assert (honest.trial_id, honest.step, honest.test_acc) == ("a", 4, 0.4)
-    oracle = select(records, "oracle")[("direct", "photo", 0)]
-    assert oracle.trial_id == "b" and isinstance(oracle, Choice)
-    table = results_table(records, ["photo"])
-    assert table[0]["photo"][0] == pytest.approx(0.4)
+    def draws(search: str, seed: int) -> list[dict]:
+        searcher = make_searcher(search, seed, "s", optuna.storages.InMemoryStorage(), space.defaults())
+        searcher.set_search_properties("val_acc", "max", space.tune_space())
+        configs = [searcher.suggest(f"t{i}") for i in range(4)]
+        assert [config.pop("_draw") for config in configs] == [0, 1, 2, 3], "each config says its draw number"
+        return configs
+
+    for search in ("random", "tpe"):
+        a, b = draws(search, seeds[0].sampler_seed), draws(search, seeds[1].sampler_seed)
+        assert a[0] == pytest.approx(space.defaults()) == b[0], "draw 0 is the defaults"
+        assert a[1:] != b[1:], f"{search}: two trial seeds, two draw sequences"
+        assert draws(search, seeds[0].sampler_seed) == a, f"{search}: a seed reproduces its draws"
+
+
+def test_protocol_mode_random_search_without_early_stopping():
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from reasonbed.config import to_dict
+    from reasonbed.tune.config import protocol
+    from reasonbed.tune.driver import scheduler
+
+    domainbed = load(SweepConfig, overrides=["search=random", "asha.enabled=false"], base=BASE)
+    assert isinstance(scheduler(domainbed), FIFOScheduler) and not isinstance(scheduler(domainbed), ASHAScheduler)
+    default = load(SweepConfig, base=BASE)
+    assert default.search == "tpe" and isinstance(scheduler(default), ASHAScheduler)
+    assert scheduler(default)._time_attr == "examples_seen"
+    assert protocol(to_dict(domainbed)) == {"search": "random search", "num_samples": 4, "seeds": [0],
+                                            "early_stopping": "none (every trial trains to its end)"}
+    assert "ASHA on val_acc (grace 32 examples" in protocol(to_dict(default))["early_stopping"]
+    assert "evaluations" in protocol({"asha": {"grace_period": 1, "max_t": 3}})["early_stopping"], "old sweeps"
+    with pytest.raises(ConfigError, match="search"):
+        load(SweepConfig, overrides=["search=grid"], base=BASE)
 
 
 @pytest.mark.slow
 def test_sweep_with_lodo_selection_runs_and_reports_it(tmp_path, ray_session):
-    """One study, two trials, each trained again with every source domain held out in turn: the records
-    carry the held-out accuracies, the LODO table has a number, and a held-out domain was never trained on."""
+    """DomainBed's protocol (random search, no early stopping): one study, two trials that both train to their
+    end, each trained again with every source domain held out in turn: the records carry the held-out
+    accuracies, the LODO table has a number, a held-out domain was never trained on, the tables say the protocol,
+    the zero-shot row is there."""
     from reasonbed.report.build import build_report
 
     outcome = run_sweep(_sweep(tmp_path, "num_samples=2", "test_domains=[photo]", "lodo_selection=true",
-                               "train.optim.max_steps=4", "train.eval.every=2", "asha.max_t=2"))  # 2 reports: max_t
+                               "search=random", "asha.enabled=false", "train.optim.max_steps=4", "train.eval.every=2"))
     records = load_records(outcome["sweep"])
     assert len(records) == 2 and all(r.status == "completed" for r in records)
+    first = min(optuna.load_study(study_name="direct-photo-s0", storage=outcome["study_storage"]).trials,
+                key=lambda trial: trial.number)
+    assert first.params == pytest.approx(load_space(REPO / "search_spaces", "direct", "synthetic_shapes").defaults())
     for record in records:
         assert sorted(record.lodo["heldout_acc"]) == sorted(set(synthetic.STYLES) - {"photo"})
         assert record.lodo_score is not None and 0.0 <= record.lodo_score <= 1.0
@@ -199,8 +227,14 @@ def test_sweep_with_lodo_selection_runs_and_reports_it(tmp_path, ray_session):
     report = build_report(outcome["sweep"], tmp_path / "report")
     markdown = (report.parent / "report.md").read_text()
     table = markdown.split("### Leave-one-domain-out selection")[1].split("\n\n")[1]
-    assert "| direct |" in table and "n/a" not in table.split("| direct |")[1].split("|")[1], table
+    assert "| direct |" in table and "X" not in table.split("| direct |")[1].split("|")[1], table
     assert "Leave-one-domain-out choices" in markdown
+    assert "search **random search**" in markdown and "early stopping: none (every trial trains to its end)" in markdown
+    assert "| zero-shot (base model) |" in table
+    from reasonbed.tune.trial import seeds_of
+
+    sweep_cfg = _sweep(tmp_path, "num_samples=2", "test_domains=[photo]")
+    assert all(record.seeds == seeds_of(sweep_cfg, 0).to_dict() for record in records), "seeds in trial.json"
 
 
 @pytest.mark.slow
@@ -208,7 +242,8 @@ def test_killed_sweep_driver_restores_and_each_trial_ends_once(tmp_path, ray_ses
     storage = tmp_path / "runs"
     command = [sys.executable, str(REPO / "jobs" / "tune_pacs.py"), "--smoke-test", f"--storage={storage}",
                "--name=killed", "methods=[direct]", "test_domains=[photo]", "num_samples=3",
-               "studies_in_parallel=1", "train.optim.max_steps=6", "train.eval.every=3", "asha.max_t=2"]
+               "studies_in_parallel=1", "train.optim.max_steps=6", "train.eval.every=3", "asha.grace_period=48",
+               "asha.max_t=96"]
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     study = storage / "killed" / "direct-photo-s0"
@@ -253,6 +288,46 @@ def test_sweep_on_s3_and_restore(tmp_path, s3_bucket, ray_session):
     assert fs.exists(f"{s3_bucket}/sweeps/s3sweep/optuna.db")
 
 
+def test_zero_shot_config_is_a_trials_config_with_a_run_of_its_own(tmp_path):
+    from reasonbed.tune.trial import seeds_of, trial_train_config
+    from reasonbed.tune.zero_shot import zero_shot_config
+
+    sweep = _sweep(tmp_path, "seeds=[0, 3]", "train.method_config={rounds: 2}", "methods=[sarr]")
+    trial = trial_train_config({}, sweep, "sarr", "sketch", 3, "chains")
+    zero = zero_shot_config(sweep, "sketch", 3, tmp_path / "zs", str(tmp_path / "zs" / "ray"))
+    assert (zero.method, zero.method_config, zero.chains) == ("zero_shot", {}, "")
+    assert zero.data == trial.data and zero.data.split_seed == seeds_of(sweep, 3).split_seed
+    assert zero.eval == trial.eval and zero.seed == trial.seed and zero.test_domain == "sketch"
+    assert zero.name == "zero_shot-sketch-s3" and zero.run_dir == str(tmp_path / "zs")
+
+
+def _zero_shot_registered() -> bool:
+    import reasonbed.methods  # noqa: F401 - registers the built-in methods
+    from reasonbed.methods.base import METHODS
+
+    return "zero_shot" in METHODS
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _zero_shot_registered(), reason="the zero_shot method is not registered in this checkout")
+def test_zero_shot_runs_once_per_domain_and_seed_and_resumes(tmp_path, ray_session):
+    from reasonbed.tune.records import load_zero_shot
+    from reasonbed.tune.zero_shot import run_zero_shot
+
+    cfg = _sweep(tmp_path, "seeds=[0, 1]")
+    sweep_uri = str(tmp_path / "sweep")
+    first = run_zero_shot(cfg, ["photo"], sweep_uri, tmp_path / "local")
+    assert [(r["test_domain"], r["seed"]) for r in first] == [("photo", 0), ("photo", 1)]
+    records = load_zero_shot(sweep_uri)
+    assert len(records) == 2 and all(r.reports and r.last["step"] == 0 for r in records)
+    assert records[0].seeds["split_seed"] != records[1].seeds["split_seed"]
+    assert all("test_out_acc" in r.last and r.provenance.get("data_manifest_sha256") for r in records)
+    stamp = (tmp_path / "sweep" / "zero_shot" / "photo-s0" / "zero_shot.json").stat().st_mtime_ns
+    again = run_zero_shot(cfg, ["photo"], sweep_uri, tmp_path / "local")  # recorded: skipped, not rerun
+    assert again == first
+    assert (tmp_path / "sweep" / "zero_shot" / "photo-s0" / "zero_shot.json").stat().st_mtime_ns == stamp
+
+
 # --- bad input --------------------------------------------------------------------------------------
 
 def test_malformed_search_space_names_file_key_problem(tmp_path):
@@ -279,4 +354,4 @@ def test_test_domain_missing_from_data(tmp_path):
 
 def test_more_concurrent_trials_than_resources(tmp_path, ray_session):
     with pytest.raises(ConfigError, match="max_concurrent_trials 4 .* 8 CPU, but the cluster has 2 CPU"):
-        run_sweep(_sweep(tmp_path, "max_concurrent_trials=4", "studies_in_parallel=2"))
+        run_sweep(_sweep(tmp_path, "max_concurrent_trials=4", "studies_in_parallel=2", "zero_shot=false"))

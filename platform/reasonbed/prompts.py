@@ -3,8 +3,8 @@
 The classification prompt is RD-MLDG's ("What type of object is in this photo? Choose from the
 following options:" plus the classes); the reasoning prompt asks for five tagged stages
 <SUMMARY>, <CAPTION>, <REASONING>, <REFLECTION>, <CONCLUSION>. `parse_class` maps a completion to
-one class, tolerating case, punctuation, plurals and extra words; an answer naming no class or
-two classes is unparseable (None) and counts as wrong.
+one class, tolerating case, punctuation, singular/plural, separators inside names, compound nouns and
+extra words; an answer naming no class or two classes is unparseable (None) and counts as wrong.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 PROMPT_VERSION = "rd-mldg-v1"
 STAGES = ("SUMMARY", "CAPTION", "REASONING", "REFLECTION", "CONCLUSION")
@@ -37,43 +38,121 @@ def reasoning_prompt(class_names: Sequence[str]) -> str:
     )
 
 
-def _normalise(text: str) -> str:
-    text = text.lower().replace("_", " ")
-    text = re.sub(r"[^a-z0-9]+", " ", text)
-    return f" {' '.join(text.split())} "
+# Irregular plurals (singular -> plural); every other word follows the regular rules below.
+IRREGULAR_PLURALS = {
+    "knife": "knives", "mouse": "mice", "shelf": "shelves", "leaf": "leaves", "wolf": "wolves", "half": "halves",
+    "wife": "wives", "life": "lives", "calf": "calves", "loaf": "loaves", "scarf": "scarves", "thief": "thieves",
+    "goose": "geese", "tooth": "teeth", "foot": "feet", "man": "men", "woman": "women", "child": "children",
+    "ox": "oxen",
+}
+IRREGULAR_SINGULARS = {plural: singular for singular, plural in IRREGULAR_PLURALS.items()}
+_WORD = re.compile(r"[a-z0-9]+")
+_JOINER = re.compile(r"[\s_\-]*")  # what may stand between the words of one name or compound noun
+_MAX_SPAN = 6  # words one class mention may span ("post it notes" is 3)
 
 
-def _class_pattern(name: str) -> re.Pattern[str]:
-    words = _normalise(name).split()
-    body = r"\s".join(re.escape(word) for word in words)
-    return re.compile(rf"(?<=\s){body}(?:s|es)?(?=\s)")
+def singular(word: str) -> str:
+    """English singular of a lower-case word (irregulars from a small table, then regular rules)."""
+    if word in IRREGULAR_SINGULARS:
+        return IRREGULAR_SINGULARS[word]
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if word.endswith(("sses", "shes", "ches", "xes", "zes")):
+        return word[:-2]
+    if len(word) > 2 and word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
 
 
-def class_spans(text: str, class_names: Sequence[str]) -> dict[int, list[tuple[int, int]]]:
-    """Where each class is named in `text` (normalised), by class index."""
-    normalised = _normalise(text)
-    found: dict[int, list[tuple[int, int]]] = {}
+def plural(word: str) -> str:
+    """English plural of a lower-case singular word."""
+    if word in IRREGULAR_PLURALS:
+        return IRREGULAR_PLURALS[word]
+    if len(word) > 1 and word.endswith("y") and word[-2] not in "aeiou":
+        return word[:-1] + "ies"
+    if word.endswith(("s", "x", "z", "ch", "sh")):
+        return word + "es"
+    return word + "s"
+
+
+def _words(name: str) -> list[str]:
+    return _WORD.findall(name.lower())
+
+
+@lru_cache(maxsize=64)
+def _forms(class_names: tuple[str, ...]) -> dict[str, frozenset[int]]:
+    """Every written form of every class -> the classes it names.
+
+    A form is the name's words run together (separators between them are free: "post-it", "post it" and
+    "postit" are one form) with the last word as given, in the singular or in the plural. A form two
+    classes share names both (and so never parses to one of them).
+    """
+    forms: dict[str, set[int]] = {}
     for index, name in enumerate(class_names):
-        spans = [match.span() for match in _class_pattern(name).finditer(normalised)]
-        if spans:
-            found[index] = spans
-    return found
+        words = _words(name)
+        if not words:
+            continue
+        head, last = "".join(words[:-1]), words[-1]
+        for variant in {last, singular(last), plural(last), plural(singular(last))}:
+            forms.setdefault(head + variant, set()).add(index)
+    return {form: frozenset(indices) for form, indices in forms.items()}
+
+
+@dataclass(frozen=True)
+class Mention:
+    """Words [first, last) of a text (character span start:end) that name `classes`."""
+
+    first: int
+    last: int
+    start: int
+    end: int
+    classes: frozenset[int]
+
+
+def class_mentions(text: str, class_names: Sequence[str]) -> list[Mention]:
+    """The class names found in `text`, longest first where they overlap, in reading order.
+
+    Words are compared whole (never "dog" inside "hotdog"), case-insensitively; the words of one mention
+    may be separated only by spaces, hyphens or underscores. Where mentions overlap the longest wins
+    ("desk lamp" over "lamp").
+    """
+    forms = _forms(tuple(class_names))
+    lowered = text.lower()
+    words = [(match.start(), match.end(), match.group()) for match in _WORD.finditer(lowered)]
+    found = []
+    for first in range(len(words)):
+        compact = ""
+        for last in range(first, min(len(words), first + _MAX_SPAN)):
+            if last > first and not _JOINER.fullmatch(lowered[words[last - 1][1]:words[last][0]]):
+                break
+            compact += words[last][2]
+            if compact in forms:
+                found.append(Mention(first, last + 1, words[first][0], words[last][1], forms[compact]))
+    kept: list[Mention] = []
+    for mention in sorted(found, key=lambda m: (-(m.end - m.start), m.start)):
+        if all(mention.last <= other.first or other.last <= mention.first for other in kept):
+            kept.append(mention)
+    return sorted(kept, key=lambda m: m.start)
 
 
 def parse_class(text: str | None, class_names: Sequence[str]) -> int | None:
-    """The one class `text` names (index into class_names), or None if it names none or several."""
+    """The one class `text` names (index into class_names), or None if it names none or several.
+
+    Tolerates case, punctuation, singular/plural both ways ("knife"/"knives", "battery"/"batteries"),
+    underscores, hyphens and spaces inside names ("Post_it_Notes", "post-it notes", "postit notes") and
+    extra words. Class names inside a longer one: the longest match wins ("desk lamp", not "lamp"), and
+    class names written as one compound noun (joined only by spaces, hyphens or underscores) name its
+    last word, the head noun: "computer mouse" is a mouse, "bike helmet" a helmet. Two classes named
+    apart ("a pen and a pencil", "dog, horse") are unparseable; "people" is not read as "person".
+    """
     if not text:
         return None
-    found = class_spans(text, class_names)
-    # a class named only inside a longer class name ("lamp" in "desk lamp") does not count
-    kept = {}
-    for index, spans in found.items():
-        outside = [span for span in spans if not any(
-            other != index and o_start <= span[0] and span[1] <= o_end and (o_end - o_start) > (span[1] - span[0])
-            for other, other_spans in found.items() for o_start, o_end in other_spans)]
-        if outside:
-            kept[index] = outside
-    return next(iter(kept)) if len(kept) == 1 else None
+    lowered = text.lower()
+    mentions = class_mentions(lowered, class_names)
+    heads = [mention for n, mention in enumerate(mentions)
+             if n + 1 == len(mentions) or not _JOINER.fullmatch(lowered[mention.end:mentions[n + 1].start])]
+    named = frozenset().union(*(mention.classes for mention in heads))
+    return next(iter(named)) if len(named) == 1 else None
 
 
 @dataclass

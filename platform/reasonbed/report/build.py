@@ -1,10 +1,12 @@
-"""Build a sweep's report: report.md, a self-contained report.html with plots, trials.csv/parquet.
+"""Build a sweep's report: report.md, a self-contained report.html with plots, results.tex, trials.csv/parquet.
 
     python -m reasonbed report runs/<sweep>                 # -> runs/<sweep>/report/report.html
     python -m reasonbed report s3://bucket/sweeps/<sweep>   # -> ./runs/<sweep>/report/report.html
 
-Everything is gathered from the trials' own records (result.json, trial.json, provenance.json) and
-the sweep's Optuna study, so every number traces to the trial and checkpoint it came from.
+Everything is gathered from the trials' own records (result.json, trial.json, provenance.json), the
+zero-shot records and the sweep's Optuna study, so every number traces to the trial and checkpoint
+it came from. The report is a list of blocks (text, tables as data, images) rendered three ways by
+reasonbed.report.document.
 """
 
 from __future__ import annotations
@@ -19,18 +21,27 @@ from typing import Any
 import pandas as pd
 
 from reasonbed.report import plots
-from reasonbed.report.html import markdown_to_html
-from reasonbed.report.sections import chosen_table, importance_section, results_section
+from reasonbed.report.document import Block, Image, to_html, to_latex, to_markdown
+from reasonbed.report.sections import (
+    ORACLE_NOTE,
+    chosen_table,
+    importance_blocks,
+    results_tables,
+    tokens_text,
+)
 from reasonbed.report.sources import SweepData, load_sweep, redact_url, resolve_study_storage
-from reasonbed.tune.selection import Choice, select
+from reasonbed.report.tables import Table
+from reasonbed.tune.selection import SELECTIONS, Choice, select
 
 log = logging.getLogger(__name__)
 
 
 def trials_frame(data: SweepData, chosen: dict[str, dict[tuple, Choice | None]]) -> pd.DataFrame:
-    """One row per trial: identity, status, last/best accuracies, cost, provenance, hyperparameters (hp.*)."""
+    """One row per trial: identity, protocol, seeds, status, prompt, last/best accuracies, cost, provenance,
+    chosen checkpoints per selection, hyperparameters (hp.*)."""
     picked = {sel: {(c.method, c.test_domain, c.seed, c.trial_id): c.step for c in choices.values() if c}
               for sel, choices in chosen.items()}
+    protocol = data.protocol
     rows = []
     for r in data.records:
         last = r.last
@@ -38,9 +49,14 @@ def trials_frame(data: SweepData, chosen: dict[str, dict[tuple, Choice | None]])
         row: dict[str, Any] = {
             "study": r.study, "method": r.method, "test_domain": r.test_domain, "seed": r.seed,
             "trial_id": r.trial_id, "status": r.status, "reports": len(r.reports),
+            "search": protocol["search"], "early_stopping": protocol["early_stopping"],
+            "num_samples": protocol["num_samples"], "seeds": " ".join(str(s) for s in protocol["seeds"]),
+            **{name: r.seeds.get(name) for name in ("split_seed", "sampler_seed", "train_seed")},
+            "select_on": last.get("select_on"),
             "step": int(last["step"]) if "step" in last else None,
             "total_steps": int(last["total_steps"]) if "total_steps" in last else None,
-            "val_acc": last.get("val_acc"), "test_acc": last.get("test_acc"),
+            "examples_seen": int(last["examples_seen"]) if "examples_seen" in last else None,
+            "val_acc": last.get("val_acc"), "test_acc": last.get("test_acc"), "test_out_acc": last.get("test_out_acc"),
             "best_val_acc": max((float(x["val_acc"]) for x in r.reports), default=None),
             "lodo_score": r.lodo_score,
             "seconds": r.seconds, "cpus": r.cpus, "gpus": r.gpus, "cpu_hours": r.cpu_hours, "gpu_hours": r.gpu_hours,
@@ -52,7 +68,8 @@ def trials_frame(data: SweepData, chosen: dict[str, dict[tuple, Choice | None]])
         row.update({f"hp.{k}": v for k, v in sorted(r.hparams.items())})
         rows.append(row)
     frame = pd.DataFrame(rows)
-    for column in ("step", "total_steps", *(f"chosen_{sel}_step" for sel in picked)):
+    for column in ("step", "total_steps", "examples_seen", "split_seed", "sampler_seed", "train_seed",
+                   *(f"chosen_{sel}_step" for sel in picked)):
         if column in frame.columns:
             frame[column] = frame[column].astype("Int64")  # integers with gaps, not floats
     for column in [c for c in frame.columns if c.startswith("hp.")]:  # parquet needs one type per column
@@ -87,32 +104,39 @@ def study_importances(storage_url: str | None, studies: Sequence[str]) -> tuple[
     return importances, skipped
 
 
-def _overview(data: SweepData, storage_url: str | None) -> list[str]:
+def _overview(data: SweepData, storage_url: str | None) -> str:
     statuses: dict[str, int] = {}
     for record in data.records:
         statuses[record.status] = statuses.get(record.status, 0) + 1
     studies = data.sweep.get("studies", [])
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return [
+    protocol = data.protocol
+    lines = [
         f"# Sweep report: {data.name}", "",
         f"- sweep folder: `{data.uri}`",
-        f"- studies: {len(studies)} (one per method x test domain x seed); methods: "
+        f"- studies: {len(studies)} (one per method x test domain x trial seed); methods: "
         f"{', '.join(data.methods) or 'none'}; test domains: {', '.join(data.domains) or 'none'}",
         f"- trials: {len(data.records)}" + (" (" + ", ".join(f"{k} {v}" for k, v in sorted(statuses.items())) + ")"
                                             if statuses else ""),
+        f"- protocol: search {protocol['search']}, {protocol['num_samples']} draws per study, early stopping "
+        f"{protocol['early_stopping']}, trial seeds {', '.join(map(str, protocol['seeds'])) or '?'}",
+        f"- zero-shot evaluations: {len(data.zero_shot)}",
         f"- Optuna storage read: `{redact_url(storage_url) if storage_url else 'none found'}`",
-        f"- generated: {now}", "",
+        f"- generated: {now}",
     ]
+    return "\n".join(lines)
 
 
-def build_markdown(data: SweepData, out_dir: Path, storage_url: str | None) -> tuple[str, pd.DataFrame]:
-    """The report's Markdown (plots written under out_dir/plots) and the trials table."""
-    results, tables = results_section(data)
-    chosen = {sel: select(data.records, sel) for sel in ("training_domain", "oracle", "leave_one_domain_out")}
+def build_blocks(data: SweepData, out_dir: Path, storage_url: str | None) -> tuple[list[Block], dict[str, Table],
+                                                                                   pd.DataFrame]:
+    """The report's blocks (plots written under out_dir/plots), its results tables and the trials table."""
+    tables, rows = results_tables(data)
+    chosen = {sel: select(data.records, sel) for sel in SELECTIONS}
     plot_dir = out_dir / "plots"
-    accuracy = plots.accuracy_plot({"training-domain validation": tables["training_domain"],
-                                    "ORACLE (test-domain selection, upper bound)": tables["oracle"]},
-                                   data.domains, plot_dir / "accuracy.png")
+    chance = 1 / len(data.classes) if data.classes else None
+    accuracy = plots.accuracy_plot({"training-domain validation": rows["training_domain"],
+                                    "ORACLE (test-domain selection, upper bound)": rows["oracle"]},
+                                   data.domains, plot_dir / "accuracy.png", chance=chance)
     curves = plots.learning_curves_plot(data.records, data.methods, data.domains, chosen["training_domain"],
                                         plot_dir / "learning_curves.png")
     hparams = plots.hyperparameters_plot(chosen["training_domain"], plot_dir / "hyperparameters.png")
@@ -121,50 +145,61 @@ def build_markdown(data: SweepData, out_dir: Path, storage_url: str | None) -> t
     study_method.update({s: s for s in importances if s not in study_method})
     importance = plots.importance_plot(importances, study_method, plot_dir / "importance.png")
 
-    def image(path: Path | None, alt: str) -> list[str]:
-        return [f"![{alt}]({path.relative_to(out_dir).as_posix()})", ""] if path else []
+    def image(path: Path | None, alt: str) -> list[Block]:
+        return [Image(path.relative_to(out_dir), alt)] if path else []
 
-    lines = _overview(data, storage_url) + results
-    lines += image(accuracy, "Test accuracy per test domain and method (left: training-domain validation; "
-                             "right: ORACLE)")
-    lines += ["## Learning curves", "",
-              "Source-domain validation accuracy (`val_acc`) of every trial against the training step; dashed "
-              "trials were stopped early by ASHA; stars mark the training-domain-validation choice.", ""]
-    lines += image(curves, "Learning curves") or ["No trial reported any evaluation.", ""]
-    lines += ["## Chosen hyperparameters and checkpoints", "",
-              "### Training-domain validation (the reported result)", "",
-              chosen_table(chosen["training_domain"], data.records), "",
-              "### ORACLE choices (test-domain selection, upper bound only)", "",
-              chosen_table(chosen["oracle"], data.records), ""]
+    blocks: list[Block] = [_overview(data, storage_url), "## Results: test-domain accuracy (%)",
+                           "Cost per method: CPU-/GPU-hours summed over all its trials (Tune's `time_total_s` x the "
+                           "trial's resources) and the teacher's generated tokens of the chains its trials trained on "
+                           "(from `<chains>/manifest.json`, prompt tokens in brackets; a chains output shared by "
+                           "several methods is counted in each row, once in the sweep total: "
+                           f"{tokens_text(data.total_tokens())}).",
+                           tables["training_domain"], ORACLE_NOTE, tables["oracle"], tables["leave_one_domain_out"]]
+    blocks += image(accuracy, "Test accuracy per test domain and method (left: training-domain validation; "
+                              "right: ORACLE); error bars: standard error over trial seeds; dashed: chance")
+    blocks += ["## Learning curves",
+               "Source-domain validation accuracy (`val_acc`) of every trial against the training examples seen "
+               "(ASHA's time unit; the step where reports lack it); dashed trials were stopped early by ASHA; stars "
+               "mark the training-domain-validation choice."]
+    blocks += image(curves, "Learning curves") or ["No trial reported any evaluation."]
+    blocks += ["## Chosen hyperparameters and checkpoints",
+               chosen_table(chosen["training_domain"], data.records, "training_domain",
+                            "Training-domain validation (the reported result)"),
+               chosen_table(chosen["oracle"], data.records, "oracle",
+                            "ORACLE choices (test-domain out-part selection, upper bound only)")]
     if any(chosen["leave_one_domain_out"].values()):
-        lines += ["### Leave-one-domain-out choices (val_acc column: mean accuracy on the held-out source domains)",
-                  "", chosen_table(chosen["leave_one_domain_out"], data.records), ""]
-    lines += image(hparams, "Chosen hyperparameters (training-domain validation) per method / test domain")
-    lines += importance_section(importances, skipped, storage_url)
-    lines += image(importance, "Hyperparameter importance per method")
-    lines += ["## Files", "",
-              "- `trials.csv`, `trials.parquet`: one row per trial (status, last and best accuracies, cost, "
-              "chosen checkpoints per selection, `lodo_score` where the trial has its leave-one-domain-out runs, "
-              "provenance, hyperparameters as `hp.*`).",
-              "- `plots/`: the figures above as PNG files.",
-              "- Dashboards: `python -m reasonbed dashboard " + data.uri + "` (optuna-dashboard and TensorBoard).",
-              ""]
-    return "\n".join(lines), trials_frame(data, chosen)
+        blocks.append(chosen_table(chosen["leave_one_domain_out"], data.records, "leave_one_domain_out",
+                                   "Leave-one-domain-out choices"))
+    blocks += image(hparams, "Chosen hyperparameters (training-domain validation) per method / test domain")
+    blocks += importance_blocks(importances, skipped, storage_url)
+    blocks += image(importance, "Hyperparameter importance per method")
+    blocks += ["## Files",
+               "- `trials.csv`, `trials.parquet`: one row per trial (protocol, seeds, status, prompt, last and best "
+               "accuracies, cost, chosen checkpoints per selection, `lodo_score` where the trial has its "
+               "leave-one-domain-out runs, provenance, hyperparameters as `hp.*`).\n"
+               "- `results.tex`: the three results tables in LaTeX (booktabs), as DomainBed's `results.tex`.\n"
+               "- `plots/`: the figures above as PNG files.\n"
+               f"- Dashboards: `python -m reasonbed dashboard {data.uri}` (optuna-dashboard and TensorBoard)."]
+    return blocks, tables, trials_frame(data, chosen)
 
 
 def build_report(sweep_uri: str, out_dir: str | Path) -> Path:
-    """Write report.md, report.html, trials.csv and trials.parquet into out_dir; returns report.html's path."""
+    """Write report.md, report.html, results.tex, trials.csv and trials.parquet into out_dir; returns
+    report.html's path."""
     sweep_uri = str(sweep_uri)
     data = load_sweep(sweep_uri)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="reasonbed-report-") as tmp:
         storage_url = resolve_study_storage(sweep_uri, data.sweep, tmp)
-        markdown, frame = build_markdown(data, out, storage_url)
-    (out / "report.md").write_text(markdown, encoding="utf-8")
+        blocks, tables, frame = build_blocks(data, out, storage_url)
+    title = f"reasonbed report: {data.name}"
+    (out / "report.md").write_text(to_markdown(blocks), encoding="utf-8")
+    (out / "results.tex").write_text(to_latex([tables[sel] for sel in SELECTIONS], f"Sweep {data.name}"),
+                                     encoding="utf-8")
     frame.to_csv(out / "trials.csv", index=False)
     frame.to_parquet(out / "trials.parquet", index=False)
     page = out / "report.html"
-    page.write_text(markdown_to_html(markdown, out, title=f"reasonbed report: {data.name}"), encoding="utf-8")
+    page.write_text(to_html(blocks, out, title=title), encoding="utf-8")
     log.info("report of %s (%d trials) -> %s", sweep_uri, len(data.records), page)
     return page

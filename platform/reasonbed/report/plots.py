@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 
 from reasonbed.tune.records import TrialRecord  # noqa: E402
-from reasonbed.tune.selection import Choice  # noqa: E402
+from reasonbed.tune.selection import Choice, Row  # noqa: E402
 
 _DPI = 90
 
@@ -30,9 +30,10 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def accuracy_plot(tables: Mapping[str, Sequence[Mapping[str, Any]]], domains: Sequence[str], path: Path
-                  ) -> Path | None:
-    """Grouped bars: test accuracy (%) per test domain and Avg, one bar per method, std over seeds as error.
+def accuracy_plot(tables: Mapping[str, Sequence[Row]], domains: Sequence[str], path: Path,
+                  chance: float | None = None) -> Path | None:
+    """Grouped bars: test accuracy (%) per test domain and Avg, one bar per row (the zero-shot row included),
+    the standard error over trial seeds as error bars, and a dashed chance line at 1/classes when known.
 
     `tables` maps a panel title (e.g. "training-domain validation", "ORACLE ...") to results_table rows.
     """
@@ -45,10 +46,14 @@ def accuracy_plot(tables: Mapping[str, Sequence[Mapping[str, Any]]], domains: Se
     for ax, (title, rows) in zip(axes[0], panels, strict=True):
         width = 0.8 / max(1, len(rows))
         for i, row in enumerate(rows):
-            means = [100 * row[c][0] if row[c][2] else math.nan for c in columns]
-            stds = [100 * row[c][1] if row[c][2] else 0.0 for c in columns]
+            means = [100 * row.cells[d].mean if row.cells[d].n else math.nan for d in domains]
+            means.append(100 * row.avg if row.avg is not None else math.nan)
+            errors = [100 * row.cells[d].se if row.cells[d].n > 1 else 0.0 for d in domains] + [0.0]
             xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(columns))]
-            ax.bar(xs, means, width, yerr=stds, capsize=3, label=row["method"])
+            ax.bar(xs, means, width, yerr=errors, capsize=3, label=row.method,
+                   hatch="//" if row.zero_shot else None, alpha=0.6 if row.zero_shot else 1.0)
+        if chance is not None:
+            ax.axhline(100 * chance, color="black", linestyle="--", linewidth=1, label=f"chance ({100 * chance:.1f}%)")
         ax.set_xticks(range(len(columns)), columns, rotation=20)
         ax.set_ylabel("test accuracy (%)")
         ax.set_ylim(0, 100)
@@ -57,9 +62,14 @@ def accuracy_plot(tables: Mapping[str, Sequence[Mapping[str, Any]]], domains: Se
     return _save(fig, path)
 
 
+def _time(row: Mapping[str, Any], fallback: int) -> int:
+    return int(row.get("examples_seen", row.get("step", fallback)))
+
+
 def learning_curves_plot(records: Sequence[TrialRecord], methods: Sequence[str], domains: Sequence[str],
                          chosen: Mapping[tuple, Choice | None], path: Path) -> Path | None:
-    """val_acc against step for every trial, one panel per (method, test domain); stars mark chosen checkpoints.
+    """val_acc against training examples seen (ASHA's time unit; the step when a report lacks it) for every
+    trial, one panel per (method, test domain); stars mark chosen checkpoints.
 
     Solid lines reached their last step, dashed ones were stopped early (ASHA); colour = seed.
     """
@@ -75,16 +85,16 @@ def learning_curves_plot(records: Sequence[TrialRecord], methods: Sequence[str],
             for record in records:
                 if record.method != method or record.test_domain != domain or not record.reports:
                     continue
-                steps = [int(row.get("step", k)) for k, row in enumerate(record.reports)]
+                steps = [_time(row, k) for k, row in enumerate(record.reports)]
                 values = [100 * float(row["val_acc"]) for row in record.reports]
                 ax.plot(steps, values, color=colours[record.seed], marker=".", alpha=0.8,
                         linestyle="-" if record.status == "completed" else "--")
                 choice = chosen.get((method, domain, record.seed))
                 if choice is not None and choice.trial_id == record.trial_id:
-                    ax.plot([choice.step], [100 * choice.val_acc], marker="*", markersize=12,
+                    ax.plot([_time(choice.report, choice.step)], [100 * choice.val_acc], marker="*", markersize=12,
                             color=colours[record.seed], markeredgecolor="black")
             ax.set_title(f"{method} / test {domain}", fontsize=9)
-            ax.set_xlabel("step", fontsize=8)
+            ax.set_xlabel("examples seen", fontsize=8)
             if j == 0:
                 ax.set_ylabel("val_acc (%)", fontsize=8)
     handles = [plt.Line2D([], [], color=colours[s], label=f"seed {s}") for s in seeds]

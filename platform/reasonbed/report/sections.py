@@ -1,9 +1,11 @@
-"""The Markdown sections of a sweep report: results tables with cost, chosen hyperparameters, importances.
+"""The report's tables as data: results per selection (with cost, prompt, protocol, chance, zero-shot row),
+the chosen checkpoints, the hyperparameter importances.
 
-Results tables come from `selection.results_table` / `selection.markdown_table` (DomainBed style:
-rows = methods, columns = test domains + Avg, mean ± std over seeds), with one more cost column:
-the teacher-chain tokens behind each method. Every chosen number is listed with the trial, step and
-provenance (code version, data manifest hash) it came from.
+Results tables come from `selection.results_table` (DomainBed style: rows = methods, columns = test
+domains + Avg, mean ± standard error over trial seeds), led by the zero-shot row, with a Prompt
+column (the prompt each number comes from), the cost of each row and the teacher-chain tokens behind
+it. Every table says which protocol produced it. Every chosen number is listed with the trial, step,
+prompt and provenance (code version, data manifest hash) it came from.
 """
 
 from __future__ import annotations
@@ -12,59 +14,85 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from reasonbed.report.sources import SweepData
+from reasonbed.report.tables import Cell, Code, Table
 from reasonbed.tune.records import TrialRecord
-from reasonbed.tune.selection import Choice, markdown_table, results_table
+from reasonbed.tune.selection import (
+    SCORES,
+    SELECTIONS,
+    TITLES,
+    Choice,
+    Row,
+    errored_summary,
+    format_avg,
+    results_table,
+    select,
+)
 
-ORACLE_NOTE = ("> **ORACLE** - selected by test-domain accuracy (last checkpoint of each trial): an upper bound "
-               "that peeks at the test domain, as DomainBed's oracle does. It is not a valid "
-               "domain-generalization result; quote the training-domain validation table.")
+ORACLE_NOTE = ("> **ORACLE** - selected by the test domain's out-part accuracy at the last checkpoint of each "
+               "trial, reporting its in part: an upper bound that peeks at the test domain, as DomainBed's "
+               "oracle does. It is not a valid domain-generalization result; quote the training-domain "
+               "validation table.")
+STATISTICS_NOTE = ("Cells: test-domain accuracy (%) of its **in** part, mean ± standard error over trial seeds "
+                   "(DomainBed's `collect_results.format_mean`: population std / sqrt(n)); `n=1`: a single seed; "
+                   "Avg: the mean of the per-domain means, `X` when a domain has no result.")
+PROMPTS = {"direct": "the classification prompt's answer", "reasoning": "the reasoning prompt's parsed conclusion"}
 
 
-def md_cell(value: Any) -> str:
-    """A value safe inside a Markdown table cell."""
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def _tokens(tokens: Mapping[str, int]) -> str:
+def tokens_text(tokens: Mapping[str, int]) -> str:
     if not tokens.get("completion_tokens") and not tokens.get("prompt_tokens"):
         return "0"
     return f"{tokens.get('completion_tokens', 0):,} (prompt {tokens.get('prompt_tokens', 0):,})"
 
 
-def with_token_column(table: str, rows: Sequence[Mapping[str, Any]], data: SweepData) -> str:
-    """Append a "Teacher tokens" column to a markdown_table (its rows are in the order of `rows`)."""
-    lines = table.splitlines()
-    table_lines = [n for n, line in enumerate(lines) if line.startswith("|")]
-    if len(table_lines) < 2:
-        return table
-    header, separator, body = table_lines[0], table_lines[1], table_lines[2:]
-    lines[header] += " Teacher tokens (generated) |"
-    lines[separator] += "---|"
-    for n, row in zip(body, rows, strict=True):
-        lines[n] += f" {_tokens(data.method_tokens(row['method']))} |"
-    return "\n".join(lines)
+def protocol_note(data: SweepData) -> str:
+    p = data.protocol
+    seeds = ", ".join(str(seed) for seed in p["seeds"]) or "?"
+    return (f"Protocol: search **{p['search']}**, {p['num_samples']} draws per study (draw 0 = the defaults); "
+            f"early stopping: {p['early_stopping']}; trial seeds {seeds} (each changes the in/out split, the draws "
+            f"and the training seed).")
 
 
-def results_section(data: SweepData) -> tuple[list[str], dict[str, list[dict[str, Any]]]]:
-    """Markdown of the three selection tables; also returns the rows per selection for plots."""
-    tables = {sel: results_table(data.records, data.domains, sel)
-              for sel in ("training_domain", "oracle", "leave_one_domain_out")}
-    total = data.total_tokens()
-    lines = [
-        "## Results: test-domain accuracy (%)", "",
-        "Each cell: mean ± std (population) over seeds of the test accuracy of the checkpoint chosen per "
-        "(method, test domain, seed); Avg averages a seed's test domains (seeds missing a domain are left out). "
-        "Cost per method: CPU-/GPU-hours summed over all its trials (Tune's `time_total_s` x the trial's "
-        "resources) and the teacher's generated tokens of the chains its trials trained on (from "
-        "`<chains>/manifest.json`, prompt tokens in brackets; a chains output shared by several methods is "
-        f"counted in each row, once in the sweep total: {_tokens(total)}).", "",
-        with_token_column(markdown_table(tables["training_domain"], data.domains, "training_domain"),
-                          tables["training_domain"], data), "",
-        ORACLE_NOTE, "",
-        with_token_column(markdown_table(tables["oracle"], data.domains, "oracle"), tables["oracle"], data), "",
-        markdown_table(tables["leave_one_domain_out"], data.domains, "leave_one_domain_out"), "",
-    ]
-    return lines, tables
+def chance_note(data: SweepData) -> str | None:
+    if not data.classes:
+        return None
+    return f"Chance: 1/{len(data.classes)} = {100 / len(data.classes):.1f}% ({len(data.classes)} classes)."
+
+
+def prompt_note(rows: Sequence[Row]) -> str:
+    used = sorted({p for row in rows for p in row.select_on.split("/") if p})
+    if not used:
+        return "Prompt: not recorded by these reports."
+    return "Prompt (`eval.select_on`): " + "; ".join(f"`{p}` = {PROMPTS.get(p, p)}" for p in used) + "."
+
+
+def results_tables(data: SweepData) -> tuple[dict[str, Table], dict[str, list[Row]]]:
+    """The three selection tables (and their rows, for plots)."""
+    tables, all_rows = {}, {}
+    for selection in SELECTIONS:
+        rows = results_table(data.records, data.domains, selection, zero_shot=data.zero_shot)
+        cells: list[list[Cell]] = []
+        for row in rows:
+            tokens = "0" if row.zero_shot else tokens_text(data.method_tokens(row.method))
+            cells.append([row.method, *(row.cells[d] for d in data.domains), format_avg(row), row.select_on or "-",
+                          "-" if row.zero_shot else str(row.trials), f"{row.cpu_hours:.3f}", f"{row.gpu_hours:.3f}",
+                          tokens])
+        summary = errored_summary(data.records, select(data.records, selection))
+        notes = [STATISTICS_NOTE, prompt_note(rows), protocol_note(data)]
+        if data.zero_shot:
+            notes.append("zero-shot (base model): the untrained base model on the same images, prompt and parser, "
+                         "once per trial seed; no selection involved.")
+        notes += [note for note in (chance_note(data),) if note]
+        notes.append(f"Errored trials: {summary['errored']} of {len(data.records)}; {summary['errored_candidates']} "
+                     f"of them had valid reports, which stayed candidates; {summary['chosen_from_errored']} "
+                     f"cell choice(s) came from an errored trial.")
+        if selection == "leave_one_domain_out":
+            notes.append("Chosen by the mean accuracy on each source domain held out in turn (extra runs with the "
+                         "trial's hyperparameters); the result is the trial's main run at its last checkpoint. "
+                         "X: no finished trial has those runs (sweep with `lodo_selection=true`).")
+        tables[selection] = Table(["Method", *data.domains, "Avg", "Prompt", "Trials", "CPU-h", "GPU-h",
+                                   "Teacher tokens (generated)"], cells, TITLES[selection], notes)
+        all_rows[selection] = rows
+    return tables, all_rows
 
 
 def _short_hparams(hparams: Mapping[str, Any]) -> str:
@@ -75,43 +103,49 @@ def _short_hparams(hparams: Mapping[str, Any]) -> str:
     return ", ".join(parts) or "(defaults)"
 
 
-def chosen_table(chosen: Mapping[tuple, Choice | None], records: Sequence[TrialRecord]) -> str:
-    """One row per (method, test domain, seed): the chosen trial, checkpoint, accuracies, hparams, provenance."""
+def _percent(value: Any) -> str:
+    return f"{100 * float(value):.1f}" if isinstance(value, (int, float)) else ""
+
+
+def chosen_table(chosen: Mapping[tuple, Choice | None], records: Sequence[TrialRecord], selection: str,
+                 title: str) -> Table:
+    """One row per (method, test domain, trial seed): the chosen trial, checkpoint, prompt, accuracies, hparams,
+    the unparseable and truncated fractions of its prompt, provenance."""
     by_key = {(r.method, r.test_domain, r.seed, r.trial_id): r for r in records}
-    header = ["Method", "Test domain", "Seed", "Study", "Trial", "Step", "val_acc", "test_acc", "Hyperparameters",
-              "code_version", "data_manifest_sha256"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    score = [] if SCORES[selection] == "val_acc" else [SCORES[selection]]  # what the selection maximised
+    columns = ["Method", "Test domain", "Seed", "Study", "Trial", "Step", "Prompt", *score, "val_acc",
+               "test_acc (in)", "unparseable %", "truncated %", "Hyperparameters", "code_version",
+               "data_manifest_sha256"]
+    rows: list[list[Cell]] = []
     for (method, domain, seed), choice in chosen.items():
         if choice is None:
             continue
         record = by_key.get((method, domain, seed, choice.trial_id))
         provenance = record.provenance if record else {}
-        cells = [method, domain, seed, record.study if record else "?", f"`{choice.trial_id}`", choice.step,
-                 f"{100 * choice.val_acc:.1f}", f"{100 * choice.test_acc:.1f}",
-                 f"`{md_cell(_short_hparams(choice.hparams))}`", f"`{provenance.get('code_version') or 'unknown'}`",
-                 f"`{provenance.get('data_manifest_sha256') or 'unknown'}`"]
-        lines.append("| " + " | ".join(md_cell(c) for c in cells) + " |")
-    return "\n".join(lines)
+        prompt = choice.select_on
+        rows.append([method, domain, str(seed), record.study if record else "?",
+                     Code(choice.trial_id + (" (errored)" if choice.errored else "")), str(choice.step), prompt or "-",
+                     *(_percent(choice.score) for _ in score), _percent(choice.val_acc), _percent(choice.test_acc),
+                     _percent(choice.report.get(f"unparseable/{prompt}")), _percent(choice.report.get(f"truncated/{prompt}")),
+                     Code(_short_hparams(choice.hparams)), Code(str(provenance.get("code_version") or "unknown")),
+                     Code(str(provenance.get("data_manifest_sha256") or "unknown"))])
+    return Table(columns, rows, title)
 
 
-def importance_section(importances: Mapping[str, Mapping[str, float]], skipped: Mapping[str, str],
-                       storage_url: str | None) -> list[str]:
+def importance_blocks(importances: Mapping[str, Mapping[str, float]], skipped: Mapping[str, str],
+                      storage_url: str | None) -> list[str | Table]:
     """Per-study importances as a table, and a note for every study without them."""
-    lines = ["## Hyperparameter importance (Optuna, fANOVA)", ""]
+    blocks: list[str | Table] = ["## Hyperparameter importance (Optuna, fANOVA)"]
     if storage_url is None:
-        return [*lines, "No Optuna storage was found for this sweep (neither `study_storage` nor an `optuna.db` "
-                        "copy in the sweep folder): importances are left out.", ""]
+        return [*blocks, "No Optuna storage was found for this sweep (neither `study_storage` nor an `optuna.db` "
+                         "copy in the sweep folder): importances are left out."]
     params = sorted({p for values in importances.values() for p in values})
     if importances:
-        lines += ["Importance of each hyperparameter for the study's objective (`val_acc`, training-domain "
-                  "validation), over its COMPLETE trials; trials stopped early (PRUNED) are not used.", "",
-                  "| Study | " + " | ".join(params) + " |", "|---|" + "---|" * len(params)]
-        for study, values in importances.items():
-            cells = [f"{values[p]:.3f}" if p in values else "" for p in params]
-            lines.append(f"| {study} | " + " | ".join(cells) + " |")
-        lines.append("")
+        blocks.append("Importance of each hyperparameter for the study's objective (`val_acc`, training-domain "
+                      "validation), over its COMPLETE trials; trials stopped early (PRUNED) are not used.")
+        blocks.append(Table(["Study", *params], [[study, *(f"{values[p]:.3f}" if p in values else "" for p in params)]
+                                                 for study, values in importances.items()]))
     if skipped:
-        lines.append("Skipped (no importances):")
-        lines += [f"- {study}: {reason}" for study, reason in skipped.items()]
-        lines.append("")
-    return lines
+        blocks.append("Skipped (no importances):\n\n" + "\n".join(f"- `{study}`: {reason}"
+                                                                   for study, reason in skipped.items()))
+    return blocks

@@ -1,8 +1,9 @@
 """What a report or a dashboard reads from a sweep folder (local or s3://), gathered in one place.
 
 `load_sweep()` returns the sweep description, every trial record (through `records.load_records`,
-so s3:// works via `storage.filesystem`), the test domains in sweep order, which trials train on
-teacher chains and the teacher's token counts from `<chains>/manifest.json`.
+so s3:// works via `storage.filesystem`), the zero-shot records, the protocol that produced them, the
+class names (for the chance level), the test domains in sweep order, which trials train on teacher
+chains and the teacher's token counts from `<chains>/manifest.json`.
 `resolve_study_storage()` finds a usable Optuna storage URL: the sweep's `study_storage`, or - when
 that is a SQLite file missing on this machine - the `optuna.db` copy kept in the sweep folder
 (downloaded to a temporary directory for an s3:// sweep).
@@ -18,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from reasonbed import storage
-from reasonbed.tune.records import TrialRecord, load_records, read_sweep
+from reasonbed.tune.config import protocol
+from reasonbed.tune.records import TrialRecord, load_records, load_zero_shot, read_sweep
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,17 @@ class SweepData:
     trial_chains: dict[str, str] = field(default_factory=dict)  # trial record path -> its chains URI or ""
     uses_chains: dict[str, bool] = field(default_factory=dict)  # trial record path -> trains on chains
     chain_tokens: dict[str, dict[str, int]] = field(default_factory=dict)  # chains location -> token counts
+    zero_shot: list[TrialRecord] = field(default_factory=list)  # the base model per (test domain, trial seed)
+
+    @property
+    def protocol(self) -> dict[str, Any]:
+        """search, early_stopping, num_samples, seeds (reasonbed.tune.config.protocol of the saved config)."""
+        return protocol(self.sweep.get("config") or {})
+
+    @property
+    def classes(self) -> list[str]:
+        """The class names (sweep.json's `classes`; empty for sweeps saved before it existed)."""
+        return [str(name) for name in self.sweep.get("classes") or []]
 
     @property
     def name(self) -> str:
@@ -118,7 +131,8 @@ def load_sweep(sweep_uri: str) -> SweepData:
         trial_chains[record.path] = _chains_uri(sweep_uri, location) if location else ""
         uses[record.path] = bool(location) and needs[record.method] is not False
     tokens = {loc: read_chain_tokens(loc) for loc in set(trial_chains.values()) if loc}
-    return SweepData(sweep_uri, sweep, records, domains, methods, trial_chains, uses, tokens)
+    zero_shot = sorted(load_zero_shot(sweep_uri), key=lambda r: (r.test_domain, r.seed))
+    return SweepData(sweep_uri, sweep, records, domains, methods, trial_chains, uses, tokens, zero_shot)
 
 
 def redact_url(url: str) -> str:

@@ -1,10 +1,14 @@
 """The LODO sweep driver: one Tune experiment and Optuna study per (method, test domain, seed).
 
 The objective is `val_acc` (training-domain validation: the source domains' held-out parts), never
-the test domain. Each study runs Optuna's TPE (seeded, persistent in an RDB: SQLite by default)
-through Ray Tune, with ASHA stopping weak trials early; every trial launches its own Ray Train run.
-The sweep folder is named by a hash of its config, each finished study writes a `done` marker, and
-an interrupted sweep resumes with `Tuner.restore` when the same command is run again.
+the test domain. Each study runs an Optuna sampler - TPE (default) or random search (`search=random`)
+- seeded per trial seed and persistent in an RDB (SQLite by default), through Ray Tune, with ASHA
+stopping weak trials early on training examples seen (or no early stopping: `asha.enabled=false`;
+with `search=random` that is DomainBed's protocol); every trial launches its own Ray Train run. Then
+the base model is evaluated once per (test domain, trial seed) for the zero-shot row
+(reasonbed.tune.zero_shot). The sweep folder is named by a hash of its config, each finished study
+writes a `done` marker, and an interrupted sweep resumes with `Tuner.restore` when the same command
+is run again.
 """
 
 from __future__ import annotations
@@ -19,8 +23,9 @@ from typing import Any
 from reasonbed import storage
 from reasonbed.config import ConfigError, to_dict
 from reasonbed.data import catalog
-from reasonbed.tune.config import SweepConfig
+from reasonbed.tune.config import ASHA_TIME_ATTR, SweepConfig, protocol
 from reasonbed.tune.spaces import load_space
+from reasonbed.tune.trial import seeds_of
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +95,8 @@ def prepare_chains(cfg: SweepConfig, sweep_uri: str) -> str:
 def _run_study(cfg: SweepConfig, method: str, test_domain: str, seed: int, chains: str, sweep_uri: str,
                study_url: str) -> dict[str, Any]:
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
-    from reasonbed.tune.optuna_search import StudySearch, close_abandoned, study_summary
+    from reasonbed.tune.optuna_search import close_abandoned, make_searcher, study_summary
 
     name = study_name(method, test_domain, seed)
     study_uri = storage.join(sweep_uri, name)
@@ -121,14 +125,11 @@ def _run_study(cfg: SweepConfig, method: str, test_domain: str, seed: int, chain
             log.warning("study %s: unrestorable partial experiment moved to %s", name, aside)
             if _study_exists(study_url, name):
                 close_abandoned(study_url, name)
-        defaults = space.defaults()
-        searcher = StudySearch(metric="val_acc", mode="max", seed=cfg.sampler_seed, study_name=name,
-                               storage=_storage(study_url), points_to_evaluate=[defaults] if defaults else None)
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=asha_max_t(cfg),
-                                  grace_period=cfg.asha.grace_period, reduction_factor=cfg.asha.reduction_factor)
+        searcher = make_searcher(cfg.search, seeds_of(cfg, seed).sampler_seed, name, _storage(study_url),
+                                 space.defaults())
         tuner = tune.Tuner(
             trainable, param_space=space.tune_space(),
-            tune_config=tune.TuneConfig(metric="val_acc", mode="max", search_alg=searcher, scheduler=scheduler,
+            tune_config=tune.TuneConfig(metric="val_acc", mode="max", search_alg=searcher, scheduler=scheduler(cfg),
                                         num_samples=cfg.num_samples, max_concurrent_trials=cfg.max_concurrent_trials,
                                         trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
             run_config=tune.RunConfig(name=name, storage_path=storage_path, storage_filesystem=filesystem,
@@ -144,12 +145,22 @@ def _run_study(cfg: SweepConfig, method: str, test_domain: str, seed: int, chain
     return summary
 
 
-LODO_MAX_T = 1_000_000
+LODO_MAX_T = 10**15  # examples: out of reach of any run
+
+
+def scheduler(cfg: SweepConfig) -> Any:
+    """ASHA on val_acc with time = training examples seen, or FIFO (no early stopping) when asha.enabled=false."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if not cfg.asha.enabled:
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr=ASHA_TIME_ATTR, max_t=asha_max_t(cfg), grace_period=cfg.asha.grace_period,
+                         reduction_factor=cfg.asha.reduction_factor)
 
 
 def asha_max_t(cfg: SweepConfig) -> int:
-    """ASHA's max_t; with lodo_selection raised out of reach, since ASHA stops a trial whose evaluation count
-    reaches max_t - also at its last evaluation, which would kill its held-out runs. Rungs below are unchanged."""
+    """ASHA's max_t; with lodo_selection raised out of reach, since ASHA stops a trial whose examples seen
+    reach max_t - also at its last evaluation, which would kill its held-out runs. Rungs below are unchanged."""
     if cfg.lodo_selection and cfg.asha.max_t < LODO_MAX_T:
         log.info("lodo_selection: ASHA max_t %d -> %d so that finished trials keep their held-out runs",
                  cfg.asha.max_t, LODO_MAX_T)
@@ -193,6 +204,8 @@ def run_sweep(cfg: SweepConfig, local_root: str = "runs") -> dict[str, Any]:
     from reasonbed.ray_runtime import init_ray
     from reasonbed.train.run import TrainConfig  # noqa: F401 - fail early on import problems
     from reasonbed.tune.trial import trial_train_config
+    from reasonbed.tune.zero_shot import METHOD as ZERO_SHOT
+    from reasonbed.tune.zero_shot import run_zero_shot
 
     spec, root = catalog.resolve(cfg.data)
     cfg = replace(cfg, data=replace(cfg.data, root=root))
@@ -202,6 +215,8 @@ def run_sweep(cfg: SweepConfig, local_root: str = "runs") -> dict[str, Any]:
     for method in cfg.methods:
         build_method(method, {}, spec.display_names)  # unknown method: clear error now
         load_space(cfg.search_spaces, method, cfg.data.dataset)  # malformed space: clear error now
+    if cfg.zero_shot:
+        build_method(ZERO_SHOT, {}, spec.display_names)  # the zero-shot row's method must exist
     probe = trial_train_config({}, cfg, cfg.methods[0], domains[0], cfg.seeds[0], "")
     resolve_model_path(probe.model)  # build the tiny model once, before trials race for it
     name = sweep_name(cfg, spec.name)
@@ -216,7 +231,9 @@ def run_sweep(cfg: SweepConfig, local_root: str = "runs") -> dict[str, Any]:
                     probe.scale.num_workers if probe.scale.use_gpu else 0)
     chains = prepare_chains(cfg, sweep_uri)
     _write_text(storage.join(sweep_uri, "sweep.json"), json.dumps(
-        {"name": name, "config": to_dict(cfg), "study_storage": study_url, "chains": chains,
+        {"name": name, "config": to_dict(cfg), "protocol": protocol(to_dict(cfg)), "study_storage": study_url,
+         "chains": chains, "classes": list(spec.display_names),
+         "seeds": {s: seeds_of(cfg, s).to_dict() for s in cfg.seeds},
          "studies": [study_name(m, d, s) for m in cfg.methods for d in domains for s in cfg.seeds]},
         indent=2, default=str))
     jobs = [(m, d, s) for m in cfg.methods for d in domains for s in cfg.seeds]
@@ -229,6 +246,8 @@ def run_sweep(cfg: SweepConfig, local_root: str = "runs") -> dict[str, Any]:
             summaries += ray.get([remote.remote(cfg, m, d, s, chains, sweep_uri, study_url) for m, d, s in batch])
     else:
         summaries = [_run_study(cfg, m, d, s, chains, sweep_uri, study_url) for m, d, s in jobs]
+    if cfg.zero_shot:
+        run_zero_shot(cfg, domains, sweep_uri, local)
     _write_text(storage.join(sweep_uri, "done"), json.dumps({"studies": summaries}, default=str))
     if storage.is_remote(cfg.storage) and study_url.startswith("sqlite:///"):
         fs, path = storage.filesystem(storage.join(sweep_uri, "optuna.db"))

@@ -53,7 +53,7 @@ SMOKE: dict[str, Any] = {
     "generate_chains": True,
     "generation": {"engine": {"name": "template", "template_noise": 0.1}, "sampling": {"n": 2}},
     "train": {"optim.max_steps": 16, "eval.every": 8, "eval.max_per_domain": 4},
-    "asha": {"grace_period": 1, "reduction_factor": 2, "max_t": 2},
+    "asha": {"grace_period": 64, "reduction_factor": 2, "max_t": 256},  # examples seen: 16 steps x batch <= 16
 }
 
 

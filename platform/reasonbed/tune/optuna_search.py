@@ -1,10 +1,14 @@
 """The one module that touches Optuna and Ray Tune's OptunaSearch.
 
-`StudySearch` is Ray Tune's OptunaSearch (TPE, seeded, persistent RDB storage) with two changes
-that keep the Optuna study honest for dashboards: a trial that ASHA stopped early is told to the
-study as PRUNED (with its intermediate values), not COMPLETE, and carries the user attributes
-`tune_trial_id` and `stopped_by`; `close_abandoned()` marks trials left RUNNING by an interrupted
-driver as FAIL (`abandoned`), so a restored sweep leaves no trial in limbo.
+`StudySearch` is Ray Tune's OptunaSearch (seeded sampler, persistent RDB storage) with changes that
+keep the Optuna study honest for dashboards: a trial that ASHA stopped early is told to the study as
+PRUNED (with its intermediate values), not COMPLETE, and carries the user attributes
+`tune_trial_id` and `stopped_by`; every suggested config carries `_draw`, the Optuna trial number
+(the draw's place in the study: 0 is the defaults), which the trial records; intermediate values are keyed by training examples seen (ASHA's
+time unit) when reports carry them; `close_abandoned()` marks trials left RUNNING by an interrupted
+driver as FAIL (`abandoned`), so a restored sweep leaves no trial in limbo. `make_searcher()` builds
+it for `search=tpe` (TPESampler) or `search=random` (RandomSampler, DomainBed's random search): one
+path for both, draw 0 the defaults.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from typing import Any
 
 import optuna
 from ray.tune.search.optuna import OptunaSearch
+
+from reasonbed.tune.trial import DRAW_KEY
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +33,40 @@ def rdb_storage(url: str) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
 
 
+SAMPLERS = ("tpe", "random")
+
+
+def make_sampler(search: str, seed: int) -> optuna.samplers.BaseSampler:
+    """Optuna's seeded sampler for `search`: TPE (adaptive) or random (independent uniform draws)."""
+    if search == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if search == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"search: unknown search {search!r}; known: {', '.join(SAMPLERS)}")
+
+
+def make_searcher(search: str, seed: int, study_name: str, storage: Any, defaults: dict[str, Any] | None,
+                  metric: str = "val_acc") -> StudySearch:
+    """The searcher of one study; its first draw is `defaults` (when given), the rest come from the sampler."""
+    return StudySearch(metric=metric, mode="max", sampler=make_sampler(search, seed), study_name=study_name,
+                       storage=storage, points_to_evaluate=[defaults] if defaults else None)
+
+
 class StudySearch(OptunaSearch):
     """OptunaSearch that records early stops as PRUNED and maps Tune trial ids into the study."""
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if "examples_seen" not in result or trial_id in self._completed_trials:
+            return super().on_trial_result(trial_id, result)
+        self._ot_trials[trial_id].report(float(result[self.metric]), int(result["examples_seen"]))
 
     def suggest(self, trial_id: str) -> dict | None:
         config = super().suggest(trial_id)
         ot_trial = self._ot_trials.get(trial_id)
         if ot_trial is not None:
             ot_trial.set_user_attr("tune_trial_id", trial_id)
+            if isinstance(config, dict):  # Tune trial ids are random: the draw number orders a study's trials
+                config = {**config, DRAW_KEY: ot_trial.number}
         return config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -43,7 +75,8 @@ class StudySearch(OptunaSearch):
             return super().on_trial_complete(trial_id, result, error)
         ot_trial = self._ot_trials[trial_id]
         if result.get(self.metric) is not None:  # the value it was stopped at, as its last intermediate value
-            ot_trial.report(float(result[self.metric]), int(result.get("training_iteration", 1)))
+            ot_trial.report(float(result[self.metric]),
+                            int(result.get("examples_seen", result.get("training_iteration", 1))))
         ot_trial.set_user_attr("stopped_by", "asha")
         ot_trial.set_user_attr("stopped_at_step", int(result.get("step", 0)))
         try:

@@ -1,10 +1,13 @@
 """Trial records gathered from a sweep folder (local or s3://): what selection and reports read.
 
-Each trial directory holds Tune's `result.json` (one line per report: val_acc, test_acc, per-domain
-accuracies, step, total_steps, time_total_s, ...), and the trial's own `trial.json` (method, test
-domain, seed, hyperparameters, resources), `provenance.json` and, with leave-one-domain-out selection
-runs, `lodo.json` (reasonbed.tune.trial.lodo_runs). A record's status is `completed`
-(reached its last step), `stopped` (ASHA stopped it early) or `errored`.
+Each trial directory holds Tune's `result.json` (one line per evaluation report: val_acc - the source
+domains' out parts -, test_acc - the test domain's in part -, test_out_acc - its out part -,
+select_on, per-prompt and per-domain accuracies, step, total_steps, examples_seen, time_total_s, ...),
+and the trial's own `trial.json` (method, test domain, trial seed and the seeds it sets, hyperparameters,
+resources), `provenance.json` and, with leave-one-domain-out selection runs, `lodo.json`
+(reasonbed.tune.trial.lodo_runs). A record's status is `completed` (reached its last step), `stopped`
+(ASHA stopped it early) or `errored`; an errored trial keeps its valid reports. `load_zero_shot` reads
+the zero-shot evaluations (reasonbed.tune.zero_shot) as records of their own.
 """
 
 from __future__ import annotations
@@ -32,11 +35,14 @@ class TrialRecord:
     gpus: float = 0.0
     path: str = ""
     lodo: dict[str, Any] = field(default_factory=dict)  # lodo.json: sources, heldout_acc per source, seconds
+    seeds: dict[str, int] = field(default_factory=dict)  # trial_seed, split_seed, sampler_seed, train_seed
+    draw: int | None = None  # the draw's place in its study (Optuna trial number, 0 = the defaults); None if unknown
 
     @property
     def seconds(self) -> float:
-        """Training time: the main run (Tune's time_total_s) and its leave-one-domain-out runs."""
-        main = float(self.reports[-1].get("time_total_s", 0.0)) if self.reports else 0.0
+        """Training time: the main run (Tune's time_total_s, else the run's own seconds) and its LODO runs."""
+        last = self.last
+        main = float(last.get("time_total_s", last.get("seconds", 0.0)))
         return main + float(self.lodo.get("seconds", 0.0))
 
     @property
@@ -70,6 +76,15 @@ def _read_lines(fs: Any, path: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def valid_reports(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The evaluation reports among Tune's result lines: those with a numeric val_acc and test_acc."""
+    return [row for row in rows if _number(row.get("val_acc")) and _number(row.get("test_acc"))]
+
+
 def load_records(sweep_uri: str, storage_options: Mapping[str, Any] | None = None) -> list[TrialRecord]:
     """Every trial of every study under the sweep folder."""
     fs, base = storage.filesystem(sweep_uri, storage_options)
@@ -81,8 +96,7 @@ def load_records(sweep_uri: str, storage_options: Mapping[str, Any] | None = Non
             continue
         meta = _read_json(fs, trial_json)
         result_path = f"{directory}/result.json"
-        reports = _read_lines(fs, result_path) if fs.exists(result_path) else []
-        reports = [row for row in reports if "val_acc" in row]
+        reports = valid_reports(_read_lines(fs, result_path) if fs.exists(result_path) else [])
         errored = fs.exists(f"{directory}/error.txt") or fs.exists(f"{directory}/error.pkl")
         last = reports[-1] if reports else {}
         if errored:
@@ -98,8 +112,30 @@ def load_records(sweep_uri: str, storage_options: Mapping[str, Any] | None = Non
             trial_id=meta["trial_id"], hparams=meta.get("hparams", {}), reports=reports, status=status,
             provenance=_read_json(fs, provenance_path) if fs.exists(provenance_path) else {},
             cpus=float(meta.get("cpus", 0)), gpus=float(meta.get("gpus", 0)), path=directory,
-            lodo=_read_json(fs, lodo_path) if fs.exists(lodo_path) else {},
+            lodo=_read_json(fs, lodo_path) if fs.exists(lodo_path) else {}, seeds=dict(meta.get("seeds") or {}),
+            draw=None if meta.get("draw") is None else int(meta["draw"]),
         ))
+    return records
+
+
+ZERO_SHOT_ROW = "zero-shot (base model)"  # the method name of zero-shot records in tables
+
+
+def load_zero_shot(sweep_uri: str, storage_options: Mapping[str, Any] | None = None) -> list[TrialRecord]:
+    """The zero-shot evaluations of a sweep (<sweep>/zero_shot/*/zero_shot.json), one record each."""
+    fs, base = storage.filesystem(sweep_uri, storage_options)
+    records = []
+    for path in sorted(fs.glob(f"{base}/zero_shot/*/zero_shot.json")):
+        data = _read_json(fs, path)
+        name = path.rsplit("/", 2)[-2]
+        reports = valid_reports(data.get("reports") or [])
+        if reports and "seconds" in data:  # the run's wall time is its cost, as Tune's time_total_s for trials
+            reports[-1] = {**reports[-1], "time_total_s": float(data["seconds"])}
+        records.append(TrialRecord(
+            study="zero_shot", method=ZERO_SHOT_ROW, test_domain=data["test_domain"], seed=int(data["seed"]),
+            trial_id=f"zero_shot-{name}", hparams={}, reports=reports,
+            status="completed", provenance=data.get("provenance") or {}, cpus=float(data.get("cpus", 0)),
+            gpus=float(data.get("gpus", 0)), path=path.rsplit("/", 1)[0], seeds=dict(data.get("seeds") or {})))
     return records
 
 

@@ -1,132 +1,209 @@
-"""DomainBed model selection over trial records, and the results tables.
+"""DomainBed model selection over trial records, and the statistics of the results tables.
 
-- `training_domain` (default, honest): per (method, test domain, seed) the report (any trial, any
-  checkpoint) with the highest `val_acc` - the mean accuracy on the source domains' held-out parts;
-  its `test_acc` is the result. The test domain never influences the choice.
-- `oracle` (reported separately, labelled): the trial whose last checkpoint has the best
-  `test_acc` - an upper bound that peeks at the test domain, as DomainBed's oracle does.
-- `leave_one_domain_out` (DomainBed's leave-one-domain-out cross-validation): per (method, test
-  domain, seed) the trial whose hyperparameters give the best mean accuracy on each source domain
-  held out in turn (its extra runs with `val_domain`, swept with `lodo_selection=true`); its main
-  run's last checkpoint gives the test accuracy. Trials without all those runs are not candidates;
-  with none, the cell is "n/a", never a number computed some other way.
+Selection, per (method, test domain, trial seed), as `domainbed/model_selection.py`:
 
-Tables: rows = methods, columns = test domains + Avg, cells = mean ± std over seeds; every row also
-carries its cost (CPU/GPU-hours summed over all its trials).
+- `training_domain` (IIDAccuracySelectionMethod, the honest default): the report - any trial, any
+  checkpoint - with the highest `val_acc` (mean accuracy on the source domains' out parts); the
+  result is its `test_acc`, the test domain's *in* part. The test domain never influences the choice.
+- `oracle` (OracleSelectionMethod, reported separately and labelled): each trial's LAST report (no
+  early stopping), the trial with the best `test_out_acc` (the test domain's *out* part); the result
+  is that report's `test_acc` (the *in* part), so it never picks and reports on the same images.
+  Reports without `test_out_acc` (sweeps from before the test domain was split) are no candidates.
+- `leave_one_domain_out` (LeaveOneOutSelectionMethod): the trial whose hyperparameters give the best
+  mean accuracy on each source domain held out in turn (its extra runs with `val_domain`, swept with
+  `lodo_selection=true`); the result is its main run's last `test_acc` (in part). Only trials that
+  trained to their end and have every held-out run are candidates; with none the cell is missing.
+
+Ties. An equal score goes first to the LATER checkpoint (larger step): within a trial, Ray Train's
+checkpoint manager (`CheckpointConfig(checkpoint_score_attribute="val_acc")`) ranks the later of two
+equally scored checkpoints higher and always keeps the latest, so the chosen checkpoint is one Ray
+kept (DomainBed keeps no checkpoints and takes the first). Then to the later draw (the larger
+`draw`, the Optuna trial number a trial records; then the larger trial id, for records without it),
+as DomainBed's `sorted(..., key=val_acc)[::-1]` hands ties to the largest `hparams_seed`.
+
+Errored trials stay: their valid reports (numeric val_acc and test_acc) are candidates like any
+other; `errored_summary` says how many trials errored and how many of them were candidates.
+
+Statistics, as `domainbed/scripts/collect_results.py`: a cell is the mean over trial seeds of the
+selected test accuracy ± its standard error, `format_mean`'s `np.std(data / sqrt(n))` - the
+population standard deviation (ddof 0) divided by sqrt(n); a single seed shows `n=1` instead of a
+meaningless `± 0.0`; a cell without results shows `X`. The Avg column is
+`print_results_tables`'s: the plain mean of the per-domain means, no ±, and `X` when any test
+domain has no result.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from reasonbed.tune.records import TrialRecord
 
 SELECTIONS = ("training_domain", "oracle", "leave_one_domain_out")
+TITLES = {"training_domain": "Training-domain validation (model selection on the source domains' out parts)",
+          "oracle": "ORACLE (test-domain out-part selection: an upper bound, not a valid result)",
+          "leave_one_domain_out": "Leave-one-domain-out selection"}
+SCORES = {"training_domain": "val_acc", "oracle": "test_out_acc", "leave_one_domain_out": "held-out mean"}
+MISSING = "X"  # DomainBed's mark for a cell (or an Avg) without a result
 
 
 @dataclass(frozen=True)
 class Choice:
+    """The (trial, checkpoint) a selection chose for one (method, test domain, trial seed)."""
+
     method: str
     test_domain: str
     seed: int
     trial_id: str
     step: int
-    val_acc: float  # the selection score: val_acc (training-domain), or the mean held-out accuracy (LODO)
-    test_acc: float
+    score: float  # what the selection maximised: val_acc, test_out_acc (oracle) or the held-out mean (LODO)
+    val_acc: float  # the chosen report's val_acc (source out parts)
+    test_acc: float  # the chosen report's test_acc (test domain, in part): the result
     hparams: dict[str, Any]
+    select_on: str = ""  # the prompt val_acc / test_acc come from ("direct" or "reasoning")
+    errored: bool = False  # the trial errored later (its valid reports stayed candidates)
+    report: dict[str, Any] = field(default_factory=dict, compare=False)  # the whole chosen report
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def _choice(record: TrialRecord, row: Mapping[str, Any], score: float) -> Choice:
+    return Choice(record.method, record.test_domain, record.seed, record.trial_id, int(row.get("step", 0)),
+                  float(score), float(row["val_acc"]), float(row["test_acc"]), dict(record.hparams),
+                  str(row.get("select_on") or ""), record.status == "errored", dict(row))
 
 
 def _groups(records: Sequence[TrialRecord]) -> dict[tuple[str, str, int], list[TrialRecord]]:
     groups: dict[tuple[str, str, int], list[TrialRecord]] = {}
     for record in records:
-        if record.reports and record.status != "errored":
-            groups.setdefault((record.method, record.test_domain, record.seed), []).append(record)
+        groups.setdefault((record.method, record.test_domain, record.seed), []).append(record)
     return groups
 
 
+def _order(record: TrialRecord) -> tuple[int, str]:
+    """A trial's place among its study's trials: its draw number, then its id."""
+    return (-1 if record.draw is None else record.draw, record.trial_id)
+
+
+def _candidates(group: Sequence[TrialRecord], selection: str) -> list[tuple[tuple, TrialRecord, Mapping, float]]:
+    """(tie-breaking key, record, report, score) of every candidate of one group."""
+    found = []
+    for record in group:
+        if selection == "training_domain":
+            found += [((float(row["val_acc"]), int(row.get("step", 0)), _order(record)), record, row,
+                       float(row["val_acc"])) for row in record.reports]
+        elif selection == "oracle":
+            last = record.last
+            if last and _numeric(last.get("test_out_acc")):
+                found.append(((float(last["test_out_acc"]), _order(record)), record, last, float(last["test_out_acc"])))
+        elif record.status == "completed" and record.lodo_score is not None and record.reports:
+            found.append(((record.lodo_score, _order(record)), record, record.last, record.lodo_score))
+    return found
+
+
 def select(records: Sequence[TrialRecord], selection: str = "training_domain") -> dict[tuple, Choice | None]:
-    """The chosen (trial, checkpoint) per (method, test domain, seed)."""
+    """The chosen (trial, checkpoint) per (method, test domain, trial seed); None where nothing qualifies."""
     if selection not in SELECTIONS:
         raise ValueError(f"unknown selection {selection!r}; known: {', '.join(SELECTIONS)}")
     chosen: dict[tuple, Choice | None] = {}
     for key, group in sorted(_groups(records).items()):
-        if selection == "leave_one_domain_out":
-            scored = [(record.lodo_score, record.trial_id, record) for record in group
-                      if record.lodo_score is not None and record.status == "completed"]
-            if not scored:
-                chosen[key] = None
-                continue
-            score, _, record = max(scored, key=lambda item: (item[0], item[1]))
-            row = record.last
-            chosen[key] = Choice(record.method, record.test_domain, record.seed, record.trial_id, int(row["step"]),
-                                 float(score), float(row["test_acc"]), dict(record.hparams))
+        candidates = _candidates(group, selection)
+        if not candidates:
+            chosen[key] = None
             continue
-        if selection == "training_domain":
-            candidates = [(row["val_acc"], -int(row["step"]), record.trial_id, record, row)
-                          for record in group for row in record.reports]
-        else:  # oracle: last checkpoint of each trial, by test accuracy
-            candidates = [(record.last["test_acc"], 0, record.trial_id, record, record.last) for record in group]
-        best = max(candidates, key=lambda item: (item[0], item[1], item[2]))
-        record, row = best[3], best[4]
-        chosen[key] = Choice(record.method, record.test_domain, record.seed, record.trial_id, int(row["step"]),
-                             float(row["val_acc"]), float(row["test_acc"]), dict(record.hparams))
+        _, record, row, score = max(candidates, key=lambda item: item[0])
+        chosen[key] = _choice(record, row, score)
     return chosen
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float, int]:
-    if not values:
-        return float("nan"), float("nan"), 0
-    return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0, len(values)
+def errored_summary(records: Sequence[TrialRecord], chosen: Mapping[tuple, Choice | None]) -> dict[str, int]:
+    """How many trials errored, how many of those had valid reports (candidates), how many cells they won."""
+    errored = [record for record in records if record.status == "errored"]
+    return {"errored": len(errored), "errored_candidates": sum(1 for record in errored if record.reports),
+            "chosen_from_errored": sum(1 for choice in chosen.values() if choice is not None and choice.errored)}
 
 
-def results_table(records: Sequence[TrialRecord], domains: Sequence[str], selection: str = "training_domain"
-                  ) -> list[dict[str, Any]]:
-    """One row per method: per-domain (mean, std, n) of test accuracy over seeds, Avg, and cost."""
+@dataclass(frozen=True)
+class Stat:
+    """Test accuracies (fractions), one per trial seed, of one table cell."""
+
+    values: tuple[float, ...] = ()
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values) if self.values else math.nan
+
+    @property
+    def se(self) -> float:
+        """DomainBed's standard error: np.std(data / sqrt(n)) = population std / sqrt(n)."""
+        return statistics.pstdev(self.values) / math.sqrt(self.n) if self.values else math.nan
+
+
+def format_mean(stat: Stat, latex: bool = False) -> str:
+    """A cell in percent as collect_results.format_mean writes it; `n=1` for one seed; X for none."""
+    if not stat.n:
+        return MISSING
+    if stat.n == 1:
+        return f"{100 * stat.mean:.1f} (n=1)"
+    plus_minus = "$\\pm$" if latex else "±"
+    return f"{100 * stat.mean:.1f} {plus_minus} {100 * stat.se:.1f}"
+
+
+@dataclass
+class Row:
+    """One row of a results table: a method (or the zero-shot base model) over the test domains."""
+
+    method: str
+    cells: dict[str, Stat]  # test domain -> accuracies over trial seeds
+    trials: int  # trials behind the row (all statuses)
+    cpu_hours: float  # CPU-hours of all those trials (time x resources)
+    gpu_hours: float  # GPU-hours of all those trials
+    select_on: str = ""  # the prompt(s) the row's numbers come from
+    zero_shot: bool = False  # the base model's row: no training, no selection
+
+    @property
+    def avg(self) -> float | None:
+        """DomainBed's Avg: the mean of the per-domain means; None (shown as X) when a domain has no result."""
+        if not self.cells or any(not stat.n for stat in self.cells.values()):
+            return None
+        return statistics.fmean(stat.mean for stat in self.cells.values())
+
+
+def format_avg(row: Row) -> str:
+    return MISSING if row.avg is None else f"{100 * row.avg:.1f}"
+
+
+def _prompts(reports: Sequence[Mapping[str, Any]]) -> str:
+    return "/".join(sorted({str(report.get("select_on")) for report in reports if report.get("select_on")}))
+
+
+def _row(method: str, domains: Sequence[str], picks: Sequence[tuple[str, Mapping[str, Any]]],
+         records: Sequence[TrialRecord], zero_shot: bool = False) -> Row:
+    """picks: (test domain, chosen report) per (test domain, trial seed)."""
+    cells = {domain: Stat(tuple(float(row["test_acc"]) for d, row in picks if d == domain)) for domain in domains}
+    return Row(method, cells, 0 if zero_shot else len(records), sum(r.cpu_hours for r in records),
+               sum(r.gpu_hours for r in records), _prompts([row for _, row in picks]), zero_shot)
+
+
+def results_table(records: Sequence[TrialRecord], domains: Sequence[str], selection: str = "training_domain",
+                  zero_shot: Sequence[TrialRecord] = ()) -> list[Row]:
+    """One row per method (the zero-shot row first when given): per test domain the selected test_acc over
+    trial seeds, with the cost of all the method's trials."""
     choices = select(records, selection)
-    methods = sorted({record.method for record in records})
     rows = []
-    for method in methods:
-        row: dict[str, Any] = {"method": method}
-        per_seed: dict[int, list[float]] = {}
-        for domain in domains:
-            values = []
-            for (m, d, seed), choice in choices.items():
-                if m == method and d == domain and choice is not None:
-                    values.append(choice.test_acc)
-                    per_seed.setdefault(seed, []).append(choice.test_acc)
-            row[domain] = _mean_std(values)
-        complete = [statistics.fmean(v) for v in per_seed.values() if len(v) == len(domains)]
-        row["Avg"] = _mean_std(complete)
-        mine = [record for record in records if record.method == method]
-        row["trials"] = len(mine)
-        row["cpu_hours"] = sum(record.cpu_hours for record in mine)
-        row["gpu_hours"] = sum(record.gpu_hours for record in mine)
-        rows.append(row)
+    if zero_shot:
+        picks = [(r.test_domain, r.last) for r in zero_shot if r.reports]
+        rows.append(_row(zero_shot[0].method, domains, picks, zero_shot, zero_shot=True))
+    for method in sorted({record.method for record in records}):
+        picks = [(c.test_domain, c.report) for (m, _, _), c in choices.items() if m == method and c is not None]
+        rows.append(_row(method, domains, picks, [r for r in records if r.method == method]))
     return rows
-
-
-def format_cell(cell: tuple[float, float, int]) -> str:
-    mean, std, n = cell
-    if not n:
-        return "n/a"
-    return f"{100 * mean:.1f} ± {100 * std:.1f}"
-
-
-def markdown_table(rows: Sequence[dict[str, Any]], domains: Sequence[str], selection: str) -> str:
-    title = {"training_domain": "Training-domain validation (model selection on source held-out data)",
-             "oracle": "ORACLE (test-domain selection: an upper bound, not a valid result)",
-             "leave_one_domain_out": "Leave-one-domain-out selection"}[selection]
-    header = ["Method", *domains, "Avg", "Trials", "CPU-h", "GPU-h"]
-    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
-        cells = [row["method"], *(format_cell(row[d]) for d in domains), format_cell(row["Avg"]), str(row["trials"]),
-                 f"{row['cpu_hours']:.3f}", f"{row['gpu_hours']:.3f}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    if selection == "leave_one_domain_out":
-        lines += ["", "Chosen by the mean accuracy on each source domain held out in turn (extra runs with the "
-                      "trial's hyperparameters); the test accuracy is the trial's main run at its last checkpoint. "
-                      "n/a: no finished trial has those runs (sweep with `lodo_selection=true`)."]
-    return "\n".join(lines)

@@ -1,7 +1,8 @@
 """One Tune trial: a driver function that builds its own Ray Train run (the Ray Train V2 pattern).
 
 The trial turns its sampled hyperparameters into TrainConfig overrides on top of the sweep's fixed
-values, writes `trial.json` (what it is) and `provenance.json` (config, code and package versions,
+values and its trial seed's split and training seeds (reasonbed.tune.seeds), writes `trial.json`
+(what it is, its seeds) and `provenance.json` (config, code and package versions,
 data manifest hash) into its trial directory first, then trains with a TuneReportCallback so every
 `ray.train.report` reaches Tune (ASHA) and the Optuna study.
 
@@ -20,22 +21,32 @@ from typing import Any
 
 from reasonbed import storage
 from reasonbed.config import flatten, format_override, load, to_dict
+from reasonbed.tune.seeds import TrialSeeds, trial_seeds
 
-RESERVED = {"_note"}
+DRAW_KEY = "_draw"  # set by optuna_search.StudySearch: the Optuna trial number (0 = the defaults), the draw order
+RESERVED = {"_note", DRAW_KEY}  # config keys that are no TrainConfig values
 
 
 WHOLE_VALUES = ("method_config", "storage_options", "engine_kwargs")  # dict-valued config fields, set whole
 
 
+def seeds_of(sweep: Any, seed: int) -> TrialSeeds:
+    """The split, sampler and training seeds trial seed `seed` of the sweep sets (reasonbed.tune.seeds)."""
+    return trial_seeds(seed, split_seed=sweep.data.split_seed, sampler_seed=sweep.sampler_seed)
+
+
 def trial_train_config(config: dict[str, Any], sweep: Any, method: str, test_domain: str, seed: int,
                        chains: str) -> Any:
-    """The TrainConfig of a trial: sweep data + fixed values + sampled hyperparameters."""
+    """The TrainConfig of a trial: sweep data + fixed values + sampled hyperparameters, with the split and
+    training seeds of trial seed `seed` (they override any data.split_seed / seed in the sweep's train values)."""
     from reasonbed.train.config import TrainConfig
 
-    base = {"method": method, "test_domain": test_domain, "seed": seed, "chains": chains,
+    seeds = seeds_of(sweep, seed)
+    base = {"method": method, "test_domain": test_domain, "chains": chains,
             "data": to_dict(sweep.data), "ray_address": sweep.ray_address}
     overrides = [format_override(key, value) for key, value in flatten(sweep.train, leaves=WHOLE_VALUES).items()]
     overrides += [format_override(key, value) for key, value in config.items() if key not in RESERVED]
+    overrides += [f"data.split_seed={seeds.split_seed}", f"seed={seeds.train_seed}"]
     return load(TrainConfig, overrides=overrides, base=base)
 
 
@@ -61,6 +72,7 @@ def run_trial(config: dict[str, Any], sweep: Any, method: str, test_domain: str,
     spec, root = catalog.resolve(cfg.data)
     (trial_dir / "trial.json").write_text(json.dumps({
         "study": study, "method": method, "test_domain": test_domain, "seed": seed,
+        "seeds": seeds_of(sweep, seed).to_dict(), "draw": config.get(DRAW_KEY),
         "trial_id": context.get_trial_id(), "hparams": {k: v for k, v in config.items() if k not in RESERVED},
         "cpus": cfg.scale.num_workers * cfg.scale.cpus_per_worker,
         "gpus": cfg.scale.num_workers if cfg.scale.use_gpu else 0, "chains": chains,
