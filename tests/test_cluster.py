@@ -35,7 +35,8 @@ from typing import Any
 import pytest
 import yaml
 
-from reasonbed import cluster as rc
+from reasonbed.cli import cluster_check
+from reasonbed.cli import cluster_files as rc
 from reasonbed.ray_runtime import SETUP_HOOK, worker_runtime_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -295,11 +296,6 @@ def test_rayjobs_run_the_project_jobs_on_the_same_cluster_spec() -> None:
 
 
 def test_cluster_check_cli() -> None:
-    sys.path.insert(0, str(REPO / "jobs"))
-    try:
-        import cluster_check
-    finally:
-        sys.path.remove(str(REPO / "jobs"))
     args = cluster_check.build_parser().parse_args(["--smoke-test", "--require", "generation_node=1",
                                                     "--require", "train_node"])
     assert args.smoke_test and args.require == [("generation_node", 1.0), ("train_node", 1.0)]
