@@ -1,8 +1,8 @@
 """Shared set-up of the jobs/bench_*.py benchmarks: argument parsing with --dry-run and --help-config,
 the work directory with its synthetic data and factory model, and the `--json` results file.
 
-Not a job itself: the benchmarks import it from their own folder (it is the script's directory, so
-first on sys.path, when they run as `python jobs/bench_X.py`).
+Not a job itself: the benchmarks import it from their own folder, which Python puts first on
+sys.path when it runs a script of that folder.
 """
 
 from __future__ import annotations

@@ -7,8 +7,11 @@ and dropout 0.05, and tau grows as the learning rate falls. For each seed, rando
 trials to max_t epochs; its best val_acc is the bar. Optuna+ASHA then runs until a report reaches
 that bar; the figure is the trial-epochs it needed over random search's N * max_t.
 
-One machine:   python jobs/bench_tune.py            (about a minute; --smoke-test: a few seconds)
-On a cluster:  ray job submit --address http://HEAD:8265 -- python jobs/bench_tune.py --samples 48
+One machine (about a minute; --smoke-test: a few seconds):
+    python jobs/bench_tune.py
+    python jobs/bench_tune.py --smoke-test
+On a cluster:
+    ray job submit --address http://HEAD:8265 -- python jobs/bench_tune.py --samples 48
 """
 
 from __future__ import annotations

@@ -285,8 +285,9 @@ def test_rayjobs_run_the_project_jobs_on_the_same_cluster_spec() -> None:
     expected = {"rayjob-tune-pacs.yaml": "jobs/tune_pacs.py", "rayjob-generate-reasoning.yaml": "jobs/generate_reasoning.py"}
     for name, script in expected.items():
         spec = docs[name]["spec"]
-        entry = spec["entrypoint"].split()
-        assert entry[:2] == ["python", script] and entry[entry.index("--dataset") + 1] == "pacs"
+        entry = spec["entrypoint"].split()  # tests/test_documented_commands.py runs it with --dry-run
+        assert entry[:2] == ["python", script] and (REPO / entry[entry.index("--config") + 1]).is_file()
+        assert entry[entry.index("--data-root") + 1].startswith("s3://")
         assert spec["rayClusterSpec"] == cluster_spec, f"{name}: rayClusterSpec drifted from raycluster.yaml"
         assert spec["shutdownAfterJobFinishes"] is True
         runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])

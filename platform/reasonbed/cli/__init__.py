@@ -1,4 +1,4 @@
-"""The reasonbed command line: `reasonbed <command> ...`, the same as `python -m reasonbed <command> ...`.
+"""The reasonbed command line: the console script `reasonbed` and `python -m reasonbed` are the same CLI.
 
 Every command is one module of this package holding a `COMMAND` (reasonbed.cli.base.Command) and
 one line in COMMANDS below; jobs/*.py are thin entry points that `ray job submit` runs, each calling

@@ -1,7 +1,7 @@
 """`reasonbed splits`: print the leave-one-domain-out splits of a dataset (sizes per part).
 
     reasonbed splits dataset=pacs root=/data/PACS
-    reasonbed splits --config data.yaml holdout_fraction=0.2
+    reasonbed splits dataset=folder root=/data/MyDomains holdout_fraction=0.1
 
 Overrides are keys of reasonbed.data.catalog.DataConfig (no `data.` prefix here; --help-config lists them).
 """
