@@ -330,9 +330,9 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loop
 
 
 class OwnRayHead:
-    """A Ray head in its own temp dir, ports and process session, with the fake autoscaler."""
+    """A Ray head in its own temp dir, ports and process session, with the fake autoscaler (if given a config)."""
 
-    def __init__(self, root: Path, autoscaling_config: dict[str, Any], head_cpus: int, gcs_port: int) -> None:
+    def __init__(self, root: Path, autoscaling_config: dict[str, Any] | None, head_cpus: int, gcs_port: int) -> None:
         self.root = root
         self.gcs_port = gcs_port
         self.dashboard_port = _free_port()
@@ -340,13 +340,11 @@ class OwnRayHead:
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
         (root / "home").mkdir(parents=True, exist_ok=True)
         (root / "tmp").mkdir(exist_ok=True)
-        config_path = root / "autoscaling.json"
-        config_path.write_text(json.dumps(autoscaling_config))
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         env.update({
             "HOME": str(root / "home"), "TMPDIR": str(root / "tmp"), "RAY_TMPDIR": str(root / "ray"),
             "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
-            "RAY_FAKE_CLUSTER": "1", "RAY_enable_autoscaler_v2": "0", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+            "RAY_enable_autoscaler_v2": "0", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
             # Every node, fake ones included, on the loopback address.
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
@@ -359,8 +357,13 @@ class OwnRayHead:
             f"--num-cpus={head_cpus}", "--num-gpus=0", "--object-store-memory=200000000",
             f"--temp-dir={root / 'ray'}", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
             f"--ray-client-server-port={_free_port()}", "--dashboard-agent-listen-port=0",
-            "--disable-usage-stats", f"--autoscaling-config={config_path}",
+            "--disable-usage-stats",
         ]
+        if autoscaling_config is not None:
+            config_path = root / "autoscaling.json"
+            config_path.write_text(json.dumps(autoscaling_config))
+            env["RAY_FAKE_CLUSTER"] = "1"
+            self.command.append(f"--autoscaling-config={config_path}")
         self.log_path = root / "head.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
