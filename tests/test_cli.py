@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -222,3 +223,18 @@ def test_command_registry_is_the_only_dispatch() -> None:
     assert "elif" not in text and "COMMANDS.add(" in text
     assert dataclasses.is_dataclass(cli.Command)
     assert json.loads(json.dumps(cli.COMMANDS.names())) == sorted(cli.COMMANDS.names())
+
+
+def test_cluster_check_configs_validates_the_cluster_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`reasonbed cluster-check --configs cluster`: every file with Ray's validators, no Ray started."""
+    assert cli.main(["cluster-check", "--configs", str(REPO / "cluster")]) == 0
+    summary = json.loads(capsys.readouterr().out.split("cluster_check:", 1)[1])
+    assert summary == {"ok": True, "configs": str(REPO / "cluster"), "errors": []}
+    broken = tmp_path / "cluster"
+    shutil.copytree(REPO / "cluster", broken, ignore=shutil.ignore_patterns("runtime_env.yaml"))  # its paths: the repo's
+    (broken / "aws.yaml").write_text((REPO / "cluster" / "aws.yaml").read_text().replace("idle_timeout_minutes", "idle_timeout"))
+    job = broken / "kuberay" / "rayjob-tune-pacs.yaml"
+    job.write_text(job.read_text().replace("  entrypoint:", "  entry_point:", 1))
+    assert cli.main(["cluster-check", "--configs", str(broken)]) == 1
+    errors = json.loads(capsys.readouterr().out.split("cluster_check:", 1)[1])["errors"]
+    assert len(errors) == 2 and "aws.yaml" in errors[0] and "spec.entrypoint" in errors[1], errors

@@ -59,10 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def job(name: str, argv: Sequence[str] | None = None, doc: str | None = None) -> int:
     """What a jobs/*.py entry point runs: command `name` with the job's docstring as its help."""
-    import sys
-
-    prog = None if argv is not None else f"{sys.argv[0]}"
-    return run_command(COMMANDS.get(name), argv, prog=prog, doc=doc)
+    return run_command(COMMANDS.get(name), argv, doc=doc)
 
 
 __all__ = ["COMMANDS", "Command", "build_parser", "job", "main"]

@@ -346,7 +346,7 @@ def check_directory(directory: str | Path) -> list[str]:
             else:
                 validate_launcher_config(load_yaml(path))
         except Exception as error:  # noqa: BLE001 - every validator's error is a problem to list
-            problems.append(f"{path}: {type(error).__name__}: {error}")
+            problems.append(f"{path}: {type(error).__name__}: {str(error).splitlines()[0]}")
     for path in sorted((directory / "kuberay").glob("*.yaml")):
         for doc in load_yaml_documents(path):
             problems += [f"{path}: {problem}" for problem in kuberay_problems(doc)]
@@ -355,5 +355,5 @@ def check_directory(directory: str | Path) -> list[str]:
                 try:
                     raycluster_autoscaling_config(spec, name=doc.get("metadata", {}).get("name", "reasonbed"))
                 except Exception as error:  # noqa: BLE001
-                    problems.append(f"{path}: autoscaling config: {type(error).__name__}: {error}")
+                    problems.append(f"{path}: autoscaling config: {type(error).__name__}: {str(error).splitlines()[0]}")
     return problems
