@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from reasonbed import cli
-from reasonbed.cli.confighelp import describe, field_help, method_keys
+from reasonbed.cli.confighelp import describe, field_comments, field_help, method_keys
 from reasonbed.cli.resolved import redact, secret_key
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,6 +84,35 @@ def test_every_config_field_reachable_from_a_job_has_help() -> None:
     assert "engine.model.path" in {row.key for row in rows["generate"]}
     rl = {row.key: row for row in rows["rl"]}
     assert rl["method"].default == "grpo" and "method_config.rounds" not in rl
+
+
+def test_every_field_of_every_reachable_config_class_carries_a_comment() -> None:
+    """The project's rule, checked on the classes themselves (sections included, not only their docstring)."""
+    import typing
+
+    from reasonbed.data.catalog import DataConfig
+    from reasonbed.generation.config import GenerationConfig
+    from reasonbed.methods.base import METHODS
+    from reasonbed.train.config import TrainConfig
+    from reasonbed.tune.config import SweepConfig
+
+    todo = [DataConfig, GenerationConfig, TrainConfig, SweepConfig,
+            *(METHODS.get(name).config_class for name in METHODS.names())]
+    seen: set[type] = set()
+    missing = []
+    while todo:
+        cls = todo.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        comments = field_comments(cls)
+        hints = typing.get_type_hints(cls)
+        for item in dataclasses.fields(cls):
+            if not comments.get(item.name):
+                missing.append(f"{cls.__module__}.{cls.__qualname__}.{item.name}")
+            if dataclasses.is_dataclass(hints[item.name]):
+                todo.append(hints[item.name])
+    assert len(seen) >= 12 and not missing, missing
 
 
 def test_method_keys_name_their_methods() -> None:

@@ -74,12 +74,18 @@ def _own_field_help(cls: type) -> dict[str, str]:
     return found
 
 
-def field_help(cls: type) -> dict[str, str]:
-    """Help text of every field of dataclass `cls` (inherited fields from the class that writes them)."""
+def field_comments(cls: type) -> dict[str, str]:
+    """The comment of every commented field of dataclass `cls` (inherited ones from the class that writes them)."""
     merged: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         if dataclasses.is_dataclass(klass):
             merged.update({name: text for name, text in _own_field_help(klass).items() if text})
+    return merged
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Help text of every field of dataclass `cls`: its comment, or for a section its class's docstring."""
+    merged = field_comments(cls)
     sections = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         hint = sections.get(field.name)

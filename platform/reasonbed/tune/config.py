@@ -28,7 +28,7 @@ class SweepConfig:
     """A LODO hyperparameter sweep: one Optuna study per (method, test domain, seed)."""
 
     name: str = ""  # sweep folder name (default: dataset + a hash of this config)
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataConfig = field(default_factory=DataConfig)  # the dataset; every trial trains on its LODO splits
     methods: list[str] = field(default_factory=lambda: ["direct", "mtct"])  # methods to tune
     test_domains: list[str] = field(default_factory=list)  # default: every domain of the dataset
     seeds: list[int] = field(default_factory=lambda: [0])  # trial seeds (data order, LoRA init)
@@ -42,7 +42,7 @@ class SweepConfig:
     chains: str = ""  # teacher chains for methods that need them (a generation output)
     generate_chains: bool = False  # generate chains first (generation config below) if chains is empty
     generation: dict[str, Any] = field(default_factory=dict)  # GenerationConfig values for that
-    asha: AshaConfig = field(default_factory=AshaConfig)
+    asha: AshaConfig = field(default_factory=AshaConfig)  # early stopping of weak trials
     sampler_seed: int = 0  # TPE seed
     allow_autoscaling: bool = False  # skip the resource check (an autoscaler will add nodes)
     ray_address: str = ""  # join this Ray cluster (empty: RAY_ADDRESS or a local Ray)
