@@ -47,6 +47,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))  # this checkout's package first
+from bench_common import bench_workspace, parse, write_bench_results  # noqa: E402
+
 TARGET_B_OVER_A = 0.85
 
 
@@ -75,12 +78,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", default="", help="also write the results to this file")
     parser.add_argument("--workdir", default="", help="data and outputs (default: a temporary directory)")
     parser.add_argument("--stage-worker", default="", help=argparse.SUPPRESS)  # internal: run (a) or (c)
-    args = parser.parse_args(argv)
-    if args.smoke_test:
-        args.size, args.images_per_class, args.max_tokens, args.batch_size, args.rounds = "tiny", 1, 16, 3, 1
-    if (6 * args.images_per_class) % args.batch_size:
-        parser.error(f"--batch-size {args.batch_size} must divide the {6 * args.images_per_class} images per domain")
-    return args
+
+    def resolve(args: argparse.Namespace) -> None:
+        if args.smoke_test:
+            args.size, args.images_per_class, args.max_tokens, args.batch_size, args.rounds = "tiny", 1, 16, 3, 1
+        if (6 * args.images_per_class) % args.batch_size:
+            raise ValueError(f"--batch-size {args.batch_size} must divide the {6 * args.images_per_class} "
+                             "images per domain")
+        sampling_config(args)  # checks n, temperature and max_tokens
+
+    return parse(parser, argv, resolve)
 
 
 def sampling_config(args: argparse.Namespace) -> Any:
@@ -314,8 +321,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.stage_worker:
         stage_worker(args.stage_worker)
         return 0
-    from reasonbed.jobcli import bench_workspace, write_bench_results
-
     workdir, data_root, model_dir = bench_workspace(args.workdir, "reasonbed-bench-gen-", args.images_per_class,
                                                     args.size)
     images = 24 * args.images_per_class
@@ -348,8 +353,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))  # runnable from a checkout
-    import reasonbed  # noqa: F401 - torchvision fix before anything imports it
-    from reasonbed.jobcli import run_job
-
-    raise SystemExit(run_job(main))
+    raise SystemExit(main())

@@ -41,6 +41,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))  # this checkout's package first
+from bench_common import bench_workspace, parse, write_bench_results  # noqa: E402
+
 TARGET_OVERHEAD = 0.10
 
 
@@ -61,10 +64,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", default="", help="also write the results to this file")
     parser.add_argument("--workdir", default="", help="data and run directories (default: a temporary one)")
     parser.add_argument("--stage-worker", default="", help=argparse.SUPPRESS)  # internal: the plain loop
-    args = parser.parse_args(argv)
-    if args.smoke_test:
-        args.size, args.steps, args.batch_size, args.images_per_class, args.rounds = "tiny", 4, 4, 2, 1
-    return args
+
+    def resolve(args: argparse.Namespace) -> None:
+        if args.smoke_test:
+            args.size, args.steps, args.batch_size, args.images_per_class, args.rounds = "tiny", 4, 4, 2, 1
+        if not args.stage_worker:  # the run's TrainConfig, checked with stand-ins for the paths made later
+            from reasonbed.cli.checks import check_train
+
+            check_train(train_config(args, "<workdir>/data", "<factory model>", "<workdir>/run"))
+
+    return parse(parser, argv, resolve)
 
 
 def train_config(args: argparse.Namespace, data_root: str, model_dir: str, run_dir: str) -> Any:
@@ -158,7 +167,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     import ray
 
-    from reasonbed.jobcli import bench_workspace, write_bench_results
     from reasonbed.ray_runtime import init_ray
 
     workdir, data_root, model_dir = bench_workspace(args.workdir, "reasonbed-bench-train-", args.images_per_class,
@@ -182,8 +190,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))  # runnable from a checkout
-    import reasonbed  # noqa: F401 - torchvision fix before anything imports it
-    from reasonbed.jobcli import run_job
-
-    raise SystemExit(run_job(main))
+    raise SystemExit(main())

@@ -7,8 +7,11 @@ and dropout 0.05, and tau grows as the learning rate falls. For each seed, rando
 trials to max_t epochs; its best val_acc is the bar. Optuna+ASHA then runs until a report reaches
 that bar; the figure is the trial-epochs it needed over random search's N * max_t.
 
-One machine:   python jobs/bench_tune.py            (about a minute; --smoke-test: a few seconds)
-On a cluster:  ray job submit --address http://HEAD:8265 -- python jobs/bench_tune.py --samples 48
+One machine (about a minute; --smoke-test: a few seconds):
+    python jobs/bench_tune.py
+    python jobs/bench_tune.py --smoke-test
+On a cluster:
+    ray job submit --address http://HEAD:8265 -- python jobs/bench_tune.py --samples 48
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ import statistics
 import sys
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))  # this checkout's package first
+from bench_common import parse  # noqa: E402
 
 SPACE_BOUNDS = {"lr": (1e-5, 1e-2), "dropout": (0.0, 0.3)}
 RANKS = [4, 8, 16, 32, 64]
@@ -102,11 +108,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=24, help="trials per search")
     parser.add_argument("--max-t", type=int, default=9, help="epochs per full trial")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--smoke-test", action="store_true")
-    args = parser.parse_args(argv)
-    if args.smoke_test:
-        args.samples, args.max_t, args.seeds = 6, 3, "0"
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, one search pair each")
+    parser.add_argument("--smoke-test", action="store_true", help="6 trials of 3 epochs, seed 0")
+
+    def resolve(args: argparse.Namespace) -> None:
+        if args.smoke_test:
+            args.samples, args.max_t, args.seeds = 6, 3, "0"
+        if args.samples < 1 or args.max_t < 1:
+            raise ValueError(f"--samples ({args.samples}) and --max-t ({args.max_t}) must be >= 1")
+        [int(s) for s in args.seeds.split(",")]  # noqa: B018 - a bad seed list fails here
+
+    args = parse(parser, argv, resolve)
     init_ray()
     storage = tempfile.mkdtemp(prefix="bench-tune-")
     ratios = []
@@ -125,7 +137,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))  # runnable from a checkout
-    import reasonbed  # noqa: F401
-
     raise SystemExit(main())

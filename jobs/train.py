@@ -1,59 +1,32 @@
-"""Fine-tune an MLLM with LoRA on one leave-one-domain-out split, on Ray Train.
+"""Fine-tune an MLLM with LoRA on one leave-one-domain-out split, on Ray Train (`reasonbed train`).
 
 One machine (tiny model, synthetic benchmark, local Ray, CPU):
     python jobs/train.py --method direct --smoke-test
     python jobs/train.py --method mtct --smoke-test          # generates template chains first
-Real data and model on a cluster:
+Real data and model on a cluster (bf16, 8 GPUs, chains and checkpoints on S3): Qwen2.5-VL-7B from
+configs/, or InternVL3-8B named by flags:
     ray job submit --address http://HEAD:8265 --runtime-env cluster/runtime_env.yaml -- \
-        python jobs/train.py --method mtct --dataset pacs --data-root s3://bucket/PACS \
-        --test-domain sketch --model OpenGVLab/InternVL3-8B-hf --family internvl3 \
-        --chains s3://bucket/chains/pacs --workers 8 --gpu --run-dir /mnt/runs/mtct-sketch
+        python jobs/train.py --config configs/train_qwen2_5_vl_7b.yaml --data-root s3://bucket/PACS \
+        --chains s3://bucket/chains/pacs --storage s3://bucket/reasonbed/train --run-dir runs/mtct-sketch
+    ray job submit --address http://HEAD:8265 --runtime-env cluster/runtime_env.yaml -- \
+        python jobs/train.py --method mtct --dataset pacs --data-root s3://bucket/PACS --test-domain sketch \
+        --model OpenGVLab/InternVL3-8B-hf --family internvl3 --dtype bfloat16 --chains s3://bucket/chains/pacs \
+        --workers 8 --gpu --run-dir runs/mtct-sketch --storage s3://bucket/reasonbed/train
 Anything else is a key=value override of reasonbed.train.config.TrainConfig, e.g.
-`optim.lr=1e-4 lora.r=16 method_config.reasoning_weight=0.5 eval.every=100`.
+`optim.lr=1e-4 lora.r=16 method_config.reasoning_weight=0.5 eval.every=100`; `--help-config` lists
+every key, `--dry-run` prints the resolved config and starts nothing.
 """
 
-from __future__ import annotations
-
-import json
 import sys
-import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
-FLAGS = {
-    "method": "method", "dataset": "data.dataset", "data_root": "data.root", "test_domain": "test_domain",
-    "model": "model.path", "family": "model.family", "chains": "chains", "workers": "scale.num_workers",
-    "run_dir": "run_dir", "epochs": "optim.epochs", "lr": "optim.lr", "batch_size": "optim.batch_size",
-}
-SMOKE = {
-    "data": {"dataset": "synthetic_shapes", "images_per_class": 4},
-    "optim": {"batch_size": 8, "epochs": 1.0, "lr": 2e-3, "warmup_ratio": 0.0},
-    "eval": {"every": 4, "max_per_domain": 6, "reasoning_max_tokens": 48},
-    "method_config": {},
-}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))  # this checkout's package first
+from reasonbed.cli import job  # noqa: E402
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from reasonbed.jobcli import flag_parser, parse_job_args, resolve_config
-    from reasonbed.train.config import TrainConfig
-    from reasonbed.train.run import run
-
-    parser = flag_parser(__doc__, FLAGS, gpu_help="one GPU per worker")
-    args = parse_job_args(parser, argv)
-    cfg = resolve_config(TrainConfig, args, FLAGS, SMOKE)
-    if args.smoke_test and cfg.run_dir == TrainConfig.run_dir:
-        from dataclasses import replace
-
-        cfg = replace(cfg, run_dir=tempfile.mkdtemp(prefix=f"reasonbed-train-{cfg.method}-"))
-    result = run(cfg, smoke=args.smoke_test)
-    final = {key: value for key, value in result.final.items() if key in ("step", "loss", "val_acc", "test_acc")}
-    print(json.dumps({"run_dir": str(result.run_dir), "adapter": str(result.adapter), **final}))
-    return 0
+def main(argv: list[str] | None = None) -> int:
+    return job("train", argv, __doc__)
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))  # runnable from a checkout
-    import reasonbed  # noqa: F401 - torchvision fix before anything imports it
-    from reasonbed.jobcli import run_job
-
-    raise SystemExit(run_job(main))
+    raise SystemExit(main())

@@ -35,7 +35,8 @@ from typing import Any
 import pytest
 import yaml
 
-from reasonbed import cluster as rc
+from reasonbed.cli import cluster_check
+from reasonbed.cli import cluster_files as rc
 from reasonbed.ray_runtime import SETUP_HOOK, worker_runtime_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -284,8 +285,9 @@ def test_rayjobs_run_the_project_jobs_on_the_same_cluster_spec() -> None:
     expected = {"rayjob-tune-pacs.yaml": "jobs/tune_pacs.py", "rayjob-generate-reasoning.yaml": "jobs/generate_reasoning.py"}
     for name, script in expected.items():
         spec = docs[name]["spec"]
-        entry = spec["entrypoint"].split()
-        assert entry[:2] == ["python", script] and entry[entry.index("--dataset") + 1] == "pacs"
+        entry = spec["entrypoint"].split()  # tests/test_documented_commands.py runs it with --dry-run
+        assert entry[:2] == ["python", script] and (REPO / entry[entry.index("--config") + 1]).is_file()
+        assert entry[entry.index("--data-root") + 1].startswith("s3://")
         assert spec["rayClusterSpec"] == cluster_spec, f"{name}: rayClusterSpec drifted from raycluster.yaml"
         assert spec["shutdownAfterJobFinishes"] is True
         runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
@@ -295,11 +297,6 @@ def test_rayjobs_run_the_project_jobs_on_the_same_cluster_spec() -> None:
 
 
 def test_cluster_check_cli() -> None:
-    sys.path.insert(0, str(REPO / "jobs"))
-    try:
-        import cluster_check
-    finally:
-        sys.path.remove(str(REPO / "jobs"))
     args = cluster_check.build_parser().parse_args(["--smoke-test", "--require", "generation_node=1",
                                                     "--require", "train_node"])
     assert args.smoke_test and args.require == [("generation_node", 1.0), ("train_node", 1.0)]
@@ -333,9 +330,9 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loop
 
 
 class OwnRayHead:
-    """A Ray head in its own temp dir, ports and process session, with the fake autoscaler."""
+    """A Ray head in its own temp dir, ports and process session, with the fake autoscaler (if given a config)."""
 
-    def __init__(self, root: Path, autoscaling_config: dict[str, Any], head_cpus: int, gcs_port: int) -> None:
+    def __init__(self, root: Path, autoscaling_config: dict[str, Any] | None, head_cpus: int, gcs_port: int) -> None:
         self.root = root
         self.gcs_port = gcs_port
         self.dashboard_port = _free_port()
@@ -343,13 +340,11 @@ class OwnRayHead:
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
         (root / "home").mkdir(parents=True, exist_ok=True)
         (root / "tmp").mkdir(exist_ok=True)
-        config_path = root / "autoscaling.json"
-        config_path.write_text(json.dumps(autoscaling_config))
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         env.update({
             "HOME": str(root / "home"), "TMPDIR": str(root / "tmp"), "RAY_TMPDIR": str(root / "ray"),
             "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
-            "RAY_FAKE_CLUSTER": "1", "RAY_enable_autoscaler_v2": "0", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+            "RAY_enable_autoscaler_v2": "0", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
             # Every node, fake ones included, on the loopback address.
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
@@ -362,8 +357,13 @@ class OwnRayHead:
             f"--num-cpus={head_cpus}", "--num-gpus=0", "--object-store-memory=200000000",
             f"--temp-dir={root / 'ray'}", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
             f"--ray-client-server-port={_free_port()}", "--dashboard-agent-listen-port=0",
-            "--disable-usage-stats", f"--autoscaling-config={config_path}",
+            "--disable-usage-stats",
         ]
+        if autoscaling_config is not None:
+            config_path = root / "autoscaling.json"
+            config_path.write_text(json.dumps(autoscaling_config))
+            env["RAY_FAKE_CLUSTER"] = "1"
+            self.command.append(f"--autoscaling-config={config_path}")
         self.log_path = root / "head.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -14,9 +14,9 @@ from reasonbed.inference.base import EngineConfig, SamplingConfig
 class GenerationConfig:
     """Teacher chains for every image of a dataset (see docs/generation.md)."""
 
-    data: DataConfig = field(default_factory=DataConfig)
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    data: DataConfig = field(default_factory=DataConfig)  # the images to write chains for
+    engine: EngineConfig = field(default_factory=EngineConfig)  # the teacher: engine, model (engine.model.*), actors
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)  # candidates per image and how they are sampled
     output: str = ""  # local directory or s3://bucket/prefix for shards and manifest
     output_storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options (no secrets)
     domains: list[str] = field(default_factory=list)  # domains to generate for (empty = all)

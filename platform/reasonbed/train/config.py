@@ -92,12 +92,12 @@ class TrainConfig:
     method: str = "direct"  # a registered method: direct, reasoning, mtct, sarr, grpo, ...
     method_config: dict[str, Any] = field(default_factory=dict)  # the method's own fields (see its config)
     test_domain: str = ""  # the held-out domain (default: the dataset's first domain)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    data: DataConfig = field(default_factory=DataConfig)  # the dataset and its LODO split
+    model: ModelConfig = field(default_factory=ModelConfig)  # the MLLM to fine-tune
+    lora: LoraConfig = field(default_factory=LoraConfig)  # the adapters it trains
+    optim: OptimConfig = field(default_factory=OptimConfig)  # optimizer, schedule, steps
+    eval: EvalConfig = field(default_factory=EvalConfig)  # per-domain evaluation and its cadence
+    scale: ScaleConfig = field(default_factory=ScaleConfig)  # Ray Train workers and their resources
     chains: str = ""  # generation output with teacher chains (reasoning, mtct, sarr)
     # Train on chains written with the label shown (generation second_pass=rationalize) too; off: only blind ones.
     allow_label_conditioned: bool = False

@@ -135,12 +135,16 @@ def _params(section: Any, source: str) -> dict[str, Param]:
 
 
 def resolve_directory(directory: str | Path) -> Path:
-    """A relative directory missing from the working directory falls back to the checkout's own."""
+    """A relative directory missing from the working directory falls back to the checkout's own, then to
+    the copy an installed wheel carries inside the package (built from the checkout's, see setup.py)."""
     path = Path(directory)
     if path.is_dir() or path.is_absolute():
         return path
-    bundled = Path(__file__).resolve().parents[3] / path  # <checkout>/search_spaces
-    return bundled if bundled.is_dir() else path
+    here = Path(__file__).resolve()
+    for bundled in (here.parents[3] / path, here.parents[1] / path):  # <checkout>/search_spaces, reasonbed/...
+        if bundled.is_dir():
+            return bundled
+    return path
 
 
 def load_space(directory: str | Path, method: str, dataset: str) -> SearchSpace:

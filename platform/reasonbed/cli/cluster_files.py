@@ -1,5 +1,6 @@
 """Cluster configs as data: load and check the launcher YAMLs, the KubeRay manifests and the runtime_env.
 
+Used by `reasonbed cluster-check --configs cluster` (`check_directory`) and by tests/test_cluster.py.
 The files live in the repository's `cluster/` folder (`aws.yaml`, `gcp.yaml`, `kuberay/*.yaml`,
 `runtime_env.yaml`); this module reads them and checks them with Ray's own machinery, so a Ray
 version bump that changes a schema shows up as a failing check rather than as a failed `ray up`:
@@ -16,6 +17,7 @@ version bump that changes a schema shows up as a failing check rather than as a 
   CRDs require (`KUBERAY_REQUIRED_FIELDS`, taken from KubeRay's API types; no CRD schema for KubeRay
   is published on the package registries this project can reach).
 - `load_runtime_env` reads `cluster/runtime_env.yaml` and validates it as a Ray `RuntimeEnv`.
+- `check_directory` runs all of these over a `cluster/` folder and lists the problems.
 
 Ray imports happen inside the functions, so importing this module is cheap.
 """
@@ -63,7 +65,7 @@ KUBERAY_ENUMS: dict[str, tuple[str, ...]] = {
 
 def repo_root() -> Path:
     """The repository root (holding `cluster/`) for a source checkout, else the working directory."""
-    here = Path(__file__).resolve().parents[2]
+    here = Path(__file__).resolve().parents[3]
     return here if (here / "cluster").is_dir() else Path.cwd()
 
 
@@ -327,3 +329,31 @@ def ray_start_resources(params: Mapping[str, str]) -> dict[str, int]:
     if not raw:
         return {}
     return json.loads(raw.strip()[1:-1].replace("\\", ""))
+
+
+def check_directory(directory: str | Path) -> list[str]:
+    """Every problem of a `cluster/` folder: launcher YAMLs (Ray's schema), runtime_env.yaml (Ray's
+    RuntimeEnv, paths relative to the folder's parent), KubeRay manifests (required fields and the
+    autoscaler's translation of their RayCluster spec). Empty when all is well."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return [f"{directory}: not a directory"]
+    problems: list[str] = []
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            if path.name == "runtime_env.yaml":
+                load_runtime_env(path, base=directory.resolve().parent)
+            else:
+                validate_launcher_config(load_yaml(path))
+        except Exception as error:  # noqa: BLE001 - every validator's error is a problem to list
+            problems.append(f"{path}: {type(error).__name__}: {str(error).splitlines()[0]}")
+    for path in sorted((directory / "kuberay").glob("*.yaml")):
+        for doc in load_yaml_documents(path):
+            problems += [f"{path}: {problem}" for problem in kuberay_problems(doc)]
+            spec = doc.get("spec", {}) if doc.get("kind") == "RayCluster" else doc.get("spec", {}).get("rayClusterSpec")
+            if isinstance(spec, Mapping):
+                try:
+                    raycluster_autoscaling_config(spec, name=doc.get("metadata", {}).get("name", "reasonbed"))
+                except Exception as error:  # noqa: BLE001
+                    problems.append(f"{path}: autoscaling config: {type(error).__name__}: {str(error).splitlines()[0]}")
+    return problems
