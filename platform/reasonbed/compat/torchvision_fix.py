@@ -81,7 +81,7 @@ class TorchvisionOpsFinder(importlib.abc.MetaPathFinder):
         if fullname != _TARGET:
             return None
         for finder in sys.meta_path:
-            if isinstance(finder, TorchvisionOpsFinder):
+            if type(finder).__name__ == "TorchvisionOpsFinder":
                 continue
             find = getattr(finder, "find_spec", None)
             spec = find(fullname, path, target) if find else None
@@ -93,7 +93,7 @@ class TorchvisionOpsFinder(importlib.abc.MetaPathFinder):
 
 def install() -> None:
     """Install the import hook once per process (idempotent, imports nothing heavy)."""
-    if any(isinstance(finder, TorchvisionOpsFinder) for finder in sys.meta_path):
+    if any(type(finder).__name__ == "TorchvisionOpsFinder" for finder in sys.meta_path):  # any copy of this module
         return
     sys.meta_path.insert(0, TorchvisionOpsFinder())
     if _TARGET in sys.modules:  # torchvision already imported (successfully) before us
@@ -101,9 +101,22 @@ def install() -> None:
 
 
 PTH_NAME = "reasonbed_torchvision_fix.pth"
-# A .pth line that starts with "import" is executed at interpreter start-up; it must never fail.
-PTH_LINE = ("import importlib.util as _u; _u.find_spec('reasonbed') and "
-            "__import__('reasonbed.compat.torchvision_fix', fromlist=['install']).install()\n")
+# A .pth line that starts with "import" is executed at interpreter start-up; it must never fail. It loads
+# this file under a private name WITHOUT importing the `reasonbed` package, so a script may still put another
+# checkout's platform/ first on sys.path (jobs/*.py do) and import that one.
+_STARTUP_CODE = """try:
+    import importlib.util as _u, os as _o
+    _s = _u.find_spec('reasonbed')
+    if _s is not None and _s.submodule_search_locations:
+        _f = _o.path.join(list(_s.submodule_search_locations)[0], 'compat', 'torchvision_fix.py')
+        _m = _u.spec_from_file_location('_reasonbed_torchvision_fix', _f)
+        _x = _u.module_from_spec(_m)
+        _m.loader.exec_module(_x)
+        _x.install()
+except Exception:
+    pass
+"""
+PTH_LINE = f"import sys; exec({_STARTUP_CODE!r})\n"
 
 
 def startup_file(site_packages: str | None = None) -> str:
