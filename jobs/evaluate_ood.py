@@ -1,0 +1,25 @@
+"""Evaluate MLLMs out of distribution: zero-shot, in-context learning under shift, domain knowledge
+and the linear-probe diagnosis, for a base model and its fine-tuned adapters side by side.
+
+One machine (tiny model, synthetic benchmark, local Ray, CPU):
+    python jobs/evaluate_ood.py --smoke-test --output runs/ood-smoke
+PACS on a real model, base against a trained adapter, on a cluster:
+    ray job submit --address http://HEAD:8265 --runtime-env cluster/runtime_env.yaml -- \
+        python jobs/evaluate_ood.py --dataset pacs --data-root /data/PACS \
+        --model OpenGVLab/InternVL3-8B-hf --family internvl3 --adapter /mnt/runs/mtct-sketch \
+        --actors 4 --num-gpus 1 --output /mnt/runs/ood-pacs engine.max_model_len=8192
+`--dry-run` prints the resolved config; everything else: reasonbed.evaluation.job (docs/evaluation.md).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))  # runnable from a checkout
+    import reasonbed  # noqa: F401 - torchvision fix before anything imports it
+    from reasonbed.evaluation.job import main
+    from reasonbed.jobcli import run_job
+
+    raise SystemExit(run_job(main))
