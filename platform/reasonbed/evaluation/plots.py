@@ -47,6 +47,7 @@ def accuracy_vs_k(results: pd.DataFrame, model: str, prompt: str, panels: Sequen
             ax.plot([0], [100 * knowledge.iloc[0]], marker="*", markersize=13, linestyle="", color="black",
                     label="knowledge (k=0)")
         ax.set_title(domain, fontsize=10)
+        ax.set_xticks(sorted({0, *rows["k"].tolist()}))
         ax.set_xlabel("in-context examples k")
         ax.set_ylim(-2, 102)
     axes[0][0].set_ylabel("accuracy (%)")

@@ -161,15 +161,15 @@ class Sampler:
         groups: dict[tuple[int, str], list[Item]] = {}
         for item in pool:
             groups.setdefault((item.label, item.nuisance), []).append(item)
-        mapping: dict[int, str] = {}
-        for label in rng.sample(sorted(set(labels)), len(set(labels))):
-            need = labels.count(label)
-            fitting = [value for value in values if len(groups.get((label, value), [])) >= need
-                       and not (label == query.label and value == query.nuisance)]
-            if not fitting:
-                raise Unavailable(f"no {self.nuisance} has {need} image(s) of class {self.class_names[label]!r}")
-            unused = [value for value in fitting if value not in mapping.values()]
-            mapping[label] = rng.choice(unused or fitting)
+        shown = rng.sample(sorted(set(labels)), len(set(labels)))
+        fitting = {label: [value for value in rng.sample(values, len(values))
+                           if len(groups.get((label, value), [])) >= labels.count(label)
+                           and not (label == query.label and value == query.nuisance)] for label in shown}
+        capacity = -(-len(shown) // len(values))  # each value serves this many classes at most (1: distinct)
+        mapping = _assign(shown, fitting, capacity, {})
+        if mapping is None:
+            raise Unavailable(f"the images of domain {query.domain!r} cannot give {len(shown)} classes "
+                              f"{self.nuisance} values of their own")
         examples: list[Item] = []
         for label, value in sorted(mapping.items()):
             examples.extend(rng.sample(groups[(label, value)], labels.count(label)))
@@ -177,3 +177,19 @@ class Sampler:
         cue = [label for label, value in sorted(mapping.items()) if value == query.nuisance]
         return Episode("spurious", k, query, examples, [item.label for item in examples],
                        cue[0] if len(cue) == 1 else -1)
+
+
+def _assign(labels: list[int], fitting: dict[int, list[str]], capacity: int,
+            mapping: dict[int, str]) -> dict[int, str] | None:
+    """A nuisance value per label from its fitting values, no value used more than `capacity` times
+    (backtracking, in the given seeded orders); None when there is none."""
+    if len(mapping) == len(labels):
+        return dict(mapping)
+    label = labels[len(mapping)]
+    used = list(mapping.values())
+    for value in fitting[label]:
+        if used.count(value) < capacity:
+            found = _assign(labels, fitting, capacity, {**mapping, label: value})
+            if found is not None:
+                return found
+    return None
