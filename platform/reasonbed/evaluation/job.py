@@ -43,17 +43,17 @@ SMOKE = {
 
 def run_evaluation(cfg: EvalConfig) -> Path:
     """Plan, answer (resumable), probe and report; returns the path of report.md."""
-    import pandas as pd
+    import pyarrow as pa
+    import yaml
 
     from reasonbed import storage
-    from reasonbed.config import dump_yaml
     from reasonbed.data import catalog
     from reasonbed.evaluation.features import domain_features
     from reasonbed.evaluation.plan import load_items, plan_model_shards, plan_rows, resolve_models
     from reasonbed.evaluation.probe import fit_probes
     from reasonbed.evaluation.prompts import knowledge_text
     from reasonbed.evaluation.report import ReportInputs, write_report
-    from reasonbed.evaluation.run import SCHEMA, run_model
+    from reasonbed.evaluation.run import SCHEMA, read_shard, run_model
     from reasonbed.evaluation.sampling import Sampler
     from reasonbed.generation.shards import ShardStore
     from reasonbed.prompts import classification_prompt
@@ -72,7 +72,8 @@ def run_evaluation(cfg: EvalConfig) -> Path:
     out = Path(cfg.output)
     store = ShardStore(str(out / "predictions"))
     store.check_writable()
-    dump_yaml(cfg, out / "config.yaml")
+    record = provenance(cfg, index)  # storage options redacted
+    (out / "config.yaml").write_text(yaml.safe_dump(record["config"], sort_keys=False))
     init_ray(address=cfg.ray_address or None)
     max_tokens = {"direct": cfg.max_tokens_direct, "reasoning": cfg.max_tokens_reasoning}
     tables = []
@@ -83,8 +84,8 @@ def run_evaluation(cfg: EvalConfig) -> Path:
                  len(shards) - len(todo))
         run_model(model, todo, store, spec.display_names, knowledge_text(spec), max_tokens, cfg.seed, root,
                   dict(cfg.data.storage_options))
-        tables.append(store.read(f"{model.key}/").select(SCHEMA.names).to_pandas())
-    predictions = pd.concat(tables, ignore_index=True)
+        tables += [read_shard(store, shard) for shard in shards]  # the planned ones only, never stale files
+    predictions = pa.concat_tables(tables).select(SCHEMA.names).to_pandas()
     probe_rows, feature_seconds = [], {}
     if cfg.probe.enabled and cfg.engine.name != "openai" and len(spec.domains) > 1:
         pool = {domain: sampler.queries(domain, cfg.probe.max_images_per_domain) for domain in spec.domains}
@@ -95,7 +96,7 @@ def run_evaluation(cfg: EvalConfig) -> Path:
             probe_rows += [{"model": model.name, **row} for row in fit_probes(
                 features, domains, cfg.probe.features, len(spec.classes), cfg.probe.c, cfg.probe.max_iter, cfg.seed)]
     inputs = ReportInputs(cfg, spec, models, domains, predictions, probe_rows, feature_seconds, skipped, nuisance,
-                          provenance(cfg, index), time.perf_counter() - started)
+                          record, time.perf_counter() - started)
     return write_report(inputs, out)
 
 

@@ -139,3 +139,11 @@ def run_model(model: ResolvedModel, shards: list[Shard], store: ShardStore, clas
     if pending:
         raise RuntimeError(f"evaluation of {model.name} ended with incomplete shards: {sorted(pending)[:5]}")
     return written
+
+
+def read_shard(store: ShardStore, shard: Shard) -> pa.Table:
+    """One written shard's answered rows."""
+    import pyarrow.parquet as pq
+
+    with store.fs.open(store.path(shard.name), "rb") as handle:
+        return pq.read_table(handle)
