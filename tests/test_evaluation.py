@@ -205,3 +205,20 @@ def test_metrics_from_answered_rows():
     assert table.loc["mean", "accuracy"] == pytest.approx(1 / 6) and table.loc["mean", "n"] == 4
     matrix = confusion_matrices(pd.DataFrame(rows), 2)[("m", "direct", "label_shift", 2, "a")]
     assert matrix.tolist() == [[1, 0, 0], [1, 0, 1]]
+
+
+def test_dry_run_prints_the_resolved_config_and_starts_nothing(tmp_path, capsys):
+    import yaml
+
+    from reasonbed.evaluation.job import main
+
+    out = tmp_path / "out"
+    assert main(["--smoke-test", "--dry-run", "--output", str(out), "--model", "/models/base", "--family",
+                 "qwen2_5_vl", "--adapter", "runs/mtct", "--adapter", "runs/sarr", "--shots", "0,4",
+                 "prompts=[direct]"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert [(m["model"]["path"], m["model"]["family"], m["adapter"]) for m in printed["models"]] == [
+        ("/models/base", "qwen2_5_vl", ""), ("/models/base", "qwen2_5_vl", "runs/mtct"),
+        ("/models/base", "qwen2_5_vl", "runs/sarr")]
+    assert printed["shots"] == [0, 4] and printed["prompts"] == ["direct"] and printed["queries_per_domain"] == 6
+    assert not out.exists()
