@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from reasonbed.data.specs import DatasetSpec
-from reasonbed.prompts import classification_prompt, reasoning_prompt
+from reasonbed.prompts import classification_prompt
+from reasonbed.train.evaluate import prompt_for
 
 
 def example_prompt(class_names: Sequence[str]) -> str:
@@ -40,5 +41,5 @@ def knowledge_text(spec: DatasetSpec) -> str:
 
 def query_prompt(kind: str, class_names: Sequence[str], knowledge: str = "") -> str:
     """The query turn's text: the direct or reasoning prompt, after the knowledge paragraph if given."""
-    prompt = reasoning_prompt(class_names) if kind == "reasoning" else classification_prompt(class_names)
+    prompt = prompt_for(kind, class_names)
     return f"{knowledge}\n{prompt}" if knowledge else prompt

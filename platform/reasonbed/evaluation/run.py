@@ -23,7 +23,7 @@ from reasonbed.evaluation.plan import ResolvedModel
 from reasonbed.evaluation.prompts import example_prompt, query_prompt
 from reasonbed.generation.shards import Shard, ShardStore
 from reasonbed.inference.base import EngineConfig, Example, Request, SamplingConfig, build_engine
-from reasonbed.prompts import parse_answer
+from reasonbed.train.evaluate import answer_class
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class EvalActor:
             completions = self.engine.generate([self._request(row) for row in chunk], sampling)
             seconds = (time.perf_counter() - started) / max(1, len(chunk))
             for row, (completion, *_) in zip(chunk, completions, strict=True):
-                predicted = parse_answer(completion.text, kind, self.class_names)
+                predicted = answer_class(completion.text, kind, self.class_names)
                 out.append({
                     **{name: row[name] for name in (*SCHEMA.names, "shard") if name in row}, "model": self.model_name,
                     "model_key": self.model_key, "completion": completion.text,
