@@ -186,7 +186,9 @@ def _real_run_problems(command: Documented, resolved: dict[str, Any]) -> list[st
     if not isinstance(data, dict) or data.get("dataset") in OFFLINE_GENERATORS:
         return []
     problems = []
-    if "engine" in resolved:  # generation
+    if "models" in resolved:  # OOD evaluation: the first model is the base one
+        model, gpus, store = resolved["models"][0]["model"], resolved["engine"]["num_gpus"] > 0, resolved["output"]
+    elif "engine" in resolved:  # generation
         model, gpus, store = resolved["engine"]["model"], resolved["engine"]["num_gpus"] > 0, resolved["output"]
     elif "methods" in resolved:  # sweep: the per-trial training config, and the teacher if chains are generated
         train = flatten(resolved["train"])

@@ -34,6 +34,7 @@ from reasonbed.generation.pipeline import redacted_config, run_generation
 from reasonbed.generation.schema import SCHEMA
 from reasonbed.generation.shards import ShardStore
 from reasonbed.inference.base import EngineConfig, Request, SamplingConfig
+from reasonbed.inference.openai_engine import OpenAIEngine
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +69,7 @@ def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     log_path = tmp_path_factory.mktemp("vllm-server") / "server.log"
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model_dir),
                "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
-               "--max-model-len", "1024", "--limit-mm-per-prompt", '{"image":1}', "--api-key", KEY]
+               "--max-model-len", "1024", "--limit-mm-per-prompt", '{"image":3}', "--api-key", KEY]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}  # caches stay under the session's temp dir
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -272,3 +273,27 @@ def test_wrong_key_is_a_prompt_clear_error_without_retries(photo_shapes, vllm_se
     assert KEY not in message
     assert proxy.posts == 1  # a 401 is not retried (5 retries would have taken ~15 s of backoff)
     assert elapsed < 5.0
+
+
+def test_in_context_examples_go_as_earlier_turns_like_transformers(photo_shapes, vllm_server, tiny_model_dir,
+                                                                  monkeypatch):
+    """Two in-context examples (earlier user/assistant turns with images): the endpoint answers them
+    greedily exactly as transformers does on the prompt `build_chat_prompt(examples=...)` builds."""
+    from PIL import Image
+
+    from reasonbed.inference.base import Example, build_engine
+    from reasonbed.models import ModelConfig
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    images = {shape: Image.open(next((photo_shapes / "photo" / shape).glob("*.png"))).convert("RGB")
+              for shape in ("star", "ring", "square")}
+    question = "What type of object is in this photo? Choose from the following options: ring, square, star."
+    request = Request(images["star"], question, {"id": "star-0"},
+                      [Example(images["ring"], question, "ring"), Example(images["square"], question, "square")])
+    sampling = SamplingConfig(n=1, temperature=0.0, max_tokens=8)
+    remote = OpenAIEngine(_engine_cfg(vllm_server.url + "/v1", vllm_server.served_model)).generate(
+        [request], sampling)[0][0]
+    local = build_engine(EngineConfig(name="hf", model=ModelConfig(path=str(tiny_model_dir)))).generate(
+        [request], sampling)[0][0]
+    assert remote.prompt_tokens == local.prompt_tokens > 3 * 4  # the same three-image prompt
+    assert remote.text == local.text

@@ -8,6 +8,7 @@ one command. Every command takes --dry-run and --help-config (see reasonbed.cli.
   train        fine-tune with one method on one LODO split (jobs/train.py)
   rl           GRPO with domain-knowledge rewards (jobs/rl_finetune.py)
   tune         LODO hyperparameter sweep and report (jobs/tune.py, jobs/tune_<dataset>.py)
+  evaluate     OOD evaluation: zero-shot, in-context under shift, domain knowledge, probe (jobs/evaluate_ood.py)
   report       Markdown + self-contained HTML report and trials.csv/parquet of a sweep folder
   dashboard    optuna-dashboard and TensorBoard of a sweep folder on 127.0.0.1 (Ctrl-C stops them)
   tiny-model   build (or reuse from the cache) an offline tiny MLLM in Hugging Face format
@@ -30,6 +31,7 @@ COMMANDS.add("generate", "reasonbed.cli.generate:COMMAND")
 COMMANDS.add("train", "reasonbed.cli.train:COMMAND")
 COMMANDS.add("rl", "reasonbed.cli.rl:COMMAND")
 COMMANDS.add("tune", "reasonbed.cli.tune:COMMAND")
+COMMANDS.add("evaluate", "reasonbed.cli.evaluate:COMMAND")
 COMMANDS.add("report", "reasonbed.cli.report:COMMAND")
 COMMANDS.add("dashboard", "reasonbed.cli.dashboard:COMMAND")
 COMMANDS.add("tiny-model", "reasonbed.cli.tiny_model:COMMAND")

@@ -115,9 +115,11 @@ def default_text(value: Any) -> str:
     """A default as one line of YAML flow style."""
     import yaml
 
+    from reasonbed.cli.resolved import plain
+
     if value is dataclasses.MISSING:
         return ""
-    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()
+    return yaml.safe_dump(plain(value), default_flow_style=True, width=10_000).strip().removesuffix("\n...").strip()
 
 
 Expand = Mapping[str, Callable[[str], list[KeyHelp]]]

@@ -1,6 +1,8 @@
 """The engine protocol, its request/result types, config and registry.
 
-An engine turns a batch of (image, prompt text) requests into `n` completions each. Engines are
+An engine turns a batch of (image, prompt text) requests into `n` completions each; a request may
+carry in-context examples (images with the answers shown for them), which engines whose class sets
+`multi_image = True` send as earlier chat turns (`check_multi_image` refuses the others). Engines are
 registered by dotted path in `ENGINES` and imported only when chosen, so vLLM or the OpenAI client
 are imported only by runs that use them. `build_engine(cfg)` constructs one.
 """
@@ -47,6 +49,7 @@ class EngineConfig:
     tensor_parallel_size: int = 1  # vLLM tensor parallelism inside an actor
     batch_size: int = 8  # images per engine call
     max_model_len: int = 2048  # vLLM context length
+    images_per_prompt: int = 1  # most images in one prompt (vLLM limit_mm_per_prompt; in-context examples + 1)
     engine_kwargs: dict[str, Any] = field(default_factory=dict)  # extra vllm.LLM(...) keyword arguments
     lora_path: str = ""  # optional LoRA adapter directory applied at generation
     base_url: str = ""  # openai: the endpoint, e.g. http://host:8000/v1
@@ -58,6 +61,8 @@ class EngineConfig:
     template_noise: float = 0.0  # template: fraction of candidates made wrong (exercises rejection)
 
     def __post_init__(self) -> None:
+        if self.images_per_prompt < 1:
+            raise ConfigError(f"engine.images_per_prompt: value {self.images_per_prompt!r} must be >= 1")
         if self.actors < 1 or self.batch_size < 1 or self.tensor_parallel_size < 1:
             raise ConfigError(f"engine: actors ({self.actors}), batch_size ({self.batch_size}) and "
                               f"tensor_parallel_size ({self.tensor_parallel_size}) must be >= 1")
@@ -68,12 +73,35 @@ class EngineConfig:
 
 
 @dataclass
+class Example:
+    """One in-context example: an image, the user text shown with it and the answer given to it."""
+
+    image: Any  # PIL.Image
+    prompt: str
+    answer: str
+
+
+@dataclass
 class Request:
-    """One image and the user text to send with it; `meta` carries row fields (path, label, ...)."""
+    """One image and the user text to send with it; `meta` carries row fields (path, label, ...).
+
+    `examples` (in-context examples) go before it as earlier user/assistant turns, in order.
+    """
 
     image: Any  # PIL.Image
     prompt: str
     meta: dict[str, Any] = field(default_factory=dict)
+    examples: list[Example] = field(default_factory=list)
+
+    @property
+    def images(self) -> list[Any]:
+        """Every image of the prompt in order: the examples' first, then the query's."""
+        return [example.image for example in self.examples] + [self.image]
+
+    @property
+    def turns(self) -> list[tuple[str, str]]:
+        """The examples as (user text, answer) pairs, for `build_chat_prompt(examples=...)`."""
+        return [(example.prompt, example.answer) for example in self.examples]
 
 
 @dataclass
@@ -110,6 +138,14 @@ ENGINES.add("hf", "reasonbed.inference.hf_engine:HFEngine")
 ENGINES.add("openai", "reasonbed.inference.openai_engine:OpenAIEngine")
 # A vLLM engine in a Ray actor of its own that follows a training process's adapter (GRPO rollouts).
 ENGINES.add("vllm_actor", "reasonbed.inference.vllm_actor:VLLMActorEngine")
+
+
+def check_multi_image(engine: str, images: int) -> None:
+    """Raise `ConfigError` naming the engine when it cannot put `images` (> 1) images in one prompt."""
+    if images > 1 and not getattr(ENGINES.get(engine), "multi_image", False):
+        capable = ", ".join(name for name in ENGINES.names() if getattr(ENGINES.get(name), "multi_image", False))
+        raise ConfigError(f"engine.name: engine {engine!r} does not support several images per prompt "
+                          f"({images} asked: in-context examples + the query); engines that do: {capable}")
 
 
 def build_engine(cfg: EngineConfig, **context: Any) -> Engine:

@@ -8,7 +8,7 @@ process's current policy, so `sync` has nothing to do. `load_adapter()` swaps a 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 from reasonbed.inference.base import Completion, EngineConfig, Request, SamplingConfig
 from reasonbed.inference.sampling import generate
@@ -17,6 +17,8 @@ from reasonbed.models.loading import load_model_and_processor
 
 class HFEngine:
     """transformers generation over (image, prompt) requests, left-padded batches."""
+
+    multi_image: ClassVar[bool] = True  # in-context example images go to the processor as one list per prompt
 
     def __init__(self, cfg: EngineConfig, model: Any = None, processor: Any = None, **_: Any) -> None:
         self.cfg = cfg

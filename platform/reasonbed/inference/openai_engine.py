@@ -14,7 +14,7 @@ import io
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, ClassVar
 
 from reasonbed.inference.base import Completion, EngineConfig, Request, SamplingConfig
 from reasonbed.inference.vllm_engine import request_seed
@@ -33,7 +33,9 @@ def image_data_url(image: Any) -> str:
 
 
 class OpenAIEngine:
-    """Chat completions with one image per request, `n` choices each."""
+    """Chat completions with one image per request (plus in-context example turns), `n` choices each."""
+
+    multi_image: ClassVar[bool] = True  # examples go as earlier user (image + text) / assistant turns
 
     def __init__(self, cfg: EngineConfig, **_: Any) -> None:
         import openai
@@ -50,12 +52,19 @@ class OpenAIEngine:
         self._openai = openai
 
     def _one(self, request: Request, sampling: SamplingConfig) -> list[Completion]:
+        messages: list[dict[str, Any]] = []
+        for example in request.examples:
+            messages.append({"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": image_data_url(example.image)}},
+                {"type": "text", "text": example.prompt}]})
+            messages.append({"role": "assistant", "content": example.answer})
         content = [{"type": "image_url", "image_url": {"url": image_data_url(request.image)}},
                    {"type": "text", "text": request.prompt}]
+        messages.append({"role": "user", "content": content})
         key = f"{request.meta.get('id', '')}/{request.meta.get('candidate_offset', 0)}"
         try:
             response = self.client.chat.completions.create(
-                model=self.model_id, messages=[{"role": "user", "content": content}], n=sampling.n,
+                model=self.model_id, messages=messages, n=sampling.n,
                 temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
                 seed=request_seed(sampling.seed, key) % (2**31),
             )

@@ -26,9 +26,10 @@ def _batch(model: Any, processor: Any, requests: Sequence[Request], sampling: Sa
     import torch
 
     tokenizer = processor.tokenizer
-    texts = [build_chat_prompt(processor, request.prompt) for request in requests]
-    inputs = processor(text=texts, images=[request.image for request in requests], return_tensors="pt",
-                       padding=True).to(_device(model))
+    texts = [build_chat_prompt(processor, request.prompt, examples=request.turns) for request in requests]
+    multi = any(request.examples for request in requests)  # in-context examples: one image list per prompt
+    images = [request.images if multi else request.image for request in requests]
+    inputs = processor(text=texts, images=images, return_tensors="pt", padding=True).to(_device(model))
     prompt_tokens = inputs["attention_mask"].sum(dim=1).tolist()
     do_sample = sampling.temperature > 0
     if do_sample:

@@ -9,7 +9,7 @@ conclusion), so rejection sampling has something to reject on CPU runs.
 from __future__ import annotations
 
 import random
-from typing import Any
+from typing import Any, ClassVar
 
 from reasonbed.data.specs import DatasetError
 from reasonbed.data.synthetic import SHAPE_FACTS, read_metadata
@@ -59,6 +59,8 @@ def true_chain(attributes: dict[str, Any], options: list[str], rng: random.Rando
 class TemplateEngine:
     """The `template` engine: a perfect (optionally noisy) teacher for `synthetic_shapes`."""
 
+    multi_image: ClassVar[bool] = False  # writes chains about one image; in-context examples are refused
+
     def __init__(self, cfg: EngineConfig, data_root: str = "", storage_options: dict | None = None,
                  **_: Any) -> None:
         if not data_root:
@@ -76,6 +78,8 @@ class TemplateEngine:
     def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[list[Completion]]:
         results = []
         for request in requests:
+            if request.examples:
+                raise ValueError("template engine: in-context examples are not supported (one image per prompt)")
             path = request.meta["path"]
             if path not in self.metadata:
                 raise DatasetError(f"template engine: no attributes for image {path!r} in metadata.jsonl")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 from reasonbed.inference.base import Completion, EngineConfig, Request, SamplingConfig
 from reasonbed.models.loading import build_chat_prompt, load_processor, resolve_model_path
@@ -31,7 +31,9 @@ def request_seed(seed: int, key: str) -> int:
 
 
 class VLLMEngine:
-    """vLLM offline inference over (image, prompt) requests."""
+    """vLLM offline inference over (image, prompt) requests, with in-context example images."""
+
+    multi_image: ClassVar[bool] = True  # up to engine.images_per_prompt images per prompt
 
     def __init__(self, cfg: EngineConfig, **_: Any) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -43,7 +45,7 @@ class VLLMEngine:
         self.processor = load_processor(cfg.model, self.path)
         kwargs: dict[str, Any] = {
             "model": self.path, "dtype": cfg.model.dtype if cfg.model.dtype != "auto" else "auto",
-            "max_model_len": cfg.max_model_len, "limit_mm_per_prompt": {"image": 1},
+            "max_model_len": cfg.max_model_len, "limit_mm_per_prompt": {"image": cfg.images_per_prompt},
             "tensor_parallel_size": cfg.tensor_parallel_size, "trust_remote_code": cfg.model.trust_remote_code,
             "seed": 0,
         }
@@ -75,8 +77,12 @@ class VLLMEngine:
 
         prompts, params = [], []
         for request in requests:
-            prompts.append({"prompt": build_chat_prompt(self.processor, request.prompt),
-                            "multi_modal_data": {"image": request.image}})
+            if len(request.images) > self.cfg.images_per_prompt:
+                raise ValueError(f"vllm engine: a request has {len(request.images)} images but "
+                                 f"engine.images_per_prompt is {self.cfg.images_per_prompt}")
+            images = request.images if request.examples else request.image
+            prompts.append({"prompt": build_chat_prompt(self.processor, request.prompt, examples=request.turns),
+                            "multi_modal_data": {"image": images}})
             key = f"{request.meta.get('id', '')}/{request.meta.get('candidate_offset', 0)}"
             params.append(SamplingParams(n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
                                          max_tokens=sampling.max_tokens, seed=request_seed(sampling.seed, key)))
