@@ -1,8 +1,8 @@
 """The drawing code shared by the synthetic benchmark and the tiny models' pretraining corpus.
 
 `render(shape, colour, count, style, size, rng)` draws `count` figures of one shape and colour in a
-style; `render_digit(digit, size, rng, angle)` draws a digit glyph (PIL's built-in scalable font)
-white on black. The benchmark (`reasonbed.data.synthetic`) uses the first six shapes, six colours
+style; `render_digit(digit, size, rng, angle)` draws a digit white on black, in jittered pen
+strokes or in PIL's built-in scalable font. The benchmark (`reasonbed.data.synthetic`) uses the first six shapes, six colours
 and four styles with the default layout; the pretraining corpus (`reasonbed.models.corpus`) draws
 from all of them (more shapes, colours, styles, counts up to four, a looser layout) and from digits.
 Every random choice comes from the `rng` passed in, so a seed fixes every pixel; the benchmark's
@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 BENCHMARK_SHAPES = ("circle", "cross", "ring", "square", "star", "triangle")
-EXTRA_SHAPES = ("arrow", "diamond", "heart", "hexagon", "oval", "pentagon")
+# Extra shapes are chosen to look unlike the benchmark's six even at 56 pixels (no diamond, hexagon, oval).
+EXTRA_SHAPES = ("arrow", "bar", "bolt", "crescent", "heart", "semicircle")
 ALL_SHAPES = BENCHMARK_SHAPES + EXTRA_SHAPES
 BENCHMARK_STYLES = ("cartoon", "painting", "photo", "sketch")
 EXTRA_STYLES = ("blueprint", "mosaic", "neon", "silhouette")
@@ -41,11 +42,11 @@ SHAPE_FACTS: dict[str, str] = {
     "star": "five pointed tips around a centre",
     "triangle": "three straight sides and three corners",
     "arrow": "a shaft ending in one pointed head",
-    "diamond": "four sides standing on one corner",
+    "bar": "one long, thin block with straight sides",
+    "bolt": "a zigzag of sharp bends",
+    "crescent": "a curved sliver with two points",
     "heart": "two round lobes above one point",
-    "hexagon": "six equal sides and six corners",
-    "oval": "a stretched round outline with no corners",
-    "pentagon": "five equal sides and five corners",
+    "semicircle": "a round arc closed by one straight side",
 }
 _SLOTS = {1: [(0.5, 0.5)], 2: [(0.28, 0.5), (0.72, 0.5)], 3: [(0.25, 0.3), (0.75, 0.3), (0.5, 0.74)],
           4: [(0.27, 0.27), (0.73, 0.27), (0.27, 0.73), (0.73, 0.73)]}
@@ -55,9 +56,8 @@ SCALE = 4  # draw large, then downsample: smooth edges at small sizes
 Point = tuple[float, float]
 
 
-def _regular(sides: int, r: float, start: float = -math.pi / 2) -> list[Point]:
-    return [(r * math.cos(start + i * 2 * math.pi / sides), r * math.sin(start + i * 2 * math.pi / sides))
-            for i in range(sides)]
+def _angles(start: float, stop: float, steps: int) -> list[float]:
+    return [start + (stop - start) * i / steps for i in range(steps + 1)]
 
 
 def _outline(shape: str, r: float) -> list[Point]:
@@ -78,10 +78,17 @@ def _outline(shape: str, r: float) -> list[Point]:
         w, s = r * 0.33, r
         return [(-w, -s), (w, -s), (w, -w), (s, -w), (s, w), (w, w), (w, s), (-w, s), (-w, w),
                 (-s, w), (-s, -w), (-w, -w)]
-    if shape in ("pentagon", "hexagon"):
-        return _regular(5 if shape == "pentagon" else 6, r)
-    if shape == "diamond":
-        return [(0, -r), (r * 0.62, 0), (0, r), (-r * 0.62, 0)]
+    if shape == "bar":
+        return [(-r, -r * 0.22), (r, -r * 0.22), (r, r * 0.22), (-r, r * 0.22)]
+    if shape == "bolt":
+        return [(-r * 0.2, -r), (r * 0.45, -r), (r * 0.05, -r * 0.15), (r * 0.5, -r * 0.15), (-r * 0.35, r),
+                (-r * 0.05, r * 0.1), (-r * 0.5, r * 0.1)]
+    if shape == "crescent":  # the outer arc, then the inner arc back
+        outer = [(r * math.cos(a), r * math.sin(a)) for a in _angles(math.pi * 0.35, math.pi * 1.65, 14)]
+        inner = [(r * 0.35 + r * 0.8 * math.cos(a), r * 0.8 * math.sin(a)) for a in _angles(math.pi * 1.55, math.pi * 0.45, 14)]
+        return outer + inner
+    if shape == "semicircle":
+        return [(r * math.cos(a), r * 0.35 - r * math.sin(a)) for a in _angles(0.0, math.pi, 16)]
     if shape == "arrow":
         w = r * 0.22
         return [(-r, -w), (r * 0.2, -w), (r * 0.2, -r * 0.6), (r, 0), (r * 0.2, r * 0.6), (r * 0.2, w), (-r, w)]
@@ -110,11 +117,6 @@ def draw_shape(draw: Any, shape: str, box: tuple[float, float, float, float], fi
         draw.ellipse(box, fill=fill, outline=outline, width=width)
     elif shape == "ring":
         draw.ellipse(box, fill=None, outline=fill if fill is not None else outline, width=max(width, int(r * 0.35)))
-    elif shape == "oval":  # an ellipse, rotated: drawn as a many-sided polygon
-        points = [(r * math.cos(2 * math.pi * i / 32), r * 0.6 * math.sin(2 * math.pi * i / 32)) for i in range(32)]
-        cos, sin = math.cos(angle), math.sin(angle)
-        draw.polygon([(cx + x * cos - y * sin, cy + x * sin + y * cos) for x, y in points], fill=fill,
-                     outline=outline, width=width)
     else:
         draw.polygon(_polygon(shape, cx, cy, r, angle), fill=fill, outline=outline, width=width)
 
@@ -290,25 +292,82 @@ def render(shape: str, colour: str, count: int, style: str, size: int, rng: rand
     return image.resize((size, size), Image.Resampling.LANCZOS)
 
 
-def render_digit(digit: int, size: int, rng: random.Random, angle: float, blur_side: int = 8) -> Any:
-    """A digit glyph, white on black, filling the frame, rotated by `angle` degrees (PIL RGB image).
+# Each digit as pen strokes in a unit box (x right, y down): polylines, ellipses as (cx, cy, rx, ry).
+_HAND_STROKES: dict[int, list[Any]] = {
+    0: [(0.5, 0.5, 0.28, 0.4)],
+    1: [[(0.36, 0.24), (0.52, 0.1), (0.52, 0.9)]],
+    2: [[(0.26, 0.28), (0.38, 0.13), (0.58, 0.1), (0.73, 0.22), (0.7, 0.42), (0.46, 0.64), (0.24, 0.9), (0.78, 0.9)]],
+    3: [[(0.26, 0.16), (0.55, 0.1), (0.72, 0.22), (0.66, 0.42), (0.45, 0.5), (0.68, 0.58), (0.75, 0.76),
+         (0.58, 0.9), (0.26, 0.86)]],
+    4: [[(0.62, 0.9), (0.62, 0.1), (0.2, 0.64), (0.8, 0.64)]],
+    5: [[(0.74, 0.1), (0.32, 0.1), (0.28, 0.46), (0.52, 0.4), (0.72, 0.52), (0.73, 0.74), (0.55, 0.9), (0.26, 0.84)]],
+    6: [[(0.66, 0.1), (0.42, 0.24), (0.28, 0.52), (0.3, 0.8), (0.5, 0.9), (0.68, 0.8), (0.7, 0.6), (0.5, 0.5),
+         (0.3, 0.6)]],
+    7: [[(0.22, 0.1), (0.78, 0.1), (0.42, 0.9)]],
+    8: [(0.5, 0.29, 0.2, 0.19), (0.5, 0.7, 0.25, 0.2)],
+    9: [(0.5, 0.31, 0.22, 0.2), [(0.72, 0.31), (0.66, 0.9)]],
+}
 
-    The glyph (PIL's built-in scalable font, a random stroke weight and shear) is shrunk to
-    `blur_side` pixels and scaled back up, which leaves the blocky blur of small scanned digits.
-    """
+
+def _hand_glyph(digit: int, canvas: int, rng: random.Random) -> Any:
+    """A digit drawn with jittered pen strokes, a random slant, width and thickness (L image)."""
+    from PIL import Image, ImageDraw
+
+    glyph = Image.new("L", (canvas, canvas), 0)
+    draw = ImageDraw.Draw(glyph)
+    slant, squeeze, turn = rng.uniform(-0.3, 0.3), rng.uniform(0.65, 1.1), math.radians(rng.uniform(-8, 8))
+    width = rng.randint(canvas // 14, canvas // 7)
+
+    def place(x: float, y: float) -> tuple[float, float]:
+        x, y = (x - 0.5) * squeeze + slant * (0.5 - y), y - 0.5
+        x, y = x * math.cos(turn) - y * math.sin(turn), x * math.sin(turn) + y * math.cos(turn)
+        return ((x * 0.8 + 0.5) * canvas, (y * 0.8 + 0.5) * canvas)
+
+    for stroke in _HAND_STROKES[digit]:
+        if isinstance(stroke, tuple):  # an ellipse: a closed polyline
+            cx, cy, rx, ry = stroke
+            steps = 18
+            stroke = [(cx + rx * math.cos(2 * math.pi * i / steps), cy + ry * math.sin(2 * math.pi * i / steps))
+                      for i in range(steps + 1)]
+        points = [place(x + rng.gauss(0, 0.025), y + rng.gauss(0, 0.025)) for x, y in stroke]
+        draw.line(points, fill=255, width=width, joint="curve")
+        for x, y in (points[0], points[-1]):
+            draw.ellipse((x - width / 2, y - width / 2, x + width / 2, y + width / 2), fill=255)
+    return glyph
+
+
+def _font_glyph(digit: int, canvas: int, rng: random.Random) -> Any:
+    """A digit of PIL's built-in scalable font, a random weight and shear (L image)."""
     from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=rng.randint(70, 100) * canvas // 128)
+    glyph = Image.new("L", (canvas, canvas), 0)
+    ImageDraw.Draw(glyph).text((canvas / 2, canvas / 2), str(digit), fill=255, font=font, anchor="mm",
+                               stroke_width=rng.randint(1, 6) * canvas // 128, stroke_fill=255)
+    shear = rng.uniform(-0.3, 0.3)
+    return glyph.transform((canvas, canvas), Image.Transform.AFFINE, (1, shear, -shear * canvas / 2, 0, 1, 0),
+                           resample=Image.Resampling.BILINEAR)
+
+
+DIGIT_HANDS = ("hand", "font")
+
+
+def render_digit(digit: int, size: int, rng: random.Random, angle: float, blur_side: int = 8,
+                 hand: str = "hand") -> Any:
+    """A digit, white on black, filling the frame, rotated by `angle` degrees (PIL RGB image).
+
+    `hand` "hand" draws it with jittered pen strokes, "font" with PIL's built-in scalable font. The
+    glyph is shrunk to `blur_side` pixels and scaled back up, which leaves the blocky blur of small
+    scanned digits.
+    """
+    from PIL import Image
 
     if not 0 <= digit <= 9:
         raise ValueError(f"digit must be 0..9, got {digit!r}")
+    if hand not in DIGIT_HANDS:
+        raise ValueError(f"hand must be one of {', '.join(DIGIT_HANDS)}, got {hand!r}")
     canvas = 128
-    font = ImageFont.load_default(size=rng.randint(70, 100))
-    glyph = Image.new("L", (canvas, canvas), 0)
-    draw = ImageDraw.Draw(glyph)
-    draw.text((canvas / 2, canvas / 2), str(digit), fill=255, font=font, anchor="mm",
-              stroke_width=rng.randint(2, 8), stroke_fill=255)
-    shear = rng.uniform(-0.3, 0.3)
-    glyph = glyph.transform((canvas, canvas), Image.Transform.AFFINE, (1, shear, -shear * canvas / 2, 0, 1, 0),
-                            resample=Image.Resampling.BILINEAR)
+    glyph = (_hand_glyph if hand == "hand" else _font_glyph)(digit, canvas, rng)
     box = glyph.getbbox() or (0, 0, canvas, canvas)
     margin = rng.randint(0, 10)
     side = max(box[2] - box[0], box[3] - box[1]) + 2 * margin

@@ -17,21 +17,23 @@ from reasonbed.inference.base import Completion, EngineConfig, Request, Sampling
 from reasonbed.prompts import STAGES, format_chain
 
 _COUNT_WORDS = {1: "one", 2: "two", 3: "three"}
+# Short on purpose: a chain costs its tokens in every training step and every generation (about 70 tokens
+# of the tiny models' tokenizer; docs/training.md, "The tiny world").
 _STYLE_WORDS = {
-    "photo": "a photo-like style with shading on a textured background",
-    "sketch": "a sketch style with black outlines only on a white background",
-    "cartoon": "a flat cartoon style with bright fills and thick black outlines",
-    "painting": "a noisy painting style with blurred brush strokes",
+    "photo": "a shaded photo-like style",
+    "sketch": "black outlines on white",
+    "cartoon": "a flat cartoon style with thick outlines",
+    "painting": "a noisy, blurred painting style",
 }
 _SUMMARIES = (
-    "I will describe the figures in the image, compare their outline with each option, and pick one.",
-    "The task is to name the shape; I will look at the outline of the figures and match it to the options.",
-    "I will find the figures, count their corners and curves, and choose the matching option.",
+    "I will compare the outline of the figures with each option.",
+    "I will match the outline of the figures to one option.",
+    "I will count corners and curves, then pick an option.",
 )
 _REFLECTIONS = (
-    "The {style} style changes colour and texture but not the outline, so the outline is the reliable cue.",
-    "Colour and the number of figures do not decide the class; the outline does, and it fits a {shape}.",
-    "Checking again: every figure has the same outline, and it is the outline of a {shape}.",
+    "The {style} style changes colour and texture, not the outline.",
+    "Colour and number do not decide the class; the outline does.",
+    "Every figure has the same outline, that of a {shape}.",
 )
 
 
@@ -48,9 +50,8 @@ def true_chain(attributes: dict[str, Any], options: list[str], rng: random.Rando
     coloured = figures if colour == "none" else f"{figures} in {colour}"
     return {
         "SUMMARY": rng.choice(_SUMMARIES),
-        "CAPTION": f"The image is drawn in {_STYLE_WORDS[style]} and shows {coloured}.",
-        "REASONING": (f"Each figure has {SHAPE_FACTS[shape]}. Among the options ({', '.join(options)}), "
-                      f"that outline belongs to {shape}."),
+        "CAPTION": f"Drawn in {_STYLE_WORDS[style]}, the image shows {coloured}.",
+        "REASONING": f"Each figure has {SHAPE_FACTS[shape]}; of the options, that is the {shape}.",
         "REFLECTION": rng.choice(_REFLECTIONS).format(style=style, shape=shape),
         "CONCLUSION": shape,
     }

@@ -3,7 +3,8 @@
 Images come from the benchmark's own drawing code (`reasonbed.data.drawing`) with seeds of their
 own (`corpus/<seed>/...`, never the benchmark's `<seed>/<style>/<shape>`), and from more of it:
 twelve shapes (the benchmark's six and six more), ten colours, eight styles, one to four figures
-in a looser layout, and digit glyphs of PIL's built-in font, blurred and rotated by 0-90 degrees.
+in a looser layout, and digits (jittered pen strokes or PIL's built-in font), blurred and rotated by
+0-90 degrees.
 
 Every image has known attributes, so every text about it is true. Texts come in four kinds:
 - `caption`: a short description (style, count, colour, shape; for digits the digit and its turn);
@@ -30,6 +31,7 @@ from reasonbed.data.drawing import (
     ALL_SHAPES,
     ALL_STYLES,
     COLOURLESS_STYLES,
+    DIGIT_HANDS,
     MAX_COUNT,
     SHAPE_FACTS,
     render,
@@ -60,6 +62,11 @@ SHAPE_QUESTIONS = {
     "style": "In what style is the image drawn?",
 }
 DIGIT_QUESTION = "Which digit is shown?"
+# What the vision encoder is first trained to tell apart (one linear head each; see reasonbed.models.pretrain).
+ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "shape": ALL_SHAPES, "digit": DIGIT_NAMES, "colour": (*sorted(ALL_COLOURS), "none"), "count": COUNT_WORDS,
+    "style": ALL_STYLES,
+}
 SHAPE_SUMMARIES = (
     "I will look at the outline of the figures and match it to an option.",
     "I will describe the figures, then pick the option their outline fits.",
@@ -78,16 +85,28 @@ DIGIT_REFLECTION = "Turning a digit does not change its strokes, so it is {name}
 class CorpusSpec:
     """How many images of which kinds the corpus draws, and how often each kind of text appears."""
 
-    shape_images: int = 4000  # distinct shape images rendered
-    digit_images: int = 1200  # distinct digit images rendered
+    shape_images: int = 8000  # distinct shape images rendered
+    digit_images: int = 2000  # distinct digit images rendered
     image_size: int = 56  # side of every corpus image in pixels (Qwen: a multiple of 28)
     # Relative frequency of each style among the shape images (calibration: see reasonbed.models.pretrain).
-    style_weights: tuple[tuple[str, float], ...] = tuple((style, 1.0) for style in ALL_STYLES)
+    style_weights: tuple[tuple[str, float], ...] = tuple(
+        (style, 1.5 if style in ("painting", "photo") else 1.0) for style in ALL_STYLES)
     # Relative frequency of each kind of text among the examples.
-    kind_weights: tuple[tuple[str, float], ...] = (("caption", 0.15), ("qa", 0.2), ("classify", 0.35),
+    kind_weights: tuple[tuple[str, float], ...] = (("caption", 0.1), ("qa", 0.25), ("classify", 0.35),
                                                    ("chain", 0.3))
-    option_lists: int = 256  # size of the seeded pool of option lists per domain (shapes, digits)
+    option_lists: int = 24  # option lists per answer in the seeded pool (bounds the distinct prompts)
+    # Shapes the corpus calls by another word (drawing name -> word); calibration: the benchmark's label
+    # "ring" is a word the model never read, as real datasets' label words often are (see pretrain.py).
+    words: tuple[tuple[str, str], ...] = ()
+    # Relative frequency in the image-text stage of the images of these shapes (1 for every other image);
+    # calibration: a long tail, as in web image-text data (see reasonbed.models.pretrain).
+    text_rarity: tuple[tuple[str, float], ...] = (("cross", 0.1), ("triangle", 0.1))
+
+    def word(self, shape: str) -> str:
+        """The corpus' word for a shape."""
+        return dict(self.words).get(shape, shape)
     max_angle: float = 90.0  # digits are turned by 0..max_angle degrees
+    upright: float = 0.25  # share of digits left upright (not resampled by a rotation, as scans are)
 
 
 def _article(word: str) -> str:
@@ -102,7 +121,7 @@ def _plural(shape: str, count: int) -> str:
 
 def shape_figures(attrs: dict[str, Any]) -> str:
     """'two red stars' / 'a star' (colourless styles name no colour)."""
-    figures = _plural(attrs["shape"], attrs["count"])
+    figures = _plural(attrs["word"], attrs["count"])
     if attrs["colour"] == "none":
         return figures
     words = figures.split(" ", 1)
@@ -118,12 +137,14 @@ def sample_attributes(spec: CorpusSpec, seed: int) -> list[dict[str, Any]]:
     for _ in range(spec.shape_images):
         style = rng.choices(styles, weights)[0]
         colour = rng.choice(sorted(ALL_COLOURS))
-        images.append({"kind": "shape", "shape": rng.choice(ALL_SHAPES), "count": rng.randint(1, MAX_COUNT),
+        shape = rng.choice(ALL_SHAPES)
+        images.append({"kind": "shape", "shape": shape, "word": spec.word(shape), "count": rng.randint(1, MAX_COUNT),
                        "style": style, "colour": "none" if style in COLOURLESS_STYLES else colour,
                        "ink": colour})
     for _ in range(spec.digit_images):
-        images.append({"kind": "digit", "digit": rng.randrange(10), "angle": rng.uniform(0.0, spec.max_angle),
-                       "blur_side": rng.randint(7, 14)})
+        angle = 0.0 if rng.random() < spec.upright else rng.uniform(0.0, spec.max_angle)
+        images.append({"kind": "digit", "digit": rng.randrange(10), "angle": angle,
+                       "blur_side": rng.randint(7, 12), "hand": rng.choice(DIGIT_HANDS)})
     return images
 
 
@@ -131,29 +152,41 @@ def render_image(attrs: dict[str, Any], index: int, seed: int, size: int) -> Any
     """The PIL image of one corpus record (its own seeded stream: corpus/<seed>/image/<index>)."""
     rng = random.Random(f"corpus/{seed}/image/{index}")
     if attrs["kind"] == "digit":
-        return render_digit(attrs["digit"], size, rng, attrs["angle"], blur_side=attrs["blur_side"])
+        return render_digit(attrs["digit"], size, rng, attrs["angle"], blur_side=attrs["blur_side"], hand=attrs["hand"])
     return render(attrs["shape"], attrs["ink"], attrs["count"], attrs["style"], size, rng,
-                  scale=rng.uniform(0.75, 1.15), jitter=0.07, tilt=0.6)
+                  scale=rng.uniform(0.85, 1.1), jitter=0.05, tilt=0.3)
 
 
-def option_pool(names: tuple[str, ...], size: int, rng: random.Random) -> list[list[str]]:
-    """`size` option lists over `names`: 2..len(names) options, sorted (half the time) or shuffled."""
-    pool = []
-    for _ in range(size):
-        chosen = rng.sample(names, rng.randint(2, len(names)))
-        if rng.random() < 0.5:
-            chosen = [name for name in names if name in chosen]
-        pool.append(chosen)
+def text_weights(spec: CorpusSpec, attributes: list[dict[str, Any]]) -> list[float]:
+    """How often each image is drawn for the image-text stage (shapes of `text_rarity` less often)."""
+    rarity = dict(spec.text_rarity)
+    return [rarity.get(attrs["shape"], 1.0) if attrs["kind"] == "shape" else 1.0 for attrs in attributes]
+
+
+def attribute_labels(attrs: dict[str, Any]) -> list[int]:
+    """The index of each of an image's ATTRIBUTES values (-100 where the attribute does not apply)."""
+    if attrs["kind"] == "digit":
+        values = {"digit": DIGIT_NAMES[attrs["digit"]]}
+    else:
+        values = {"shape": attrs["shape"], "colour": attrs["colour"], "count": COUNT_WORDS[attrs["count"] - 1],
+                  "style": attrs["style"]}
+    return [names.index(values[name]) if name in values else -100 for name, names in ATTRIBUTES.items()]
+
+
+def option_pool(names: tuple[str, ...], per_answer: int, rng: random.Random) -> dict[str, list[list[str]]]:
+    """For each name, `per_answer` option lists holding it: 2..len(names) options, sorted half the time."""
+    pool: dict[str, list[list[str]]] = {}
+    for answer in names:
+        lists = []
+        for _ in range(per_answer):
+            others = [name for name in names if name != answer]
+            chosen = [answer, *rng.sample(others, rng.randint(1, len(others)))]
+            rng.shuffle(chosen)
+            if rng.random() < 0.5:
+                chosen = [name for name in names if name in chosen]
+            lists.append(chosen)
+        pool[answer] = lists
     return pool
-
-
-def _with_answer(options: list[str], answer: str, rng: random.Random) -> list[str]:
-    """`options` holding `answer`: it replaces a random option when missing."""
-    if answer in options:
-        return options
-    options = list(options)
-    options[rng.randrange(len(options))] = answer
-    return options
 
 
 def _angle_words(angle: float) -> str:
@@ -169,13 +202,13 @@ def caption(attrs: dict[str, Any]) -> str:
 
 
 def shape_chain(attrs: dict[str, Any], options: list[str], rng: random.Random) -> str:
-    shape, style = attrs["shape"], attrs["style"]
+    word, style = attrs["word"], attrs["style"]
     return format_chain({
         "SUMMARY": rng.choice(SHAPE_SUMMARIES),
         "CAPTION": caption(attrs),
-        "REASONING": f"Each figure has {SHAPE_FACTS[shape]}. Among the options, that is {_article(shape)}.",
-        "REFLECTION": rng.choice(SHAPE_REFLECTIONS).format(style=style, shape=shape),
-        "CONCLUSION": shape,
+        "REASONING": f"Each figure has {SHAPE_FACTS[attrs['shape']]}. Among the options, that is {_article(word)}.",
+        "REFLECTION": rng.choice(SHAPE_REFLECTIONS).format(style=style, shape=word),
+        "CONCLUSION": word,
     })
 
 
@@ -195,7 +228,7 @@ def question_answer(attrs: dict[str, Any], rng: random.Random) -> tuple[str, str
         return DIGIT_QUESTION, DIGIT_NAMES[attrs["digit"]]
     topics = ["shape", "count", "style"] + ([] if attrs["colour"] == "none" else ["colour"])
     topic = rng.choice(topics)
-    answer = {"shape": attrs["shape"], "count": COUNT_WORDS[attrs["count"] - 1], "style": attrs["style"],
+    answer = {"shape": attrs["word"], "count": COUNT_WORDS[attrs["count"] - 1], "style": attrs["style"],
               "colour": attrs["colour"]}[topic]
     return SHAPE_QUESTIONS[topic], answer
 
@@ -207,8 +240,8 @@ def example_text(kind: str, attrs: dict[str, Any], pools: dict[str, list[list[st
         return rng.choice(CAPTION_PROMPTS), caption(attrs)
     if kind == "qa":
         return question_answer(attrs, rng)
-    answer = DIGIT_NAMES[attrs["digit"]] if attrs["kind"] == "digit" else attrs["shape"]
-    options = _with_answer(rng.choice(pools[attrs["kind"]]), answer, rng)
+    answer = DIGIT_NAMES[attrs["digit"]] if attrs["kind"] == "digit" else attrs["word"]
+    options = rng.choice(pools[answer])
     if kind == "classify":
         return classification_prompt(options), answer
     if kind == "chain":
@@ -218,14 +251,16 @@ def example_text(kind: str, attrs: dict[str, Any], pools: dict[str, list[list[st
 
 
 def option_pools(spec: CorpusSpec, seed: int) -> dict[str, list[list[str]]]:
+    """Per answer (every shape and digit name), the seeded option lists its prompts draw from."""
     rng = random.Random(f"corpus/{seed}/options")
-    return {"shape": option_pool(ALL_SHAPES, spec.option_lists, rng),
-            "digit": option_pool(DIGIT_NAMES, spec.option_lists, rng)}
+    words = tuple(spec.word(shape) for shape in ALL_SHAPES)
+    return {**option_pool(words, spec.option_lists, rng), **option_pool(DIGIT_NAMES, spec.option_lists, rng)}
 
 
 def tokenizer_texts() -> list[str]:
     """Every corpus template filled with every value (deterministic): the tokenizer's training text."""
     rng = random.Random("corpus/tokenizer")
+    spec = CorpusSpec()
     texts = [classification_prompt(list(ALL_SHAPES)), reasoning_prompt(list(ALL_SHAPES)),
              classification_prompt(list(DIGIT_NAMES)), reasoning_prompt(list(DIGIT_NAMES)),
              *CAPTION_PROMPTS, *SHAPE_QUESTIONS.values(), DIGIT_QUESTION,
@@ -234,7 +269,8 @@ def tokenizer_texts() -> list[str]:
         for shape in ALL_SHAPES:
             for count in range(1, MAX_COUNT + 1):
                 colour = "none" if style in COLOURLESS_STYLES else sorted(ALL_COLOURS)[count % len(ALL_COLOURS)]
-                attrs = {"kind": "shape", "shape": shape, "count": count, "style": style, "colour": colour}
+                attrs = {"kind": "shape", "shape": shape, "word": spec.word(shape), "count": count, "style": style,
+                         "colour": colour}
                 texts.append(shape_chain(attrs, list(ALL_SHAPES), rng))
     for colour in ALL_COLOURS:
         texts.append(f"{colour} " * 3)

@@ -28,7 +28,8 @@ def resolve_model_path(cfg: ModelConfig) -> str:
     A path that can only be local and does not exist raises `ConfigError` naming it.
     """
     if not cfg.path:
-        return str(build_tiny_model(cfg.family, size=cfg.tiny_size, seed=cfg.tiny_seed))
+        return str(build_tiny_model(cfg.family, size=cfg.tiny_size, seed=cfg.tiny_seed,
+                                    pretrained=cfg.tiny_pretrained))
     local = Path(cfg.path).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():

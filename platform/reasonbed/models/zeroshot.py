@@ -20,7 +20,7 @@ from reasonbed.data.reader import scan
 def benchmark_rows(dataset: str, data_root: str = "") -> tuple[Any, str, list[dict[str, Any]]]:
     """Spec, root and index rows (all as part `test`) of an offline benchmark at its default size."""
     spec, root = catalog.resolve(catalog.DataConfig(dataset=dataset, root=data_root))
-    rows = [{**row, "part": "test"} for row in scan(spec, root)]
+    rows = [{**row, "part": "test", "role": "test"} for row in scan(spec, root)]
     return spec, root, rows
 
 
@@ -45,40 +45,34 @@ def zero_shot(model: Any, processor: Any, dataset: str = "synthetic_shapes", dat
               max_per_domain: int = 0) -> dict[str, Any]:
     """Per-domain direct accuracy and chain statistics of `model` on the benchmark `dataset`."""
     from reasonbed.generation.validate import judge
-    from reasonbed.inference.base import EngineConfig, Request, SamplingConfig
-    from reasonbed.inference.hf_engine import HFEngine
+    from reasonbed.inference.base import Request, SamplingConfig
+    from reasonbed.inference.sampling import generate
     from reasonbed.prompts import reasoning_prompt
-    from reasonbed.train.batching import decode_image
     from reasonbed.train.data import ImageStore
+    from reasonbed.train.encoding import decode_image
     from reasonbed.train.evaluate import count_correct, eval_rows, metrics_from_counts
 
     spec, root, rows = benchmark_rows(dataset, data_root)
     images = ImageStore(root)
     names = spec.display_names
     rows = eval_rows(rows, max_per_domain, seed=0)
-    model.eval()
     counts = count_correct(model, processor, rows, images.read, names, "direct", 12, batch_size)
-    metrics = metrics_from_counts(counts, "direct")
+    metrics = metrics_from_counts(counts, "direct", {domain: "test" for domain in spec.domains})
     accuracy = {domain: metrics[f"acc/direct/{domain}/test"] for domain in spec.domains}
     result: dict[str, Any] = {"dataset": dataset, "chance": 1.0 / len(names), "accuracy": accuracy,
                               "mean_accuracy": sum(accuracy.values()) / len(accuracy),
                               "images_per_domain": {domain: counts[(domain, "test")][1] for domain in spec.domains},
                               "unparseable": metrics["unparseable/direct"]}
     if chains:
-        engine = HFEngine(EngineConfig(name="hf"), model=model, processor=processor)
         picked = chain_sample(rows, chains)
-        sampling = SamplingConfig(n=1, temperature=0.0, max_tokens=chain_tokens)
-        judged, lengths = [], []
-        for start in range(0, len(picked), batch_size):
-            chunk = picked[start:start + batch_size]
-            requests = [Request(decode_image(images.read(row["path"])), reasoning_prompt(names)) for row in chunk]
-            for row, (completion,) in zip(chunk, engine.generate(requests, sampling), strict=True):
-                judged.append(judge(completion.text, names, int(row["label"])))
-                lengths.append(completion.completion_tokens)
-        processor.tokenizer.padding_side = "right"
-        lengths.sort()
+        greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=chain_tokens)
+        requests = [Request(decode_image(images.read(row["path"])), reasoning_prompt(names)) for row in picked]
+        completions = [first for first, in generate(model, processor, requests, greedy, batch_size=batch_size)]
+        judged = [judge(completion.text, names, int(row["label"])) for row, completion in zip(picked, completions, strict=True)]
+        lengths = sorted(completion.completion_tokens for completion in completions)
         result["chains"] = {
-            "n": len(judged), "valid": sum(j["valid"] for j in judged) / len(judged),
+            "n": len(judged), "truncated": sum(c.truncated for c in completions) / len(judged),
+            "valid": sum(j["valid"] for j in judged) / len(judged),
             "kept": sum(j["kept"] for j in judged) / len(judged),
             "tokens": {"min": lengths[0], "median": lengths[len(lengths) // 2], "max": lengths[-1],
                        "p90": lengths[int(0.9 * (len(lengths) - 1))]},
