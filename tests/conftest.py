@@ -113,3 +113,15 @@ def tiny_model_dir() -> Path:
     from reasonbed.models.tiny import build_tiny_model
 
     return build_tiny_model("qwen2_vl", size="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def teacher_chains(tmp_path_factory, ray_session) -> str:
+    """Template-teacher chains (two per image) for synthetic_shapes with 3 images per (domain, class)."""
+    from reasonbed.config import load
+    from reasonbed.train.config import TrainConfig
+    from reasonbed.train.run import smoke_chains
+
+    run_dir = tmp_path_factory.mktemp("teacher-chains")
+    return smoke_chains(load(TrainConfig, base={"data": {"dataset": "synthetic_shapes", "images_per_class": 3},
+                                                 "run_dir": str(run_dir)}))

@@ -84,6 +84,16 @@ def test_template_teacher_second_pass_and_manifest(tmp_path, shapes, ray_session
     assert manifest["summary"]["candidates"] == table.num_rows and len(manifest["shards"]) >= 4
     assert kept_chains(str(tmp_path / "out")).num_rows == pytest.approx(summary["kept_pct"] * table.num_rows / 100,
                                                                         abs=0.5)
+    # label-conditioned chains are counted, and training leaves them out unless allowed
+    conditioned_kept = sum(second.column("kept").to_pylist())
+    assert manifest["summary"]["label_conditioned_candidates"] == second.num_rows
+    assert summary["label_conditioned_kept"] == conditioned_kept > 0
+    from reasonbed.train.driver import chains_by_image
+
+    blind = chains_by_image(str(tmp_path / "out"))
+    both = chains_by_image(str(tmp_path / "out"), allow_label_conditioned=True)
+    assert sum(map(len, both.values())) - sum(map(len, blind.values())) == conditioned_kept
+    assert len(blind) == summary["images_with_blind_kept_chain"] < summary["images_with_kept_chain"]
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from reasonbed.prompts import STAGES, format_chain
 from reasonbed.registry import RegistryError
 from reasonbed.train.config import TrainConfig
 from reasonbed.train.driver import prepare_examples, resolve
-from reasonbed.train.run import run, smoke_chains
+from reasonbed.train.run import run
 
 SMALL = {"data": {"dataset": "synthetic_shapes", "images_per_class": 3}, "test_domain": "photo",
          "optim": {"batch_size": 8, "max_steps": 12, "lr": 3e-3, "warmup_ratio": 0.0},
@@ -25,12 +25,6 @@ SMALL = {"data": {"dataset": "synthetic_shapes", "images_per_class": 3}, "test_d
 
 def _cfg(tmp_path: Path, *overrides: str, base: dict | None = None) -> TrainConfig:
     return load(TrainConfig, overrides=[f"run_dir={tmp_path / 'run'}", *overrides], base=base or SMALL)
-
-
-@pytest.fixture(scope="module")
-def teacher_chains(tmp_path_factory, ray_session) -> str:
-    cfg = _cfg(tmp_path_factory.mktemp("chains"))
-    return smoke_chains(cfg)
 
 
 def _sarr_overrides() -> list[str]:  # also a held-out source domain: it must get no self-chains

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from reasonbed import storage
-from reasonbed.config import ConfigError, from_dict, load, to_dict
+from reasonbed.config import ConfigError, load, to_dict
 from reasonbed.data import catalog
 from reasonbed.data.specs import DATASETS, DatasetError, DatasetSpec, load_spec_yaml
 from reasonbed.registry import RegistryError
@@ -44,11 +44,10 @@ def check_domains(spec: DatasetSpec | None, key: str, domains: str | list[str]) 
 
 def method_class(name: str, key: str = "method") -> Any:
     """The registered method class (unknown name: an error naming `key` and the known methods)."""
-    import reasonbed.methods  # noqa: F401 - registers the built-in methods
-    from reasonbed.methods.base import METHODS
+    from reasonbed.methods.base import method_class as registered
 
     try:
-        return METHODS.get(name)
+        return registered(name)
     except RegistryError as error:
         raise ConfigError(f"{key}: {error}") from None
 
@@ -60,7 +59,7 @@ def check_method(name: str, options: Mapping[str, Any], key: str = "method") -> 
     method = method_class(name, key)
     if options and not dataclasses.fields(method.config_class):
         raise ConfigError(f"method_config: method {name!r} takes no options (got {', '.join(map(str, options))})")
-    from_dict(method.config_class, dict(options), prefix="method_config.")
+    method.parse_options(options)
     return method
 
 

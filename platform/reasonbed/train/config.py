@@ -119,6 +119,9 @@ class TrainConfig:
             raise ConfigError(f"min_chain_coverage: value {self.min_chain_coverage!r} must be in [0, 1]")
         if self.fail_at_step and self.scale.backend == "local":
             raise ConfigError("fail_at_step kills a worker process: it needs scale.backend=ray")
+        if self.scale.backend == "local" and "://" in self.storage_path:
+            raise ConfigError(f"storage_path {self.storage_path!r}: scale.backend=local keeps checkpoints on a "
+                              f"local path; object storage needs scale.backend=ray")
         if self.optim.batch_size % self.scale.num_workers:
             raise ConfigError(
                 f"optim.batch_size {self.optim.batch_size} does not divide over scale.num_workers "

@@ -141,7 +141,7 @@ def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (),
         chains_by_image(cfg.chains, allow_label_conditioned=cfg.allow_label_conditioned) if cfg.chains else None)
     examples, rows = prepare_examples(cfg, spec, index, chains)
     steps = build_method(cfg.method, cfg.method_config, spec.display_names).total_steps(cfg, len(examples))
-    finished = run.finished_checkpoint(steps)
+    finished = run.finished_checkpoint(steps) if run.resuming else None
     if finished:
         log.info("run %s: its storage holds the finished run; finishing the run directory from it", run.path)
         return run.finish(finished, index)

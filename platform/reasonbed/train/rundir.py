@@ -69,13 +69,17 @@ class RunDir:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
         self.path = Path(cfg.run_dir).resolve()
+        self.resuming = False  # the storage claim was there already (set by `open`)
 
     @property
     def storage_root(self) -> str:
-        """Where the run's checkpoints live: `<storage_path>/<run name>` (Ray) or `<run_dir>/checkpoints` (local)."""
+        """Where the run's checkpoints live: `<storage_path>/<run name>`; without a storage_path,
+        `<run_dir>/ray/<run name>` (Ray) or `<run_dir>/checkpoints` (local)."""
+        if self.cfg.storage_path:
+            return storage.join(self.cfg.storage_path, self.cfg.run_name)
         if self.cfg.scale.backend == "local":
             return str(self.path / "checkpoints")
-        return storage.join(self.cfg.storage_path or str(self.path / "ray"), self.cfg.run_name)
+        return storage.join(str(self.path / "ray"), self.cfg.run_name)
 
     @classmethod
     def open(cls, cfg: TrainConfig) -> RunDir:
@@ -85,15 +89,19 @@ class RunDir:
             differences = config_differences(read_yaml(saved), cfg, RESUMABLE_KEYS)
             if differences:
                 raise _refuse(f"run_dir {str(run.path)!r}", differences)
-        run.claim_storage()
+        run.resuming = run.claim_storage()
         run.path.mkdir(parents=True, exist_ok=True)
         if not run.done:
             shutil.rmtree(run.path / "replicas", ignore_errors=True)  # per-run worker diagnostics, written afresh
         dump_yaml(cfg, saved)
         return run
 
-    def claim_storage(self) -> None:
-        """Write (or check) the config claim in the checkpoint storage location."""
+    def claim_storage(self) -> bool:
+        """Check or write the config claim in the checkpoint storage; True when the claim was there (a resume).
+
+        A fresh claim over checkpoints already in storage is refused: they belong to a run of unknown
+        config (a stage that restored them would silently return another run's result).
+        """
         fs, root = storage.filesystem(self.storage_root)
         claim = f"{root}/{CLAIM}"
         if fs.exists(claim):
@@ -101,9 +109,13 @@ class RunDir:
                 differences = config_differences(yaml.safe_load(handle.read()) or {}, self.cfg, RESUMABLE_KEYS)
             if differences:
                 raise _refuse(f"checkpoint storage {self.storage_root!r}", differences)
-            return
+            return True
+        if fs.exists(root) and fs.glob(f"{root}/checkpoint_*"):
+            raise ConfigError(f"checkpoint storage {self.storage_root!r} holds checkpoints of a run that did not "
+                              f"claim it (no {CLAIM}): give this run its own name or storage_path")
         fs.makedirs(root, exist_ok=True)
         fs.pipe(claim, yaml.safe_dump(to_dict(self.cfg), sort_keys=False).encode())
+        return False
 
     @property
     def done(self) -> bool:
