@@ -1,6 +1,7 @@
 # reasonbed: the two commands a new user runs (see README.md).
 #   make run    set up .venv (if needed) and run the main job on the embedded default
-#   make test   set up .venv (if needed) and run the test suite
+#   make test   set up .venv (if needed) and run the test suite (prints the 15 slowest tests)
+#   make test-fast   the edit loop: every test not marked slow (no Ray Train fit, no vLLM engine)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ EXTRAS ?= cpu,dev
 comma := ,
 STAMP := $(VENV)/.reasonbed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: setup run test lint bench clean-venv
+.PHONY: setup run test test-fast lint bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +28,10 @@ run: setup
 	$(PY) jobs/tune_pacs.py --smoke-test
 
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" --durations=10
 
 lint: setup
 	$(VENV)/bin/ruff check platform jobs tests
