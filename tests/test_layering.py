@@ -14,8 +14,8 @@ LAYERS = [
     {"methods", "inference"},
     {"generation"},
     {"train"},
-    {"rl", "tune", "evaluation"},
-    {"report"},
+    {"rl", "tune"},
+    {"report", "evaluation"},  # the OOD evaluation writes its report with report's document and tables
     {"cli", "__main__"},
 ]
 
