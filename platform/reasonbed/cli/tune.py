@@ -82,6 +82,13 @@ def execute(cfg: Any, args: argparse.Namespace) -> int:  # noqa: ARG001 - the re
 
     outcome = run_sweep(cfg)
     report = build_report(outcome["sweep"], Path(outcome["local"]) / "report")
+    if cfg.tracking.enabled:
+        from reasonbed.tracking import log_run
+
+        name = outcome["sweep"].rstrip("/").rsplit("/", 1)[-1]
+        log_run(cfg.tracking, f"{name}-report", cfg, artifacts=[report.with_name(file) for file in (
+            "report.md", "report.html", "trials.csv")], kind="sweep-report", directory=outcome["local"],
+            default_experiment=name)
     print(json.dumps({"sweep": outcome["sweep"], "report": str(report), "studies": outcome["studies"]},
                      indent=2, default=str))
     return 0

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from reasonbed.config import ConfigError
 from reasonbed.data.catalog import DataConfig
 from reasonbed.inference.base import EngineConfig, SamplingConfig
+from reasonbed.tracking import TrackingConfig
 
 
 @dataclass
@@ -25,6 +26,7 @@ class GenerationConfig:
     second_pass_n: int = 4  # candidates per image in the second pass
     on_bad_image: Literal["skip", "error"] = "skip"  # an unreadable image is recorded and skipped, or stops
     ray_address: str = ""  # join this Ray cluster (empty: RAY_ADDRESS or a local Ray)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow / W&B logging of the summary
 
     def __post_init__(self) -> None:
         if self.shard_size < 1:

@@ -210,7 +210,27 @@ def run_generation(cfg: GenerationConfig, image_ids: set[str] | None = None) -> 
     }
     store.write_manifest(manifest)
     log.info("summary: %s", summary)
+    if cfg.tracking.enabled:
+        _track(cfg, spec.name, manifest)
     return summary
+
+
+def _track(cfg: GenerationConfig, dataset: str, manifest: dict[str, Any]) -> None:
+    """Log the generation run to MLflow / W&B: its config, the summary's numbers and the manifest."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from reasonbed.tracking import log_run
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "manifest.json"
+        path.write_text(json.dumps({**manifest, "config": redacted_config(cfg)}, indent=2, default=str))
+        summary = {key: value for key, value in manifest["summary"].items() if not isinstance(value, dict)}
+        name = f"generate-{dataset}-{cfg.engine.name}"
+        log_run(cfg.tracking, name, redacted_config(cfg), [{"step": 0, **summary}], [path], kind="generation",
+                directory=Path(tempfile.gettempdir()) if storage.is_remote(cfg.output) else Path(cfg.output),
+                default_experiment=f"{dataset}-chains")
 
 
 def redacted_config(cfg: GenerationConfig) -> dict[str, Any]:

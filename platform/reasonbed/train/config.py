@@ -8,6 +8,7 @@ from typing import Any, Literal
 from reasonbed.config import ConfigError
 from reasonbed.data.catalog import DataConfig
 from reasonbed.models.configs import LoraConfig, ModelConfig
+from reasonbed.tracking import TRACKING_KEYS, TrackingConfig
 
 
 @dataclass
@@ -113,6 +114,7 @@ class TrainConfig:
     # A source domain also held out (leave-one-domain-out selection runs): never trained on; all its
     # images are evaluated as part `heldout` (metric heldout_acc). Empty: every source domain trains.
     val_domain: str = ""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow / W&B logging of the finished run
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_chain_coverage <= 1.0:
@@ -147,7 +149,7 @@ class TrainConfig:
 
 # Keys a rerun into an existing run directory may change (where and how it runs, not what it trains).
 RESUMABLE_KEYS = ("ray_address", "fail_at_step", "scale.max_failures", "scale.keep_checkpoints", "run_dir",
-                  "storage_path", "name")
+                  "storage_path", "name", *TRACKING_KEYS)
 
 
 def config_hash(cfg: TrainConfig) -> str:

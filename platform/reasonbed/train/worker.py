@@ -256,9 +256,10 @@ def worker_loop(config: dict[str, Any]) -> None:
             report(setup, 0, [], started)  # the untrained model (zero-shot), before any step
         for step in range(setup.start_step, setup.steps):
             inject_fault_if_due(setup, step)
+            lr = setup.scheduler.get_last_lr()[0]  # the learning rate this step uses
             row = step_fn(step_indices(len(setup.examples), cfg.optim.batch_size, step, cfg.seed), step)
             done = step + 1
-            row = {"step": done, **row}
+            row = {"step": done, **row, "lr": lr}
             setup.history.append(row)
             window.append(row)
             if (cfg.eval.every and done % cfg.eval.every == 0) or done == setup.steps:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from reasonbed.config import ConfigError
 from reasonbed.data.catalog import DataConfig
+from reasonbed.tracking import TrackingConfig
 
 ASHA_TIME_ATTR = "examples_seen"  # ASHA's time unit: training examples seen (step x optim.batch_size)
 
@@ -63,6 +64,8 @@ class SweepConfig:
     # Evaluate the base model (method zero_shot, 0 steps) once per (test domain, trial seed) with the trials'
     # data, split and prompts: the report's "zero-shot (base model)" row. Stored under <sweep>/zero_shot/.
     zero_shot: bool = True
+    # MLflow / W&B: one run per trial, live (Ray Tune's logger callbacks), and the report as an artifact.
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         if self.num_samples < 1 or self.max_concurrent_trials < 1 or self.studies_in_parallel < 1:

@@ -31,9 +31,12 @@ log = logging.getLogger(__name__)
 
 
 def sweep_name(cfg: SweepConfig, dataset: str) -> str:
+    """`name`, or the dataset and a hash of the config (not of `tracking`: where results are logged changes
+    nothing the sweep computes, so an interrupted sweep resumes with tracking added or removed)."""
     if cfg.name:
         return cfg.name
-    digest = hashlib.sha1(json.dumps(to_dict(cfg), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    hashed = {key: value for key, value in to_dict(cfg).items() if key != "tracking"}
+    digest = hashlib.sha1(json.dumps(hashed, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{dataset}-{digest}"
 
 
@@ -96,6 +99,7 @@ def _run_study(cfg: SweepConfig, method: str, test_domain: str, seed: int, chain
                study_url: str) -> dict[str, Any]:
     from ray import tune
 
+    from reasonbed.tracking import tune_callbacks
     from reasonbed.tune.optuna_search import close_abandoned, make_searcher, study_summary
 
     name = study_name(method, test_domain, seed)
@@ -133,7 +137,9 @@ def _run_study(cfg: SweepConfig, method: str, test_domain: str, seed: int, chain
                                         num_samples=cfg.num_samples, max_concurrent_trials=cfg.max_concurrent_trials,
                                         trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
             run_config=tune.RunConfig(name=name, storage_path=storage_path, storage_filesystem=filesystem,
-                                      sync_config=tune.SyncConfig(sync_artifacts=True), verbose=1),
+                                      sync_config=tune.SyncConfig(sync_artifacts=True), verbose=1,
+                                      callbacks=tune_callbacks(cfg.tracking, sweep_uri.rstrip("/").rsplit("/", 1)[-1])
+                                      or None),
         )
     results = tuner.fit()
     abandoned = close_abandoned(study_url, name)
