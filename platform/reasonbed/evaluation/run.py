@@ -94,11 +94,9 @@ class EvalActor:
 
 def _secrets(engine: EngineConfig) -> dict[str, str]:
     """The openai engine's API key from the driver's environment, for the engine actors."""
-    import os
+    from reasonbed.inference.base import engine_secrets
 
-    if engine.name == "openai" and os.environ.get(engine.api_key_env):
-        return {engine.api_key_env: os.environ[engine.api_key_env]}
-    return {}
+    return engine_secrets(engine)
 
 
 def run_model(model: ResolvedModel, shards: list[Shard], store: ShardStore, class_names: list[str],

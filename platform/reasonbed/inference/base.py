@@ -148,6 +148,16 @@ def check_multi_image(engine: str, images: int) -> None:
                           f"({images} asked: in-context examples + the query); engines that do: {capable}")
 
 
+def engine_secrets(cfg: EngineConfig) -> dict[str, str]:
+    """The openai engine's API key from this (driver) process's environment, to hand to engine actors as a
+    constructor argument - never through runtime_env, which the Ray dashboard shows."""
+    import os
+
+    if cfg.name == "openai" and os.environ.get(cfg.api_key_env):
+        return {cfg.api_key_env: os.environ[cfg.api_key_env]}
+    return {}
+
+
 def build_engine(cfg: EngineConfig, **context: Any) -> Engine:
     """Construct the engine named by `cfg.name` (imports its module now)."""
     return ENGINES.get(cfg.name)(cfg, **context)
