@@ -1,4 +1,6 @@
-"""Shared pytest fixtures: an isolated environment, one local Ray and one tiny model per session.
+"""Shared pytest fixtures: an isolated environment, one local Ray and one tiny model per session; vLLM's
+OpenAI-compatible server (`start_vllm_server`) and one small trained adapter (`trained_run`) for the
+tests that serve, export and predict.
 
 Everything the tests write (Ray's temp dir, Hugging Face, vLLM and torch caches, the tiny-model
 cache) goes under one temporary directory, set before any heavy import.
@@ -6,6 +8,8 @@ cache) goes under one temporary directory, set before any heavy import.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import socket
@@ -15,6 +19,8 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -125,3 +131,90 @@ def teacher_chains(tmp_path_factory, ray_session) -> str:
     run_dir = tmp_path_factory.mktemp("teacher-chains")
     return smoke_chains(load(TrainConfig, base={"data": {"dataset": "synthetic_shapes", "images_per_class": 3},
                                                  "run_dir": str(run_dir)}))
+
+
+VLLM_SERVER_START_S = 240.0  # bounded wait for vLLM's server (about 26 s when the machine is idle)
+
+
+@dataclass
+class VLLMServer:
+    url: str  # http://127.0.0.1:PORT (no /v1)
+    served_model: str  # the first model name the server reports in /v1/models (the base model)
+    models: list[str]  # every name it serves (the base model, then LoRA modules)
+    log: Path
+
+
+def http_get(url: str, key: str | None = None, timeout: float = 5.0) -> bytes:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
+        return response.read()
+
+
+@contextlib.contextmanager
+def vllm_server(model: Path | str, log_path: Path, extra: Sequence[str] = (), key: str | None = None
+                ) -> Iterator[VLLMServer]:
+    """vLLM's OpenAI-compatible server on `model`, on 127.0.0.1, with the CPU flags reasonbed's vllm engine
+    uses (eager, float32, no chunked prefill); `extra` arguments after them; terminated on exit."""
+    port = _free_port()
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+               "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
+               "--no-enable-chunked-prefill", "--max-model-len", "1024", *extra]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}  # caches stay under the session's temp dir
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + VLLM_SERVER_START_S
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"vLLM server exited with {process.returncode}: "
+                                   f"{log_path.read_text(errors='replace')[-3000:]}")
+            try:
+                http_get(url + "/health", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"vLLM server not ready within {VLLM_SERVER_START_S:.0f} s; log: "
+                                       f"{log_path.read_text(errors='replace')[-3000:]}") from None
+                time.sleep(0.5)
+        models = [entry["id"] for entry in json.loads(http_get(url + "/v1/models", key=key))["data"]]
+        yield VLLMServer(url, models[0], models, log_path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def start_vllm_server():
+    """`start_vllm_server(model, log_path, extra=(), key=None)`: the context manager `vllm_server` above."""
+    return vllm_server
+
+
+TRAINED_RUN = {  # a few steps of `direct` on the tiny model in this process: enough to change its answers
+    "data": {"dataset": "synthetic_shapes", "images_per_class": 2}, "test_domain": "photo",
+    "optim": {"batch_size": 4, "max_steps": 8, "lr": 1e-3, "warmup_ratio": 0.0},
+    "eval": {"every": 0, "max_per_domain": 0}, "scale": {"backend": "local"},
+}
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_model_dir: Path) -> Path:  # noqa: ARG001 - the tiny model is built first, once
+    """One small finished training run (local backend): its directory (config, metrics, selected.json, adapter)."""
+    from reasonbed.config import load
+    from reasonbed.train.config import TrainConfig
+    from reasonbed.train.run import run
+
+    cfg = load(TrainConfig, overrides=[f"run_dir={_SESSION_ROOT / 'trained-run'}"], base=TRAINED_RUN)
+    return run(cfg).run_dir
+
+
+@pytest.fixture(scope="session")
+def exported_adapter(trained_run: Path) -> Path:
+    """`reasonbed export` of `trained_run`: its chosen adapter with a model card."""
+    from reasonbed.share.export import ExportConfig, export
+
+    return export(ExportConfig(source=str(trained_run), out=str(_SESSION_ROOT / "exported-adapter")))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from reasonbed.config import load
-from reasonbed.tracking import TrackingConfig, params_of
+from reasonbed.tracking import params_of
 from reasonbed.train.config import TrainConfig
 
 KEY = "rb-wandb-key-" + uuid.uuid4().hex  # a fake W&B key in the environment: it must appear nowhere
