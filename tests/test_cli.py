@@ -95,11 +95,10 @@ def test_every_field_of_every_reachable_config_class_carries_a_comment() -> None
     from reasonbed.data.catalog import DataConfig
     from reasonbed.generation.config import GenerationConfig
     from reasonbed.methods.base import METHODS
-    from reasonbed.train.config import TrainConfig
-    from reasonbed.tune.config import SweepConfig
-
     from reasonbed.share.export import ExportConfig
     from reasonbed.share.predict import PredictConfig
+    from reasonbed.train.config import TrainConfig
+    from reasonbed.tune.config import SweepConfig
 
     todo = [DataConfig, GenerationConfig, TrainConfig, SweepConfig, PredictConfig, ExportConfig,
             *(METHODS.get(name).config_class for name in METHODS.names())]

@@ -27,7 +27,7 @@ FLAGS = {
 }
 SMOKE = {
     "data": {"dataset": "synthetic_shapes", "images_per_class": 4},
-    "engine": {"name": "vllm", "batch_size": 16, "max_model_len": 2048},
+    "engine": {"batch_size": 16, "max_model_len": 2048},  # vllm (hf where vLLM is not installed)
     "shots": [0, 2], "queries_per_domain": 6, "max_tokens_direct": 8, "max_tokens_reasoning": 48,
 }
 

@@ -26,7 +26,7 @@ FLAGS = {
     "family": "engine.model.family", "dtype": "engine.model.dtype", "engine": "engine.name",
     "actors": "engine.actors", "num_gpus": "engine.num_gpus", "batch_size": "engine.batch_size", "prompt": "prompt",
 }
-SMOKE = {"dataset": "synthetic_shapes", "engine": {"name": "vllm", "batch_size": 16, "max_model_len": 1024}}
+SMOKE = {"dataset": "synthetic_shapes", "engine": {"batch_size": 16, "max_model_len": 1024}}  # vllm, else hf
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from reasonbed.compat.engines import default_engine, require_vllm
 from reasonbed.config import ConfigError
 from reasonbed.models.configs import ModelConfig
 from reasonbed.registry import Registry
@@ -41,7 +42,8 @@ class SamplingConfig:
 class EngineConfig:
     """Which engine generates, with what model and resources."""
 
-    name: Literal["template", "vllm", "hf", "openai", "vllm_actor"] = "vllm"  # see reasonbed.inference.base.ENGINES
+    # The engine (reasonbed.inference.base.ENGINES); default vllm, or hf where vLLM is not installed.
+    name: Literal["template", "vllm", "hf", "openai", "vllm_actor"] = field(default_factory=default_engine)
     model: ModelConfig = field(default_factory=ModelConfig)  # the teacher (ignored by template)
     actors: int = 1  # engine actors in the Ray Data pool
     num_cpus: float = 1.0  # CPUs per actor
@@ -61,6 +63,7 @@ class EngineConfig:
     template_noise: float = 0.0  # template: fraction of candidates made wrong (exercises rejection)
 
     def __post_init__(self) -> None:
+        require_vllm(self.name, "engine.name")
         if self.images_per_prompt < 1:
             raise ConfigError(f"engine.images_per_prompt: value {self.images_per_prompt!r} must be >= 1")
         if self.actors < 1 or self.batch_size < 1 or self.tensor_parallel_size < 1:
