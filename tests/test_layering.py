@@ -9,13 +9,15 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "platform" / "reasonbed"
 # Lowest first. A subpackage (or top-level module) may import its own layer's and lower layers' modules only.
 LAYERS = [
-    {"__init__", "compat", "config", "registry", "storage", "provenance", "prompts", "ray_runtime"},
+    {"__init__", "compat", "config", "registry", "storage", "provenance", "prompts", "ray_runtime", "redaction",
+     "tracking"},
     {"data", "models", "rewards"},
     {"methods", "inference"},
     {"generation"},
     {"train"},
     {"rl", "tune"},
     {"report", "evaluation"},  # the OOD evaluation writes its report with report's document and tables
+    {"share"},  # export reads sweeps' selection and checks adapters; predict answers with training's parser
     {"cli", "__main__"},
 ]
 
