@@ -163,3 +163,31 @@ def test_predict_on_a_labelled_folder_scores_as_the_training_evaluation(exported
     test_in = sum(1 for row in placed if row["domain"] == "photo" and row["part"] == "in")
     weighted = (report["test_acc"] * test_in + report["test_out_acc"] * (12 - test_in)) / 12
     assert scores["photo"]["acc"] == pytest.approx(weighted) and scores["photo"]["images"] == 12
+
+
+def test_export_from_a_sweep_is_the_model_its_selection_picked(tmp_path, ray_session):
+    from reasonbed.tune.config import SweepConfig
+    from reasonbed.tune.driver import run_sweep
+    from reasonbed.tune.records import load_records
+    from reasonbed.tune.selection import select
+
+    cfg = load(SweepConfig, overrides=[f"storage={tmp_path / 'runs'}", "name=export-me"], base={
+        "data": {"dataset": "synthetic_shapes", "images_per_class": 2}, "methods": ["direct"],
+        "test_domains": ["photo"], "num_samples": 2, "zero_shot": False, "search": "random",
+        "train": {"optim.max_steps": 2, "optim.batch_size": 4, "eval.every": 1, "eval.max_per_domain": 2},
+        "asha": {"enabled": False}})
+    sweep = run_sweep(cfg)["sweep"]
+    records = load_records(sweep)
+    for selection in ("training_domain", "oracle"):
+        choice = select(records, selection)[("direct", "photo", 0)]
+        out = export(ExportConfig(source=sweep, out=str(tmp_path / selection), selection=selection))
+        info = json.loads((out / "reasonbed.json").read_text())
+        assert info["checkpoint"] == choice.report["checkpoint"] and info["step"] == choice.step
+        assert info["selection"] == selection and info["metrics"]["test_acc"] == choice.test_acc
+        weights = Path(choice.report["checkpoint"]) / "adapter" / "adapter_model.safetensors"
+        assert (out / "adapter_model.safetensors").read_bytes() == weights.read_bytes()
+        card = (out / "README.md").read_text()
+        assert f"trial {choice.trial_id}" in card and "Sampled by the sweep" in card
+    assert "ORACLE" in (tmp_path / "oracle" / "README.md").read_text()
+    with pytest.raises(ConfigError, match="--method direct --test-domain photo --seed 0"):
+        export(ExportConfig(source=sweep, out=str(tmp_path / "none"), method="mtct"))
