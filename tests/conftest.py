@@ -60,12 +60,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def s3_server() -> str:
-    """A real S3-compatible server (moto) on 127.0.0.1; its endpoint is set in the environment.
-
-    Started before the session's Ray so that Ray's workers inherit the endpoint and the test
-    credentials (which are moto's dummies, not secrets).
-    """
+def s3_moto() -> str:
+    """A real S3-compatible server (moto) on 127.0.0.1; returns its own endpoint (tests reach it through
+    `s3_proxy`, whose endpoint `s3_server` sets in the environment)."""
     port = _free_port()
     log = open(_SESSION_ROOT / "moto.log", "wb")  # noqa: SIM115 - closed at teardown
     process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -82,12 +79,31 @@ def s3_server() -> str:
             time.sleep(0.2)
     else:
         raise RuntimeError("moto server did not start within 60 s")
-    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
     yield endpoint
     process.terminate()
     process.wait(timeout=10)
     log.close()
+
+
+@pytest.fixture(scope="session")
+def s3_proxy(s3_moto: str):
+    """The TCP proxy in front of moto (tests/tcp_proxy.py): `s3_proxy.outage(30)` refuses connections for 30 s."""
+    from tcp_proxy import TcpProxy
+
+    return TcpProxy(int(s3_moto.rsplit(":", 1)[1]))
+
+
+@pytest.fixture(scope="session")
+def s3_server(s3_proxy) -> str:
+    """The S3 endpoint of the tests (moto behind the proxy), set in the environment with moto's dummy credentials.
+
+    Requested before the session's Ray so that Ray's workers inherit the endpoint and the test
+    credentials (which are moto's dummies, not secrets).
+    """
+    endpoint = f"http://127.0.0.1:{s3_proxy.port}"
+    os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
+    return endpoint
 
 
 @pytest.fixture(scope="session")
