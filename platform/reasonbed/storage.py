@@ -175,6 +175,14 @@ def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tu
     return fs, path.rstrip("/") if path not in ("/", "") else path
 
 
+def write_bytes(url: str, data: bytes) -> None:
+    """Write a whole object or file (one PUT on object stores), creating parent folders."""
+    fs, path = filesystem(url)
+    if "/" in path.strip("/"):
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    fs.pipe_file(path, data)
+
+
 def join(root: str, *parts: str) -> str:
     """Join path parts onto a local path or URL with '/'."""
     return "/".join([root.rstrip("/"), *[part.strip("/") for part in parts]])

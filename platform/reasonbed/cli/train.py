@@ -58,7 +58,9 @@ def execute(cfg: Any, args: argparse.Namespace) -> int:
 
     result = run(cfg, smoke=args.smoke_test)
     final = {key: value for key, value in result.final.items() if key in ("step", "loss", "val_acc", "test_acc")}
-    print(json.dumps({"run_dir": str(result.run_dir), "adapter": str(result.adapter), **final}))
+    skipped = result.skipped_inputs if result.skipped_inputs.get("skipped") else {}  # data.on_corrupt=skip
+    print(json.dumps({"run_dir": str(result.run_dir), "adapter": str(result.adapter), **final,
+                      **({"skipped_inputs": skipped} if skipped else {})}))
     return 0
 
 

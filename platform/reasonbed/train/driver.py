@@ -18,7 +18,7 @@ from typing import Any
 from reasonbed import storage
 from reasonbed.config import ConfigError
 from reasonbed.data import catalog
-from reasonbed.data.reader import scan
+from reasonbed.data.reader import ImageCheck, check_images, scan
 from reasonbed.data.specs import DatasetSpec
 from reasonbed.data.splits import lodo_split
 from reasonbed.train.config import TrainConfig
@@ -92,7 +92,13 @@ def prepare_examples(cfg: TrainConfig, spec: DatasetSpec, index: Sequence[dict[s
 
 
 def resolve(cfg: TrainConfig) -> tuple[TrainConfig, DatasetSpec, str, list[dict[str, Any]]]:
-    """Fill defaults that depend on the data (test domain), check it, and scan the index."""
+    """Fill defaults that depend on the data (test domain), check it, and scan the index (data.on_corrupt applied)."""
+    cfg, spec, root, checked = resolve_checked(cfg)
+    return cfg, spec, root, checked.rows
+
+
+def resolve_checked(cfg: TrainConfig) -> tuple[TrainConfig, DatasetSpec, str, ImageCheck]:
+    """resolve(), with the image check's record: the rows kept and the corrupt images skipped."""
     spec, root = catalog.resolve(cfg.data)
     test_domain = cfg.test_domain or spec.domains[0]
     spec.check_domain(test_domain)
@@ -101,7 +107,8 @@ def resolve(cfg: TrainConfig) -> tuple[TrainConfig, DatasetSpec, str, list[dict[
         if cfg.val_domain == test_domain:
             raise ConfigError(f"val_domain {cfg.val_domain!r} is the test domain: hold out another source domain")
     index = scan(spec, root, storage_options=cfg.data.storage_options)
-    return replace(cfg, test_domain=test_domain), spec, root, index
+    checked = check_images(spec, root, index, cfg.data.storage_options, cfg.data.on_corrupt)  # before any training
+    return replace(cfg, test_domain=test_domain), spec, root, checked
 
 
 def build_trainer(cfg: TrainConfig, loop_config: dict[str, Any], run: RunDir, callbacks: Sequence[Any] = ()) -> Any:
@@ -112,12 +119,14 @@ def build_trainer(cfg: TrainConfig, loop_config: dict[str, Any], run: RunDir, ca
     from reasonbed.train.context import SCORE
     from reasonbed.train.worker import worker_loop
 
+    # checkpoints reach object storage through reasonbed.storage's filesystem (its retries, endpoint, options)
+    filesystem, storage_path = storage.pyarrow_filesystem(cfg.storage_path or str(run.path / "ray"))
     return TorchTrainer(
         worker_loop, train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=cfg.scale.num_workers, use_gpu=cfg.scale.use_gpu,
                                      resources_per_worker={"CPU": cfg.scale.cpus_per_worker}),
         run_config=RunConfig(
-            name=cfg.run_name, storage_path=cfg.storage_path or str(run.path / "ray"),
+            name=cfg.run_name, storage_path=storage_path, storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=cfg.scale.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.scale.keep_checkpoints,
                                                checkpoint_score_attribute=SCORE, checkpoint_score_order="max"),
@@ -132,7 +141,8 @@ def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (),
     from reasonbed.methods.base import build_method
     from reasonbed.models.loading import resolve_model_path
 
-    cfg, spec, root, index = resolve(cfg)
+    cfg, spec, root, checked = resolve_checked(cfg)
+    index, skipped = checked.rows, checked.record()
     run = RunDir.open(cfg)
     if run.done:
         log.info("run %s is done: its result is returned without training again", run.path)
@@ -144,7 +154,7 @@ def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (),
     finished = run.finished_checkpoint(steps) if run.resuming else None
     if finished:
         log.info("run %s: its storage holds the finished run; finishing the run directory from it", run.path)
-        return run.finish(finished, index)
+        return run.finish(finished, index, skipped)
     loop_config = {"cfg": cfg, "examples": examples, "eval_rows": rows, "model_path": resolve_model_path(cfg.model),
                    "data_root": root, "class_names": spec.display_names, "run_dir": str(run.path),
                    "run_name": cfg.run_name, "checkpoint_root": run.storage_root,
@@ -155,7 +165,7 @@ def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (),
 
         worker_loop({**loop_config, "local_storage": run.storage_root})
         with LocalContext(run.storage_root, cfg.scale.keep_checkpoints).checkpoint() as final:
-            return run.finish(final, index)
+            return run.finish(final, index, skipped)
     from reasonbed.ray_runtime import init_ray
 
     init_ray(address=cfg.ray_address or None)
@@ -163,4 +173,5 @@ def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (),
     if result.checkpoint is None:
         raise RuntimeError(f"training run {cfg.run_name!r} ended without a checkpoint")
     # the final (latest) checkpoint, read back from the run's storage (local path or s3://)
-    return run.finish(storage.join(run.storage_root, result.checkpoint.path.rstrip("/").rsplit("/", 1)[-1]), index)
+    return run.finish(storage.join(run.storage_root, result.checkpoint.path.rstrip("/").rsplit("/", 1)[-1]), index,
+                      skipped)

@@ -18,7 +18,7 @@ import json
 import math
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ class TrainResult:
     run_dir: Path
     metrics: list[dict[str, Any]]
     adapter: Path
+    skipped_inputs: dict[str, Any] = field(default_factory=dict)  # data.on_corrupt=skip: count and first paths
 
     @property
     def final(self) -> dict[str, Any]:
@@ -124,7 +125,10 @@ class RunDir:
     def result(self) -> TrainResult:
         """The result of a finished run, from its files."""
         lines = (self.path / "metrics.jsonl").read_text().splitlines()
-        return TrainResult(self.path, [json.loads(line) for line in lines if line.strip()], self.path / "adapter")
+        saved = self.path / "provenance.json"
+        skipped = json.loads(saved.read_text()).get("skipped_inputs", {}) if saved.is_file() else {}
+        return TrainResult(self.path, [json.loads(line) for line in lines if line.strip()], self.path / "adapter",
+                           skipped)
 
     def finished_checkpoint(self, steps: int) -> str | None:
         """The last checkpoint in storage when it already completes `steps` (the driver stopped before `done`)."""
@@ -136,8 +140,10 @@ class RunDir:
             step = int(json.load(handle).get("step", -1))
         return found[-1] if step >= max(steps, 1) or (steps == 0 and step == 0) else None
 
-    def finish(self, checkpoint: str | Path, index: Sequence[dict[str, Any]]) -> TrainResult:
-        """Copy the final adapter and write metrics, steps, selection, provenance and `done` from a checkpoint."""
+    def finish(self, checkpoint: str | Path, index: Sequence[dict[str, Any]],
+               skipped: dict[str, Any] | None = None) -> TrainResult:
+        """Copy the final adapter and write metrics, steps, selection, provenance (with the inputs skipped, see
+        reasonbed.data.reader.ImageCheck.record) and `done` from a checkpoint."""
         from reasonbed.provenance import provenance
 
         fs, path = storage.filesystem(str(checkpoint))
@@ -156,7 +162,9 @@ class RunDir:
             best = max(enumerate(reports), key=lambda item: (float(item[1].get("val_acc", 0.0)), item[0]))[1]
             keep = ("step", "val_acc", "test_acc", "test_out_acc", "select_on", "checkpoint")
             (self.path / "selected.json").write_text(json.dumps({k: best.get(k) for k in keep}, indent=2))
-        (self.path / "provenance.json").write_text(json.dumps(provenance(self.cfg, index), indent=2))
+        (self.path / "provenance.json").write_text(json.dumps({**provenance(self.cfg, index),
+                                                               "skipped_inputs": skipped or {}}, indent=2))
         (self.path / "done").write_text(json.dumps({k: v for k, v in (reports[-1] if reports else {}).items()
                                                      if plain_metric(v)}, default=float))
-        return TrainResult(self.path, [{k: v for k, v in row.items() if plain_metric(v)} for row in reports], adapter)
+        return TrainResult(self.path, [{k: v for k, v in row.items() if plain_metric(v)} for row in reports], adapter,
+                           skipped or {})

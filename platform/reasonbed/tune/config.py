@@ -11,6 +11,7 @@ from reasonbed.data.catalog import DataConfig
 from reasonbed.tracking import TrackingConfig
 
 ASHA_TIME_ATTR = "examples_seen"  # ASHA's time unit: training examples seen (step x optim.batch_size)
+NOT_HASHED = ("tracking", "lease_expiry_s")  # where results are logged, how the driver runs: not in the name's hash
 
 
 @dataclass
@@ -66,6 +67,9 @@ class SweepConfig:
     zero_shot: bool = True
     # MLflow / W&B: one run per trial, live (Ray Tune's logger callbacks), and the report as an artifact.
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    # Seconds without a heartbeat after which the driver's lease on the sweep (reasonbed.tune.lease) expires
+    # and another driver may take the sweep over; the heartbeat comes every min(30, this / 4) seconds
+    lease_expiry_s: float = 300.0
 
     def __post_init__(self) -> None:
         if self.num_samples < 1 or self.max_concurrent_trials < 1 or self.studies_in_parallel < 1:
@@ -77,6 +81,9 @@ class SweepConfig:
             raise ConfigError("seeds: at least one trial seed")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds: trial seeds must be distinct, got {self.seeds}")
+        if self.lease_expiry_s < 10:
+            raise ConfigError(f"lease_expiry_s must be >= 10 seconds (heartbeats come every expiry / 4), got "
+                              f"{self.lease_expiry_s}")
 
 
 def protocol(config: Mapping[str, Any]) -> dict[str, Any]:
