@@ -35,13 +35,17 @@ class SweepInterrupted(Exception):
     """The sweep was stopped; what finished is saved and the same command resumes it."""
 
 
-def tune_interrupted(results: Any) -> bool:
-    """Whether a Tuner.fit() ended by interruption: some trial neither terminated nor errored.
+def tune_interrupted(results: Any, expected: int = 0) -> bool:
+    """Whether a Tuner.fit() ended by interruption: a trial that did not error has no final (`done`) result,
+    or fewer than `expected` trials were created.
 
     Tune returns normally from an interrupted fit (it only logs "Experiment has been interrupted, but the
-    most recent state was saved"), leaving the unfinished trials PENDING/RUNNING/PAUSED in its state.
+    most recent state was saved") and marks every trial TERMINATED on its way out, so statuses do not
+    tell; but a trial that ended - its function returned, or a scheduler such as ASHA stopped it - has
+    `done=True` in its last result (ray.tune's TuneController._process_trial_result).
     """
-    return results.num_terminated + results.num_errors < len(results)
+    unfinished = [result for result in results if result.error is None and not (result.metrics or {}).get("done")]
+    return bool(unfinished) or len(results) < expected
 
 
 def _quiet_tune_signal() -> None:

@@ -157,7 +157,7 @@ def _run_study(cfg: SweepConfig, method: str, test_domain: str, seed: int, chain
     if stop is not None and stop.is_set():
         return {"study": name, "interrupted": True}
     results = tuner.fit()
-    if tune_interrupted(results) or (stop is not None and stop.is_set()):
+    if tune_interrupted(results, cfg.num_samples) or (stop is not None and stop.is_set()):
         log.warning("study %s interrupted: its state is saved in %s", name, study_uri)
         return {"study": name, "interrupted": True}
     abandoned = close_abandoned(study_url, name)
