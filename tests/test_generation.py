@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 
 from reasonbed.config import ConfigError, load
 from reasonbed.data import synthetic
+from reasonbed.data.specs import DatasetError
 from reasonbed.generation.config import GenerationConfig
 from reasonbed.generation.pipeline import run_generation
 from reasonbed.generation.schema import SCHEMA
@@ -168,11 +170,15 @@ def test_unreadable_image_is_counted_or_stops(tmp_path, ray_session):
     root = tmp_path / "data"
     synthetic.generate(str(root), images_per_class=1)
     (root / "photo" / "ring" / "ring_00000.png").write_bytes(b"broken")
-    summary = run_generation(_cfg(tmp_path / "skip", root))
-    assert summary["unreadable_images"] == ["photo/ring/ring_00000.png"]
+    with pytest.raises(DatasetError, match="photo/ring/ring_00000.png"):  # data.on_corrupt=error: before anything
+        run_generation(_cfg(tmp_path / "stop", root))
+    assert not (tmp_path / "stop" / "pass0").exists()
+    summary = run_generation(_cfg(tmp_path / "skip", root, **{"data.on_corrupt": "skip"}))
+    assert summary["skipped_inputs"]["skipped"] == 1
+    assert summary["skipped_inputs"]["first"][0]["path"] == "photo/ring/ring_00000.png"
     assert summary["candidates"] == 46
-    with pytest.raises(Exception, match="photo/ring/ring_00000.png"):
-        run_generation(_cfg(tmp_path / "stop", root, on_bad_image="error"))
+    manifest = json.loads((tmp_path / "skip" / "manifest.json").read_text())
+    assert manifest["summary"]["skipped_inputs"]["skipped"] == 1
 
 
 def test_output_that_cannot_be_written(tmp_path, shapes):

@@ -161,3 +161,81 @@ def test_control_raises_outside_a_tune_run_and_blocks_new_studies():
             time.sleep(5)  # the handler raises here
         with pytest.raises(SweepInterrupted), control.phase("tune"):
             pytest.fail("a study started after the stop")
+
+
+def _s3():
+    import s3fs
+
+    return s3fs.S3FileSystem()
+
+
+def _wait_for(predicate, what: str, process: subprocess.Popen | None = None, timeout: float = 600) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the driver ended (status {process.returncode}) before {what}")
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_sigint_stops_an_s3_sweep_a_second_driver_is_refused_and_the_same_command_finishes_it(
+        tmp_path, s3_bucket, ray_session):
+    import optuna
+
+    from reasonbed.tune.records import load_records
+
+    sweep = f"{s3_bucket}/sweeps/ctl"
+    command = [sys.executable, str(REPO / "jobs" / "tune.py"), "--smoke-test", f"--storage=s3://{s3_bucket}/sweeps",
+               "--name=ctl", "methods=[direct]", "test_domains=[photo,sketch,cartoon]", "num_samples=2",
+               "studies_in_parallel=1", "zero_shot=false", "train.optim.max_steps=6", "train.eval.every=3",
+               "asha.grace_period=48", "asha.max_t=96", "lease_expiry_s=60"]
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    log = tmp_path / "first.log"
+    with open(log, "w") as handle:
+        first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=handle, stderr=subprocess.STDOUT)
+    fs = _s3()
+    try:
+        _wait_for(lambda: fs.exists(f"{sweep}/{LEASE}"), "the lease", first)
+        second = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert second.returncode == 3, second.stderr[-3000:]
+        assert "another driver runs this sweep" in second.stderr and f"pid {first.pid}" in second.stderr
+        assert "last heartbeat" in second.stderr and "--force" in second.stderr
+
+        # after the first study: its report and the Optuna study are in the sweep storage, the sweep still runs
+        _wait_for(lambda: fs.exists(f"{sweep}/report/report.html") and fs.exists(f"{sweep}/optuna.db"),
+                  "the report and the study copy", first)
+        assert first.poll() is None, "the sweep ended before its report could be seen in s3://"
+        assert fs.exists(f"{sweep}/direct-photo-s0/done")
+        assert fs.exists(f"{sweep}/report/trials.csv") and fs.exists(f"{sweep}/report/report.md")
+
+        _wait_for(lambda: fs.glob(f"{sweep}/direct-sketch-s0/trial_*/trial.json"), "a trial of study 2", first)
+        first.send_signal(signal.SIGINT)
+        first.wait(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    output = log.read_text()
+    assert first.returncode == 130, output[-4000:]
+    assert "stopped (SIGINT received)" in output and "Resume with the same command:" in output
+    fs.invalidate_cache()
+    assert not fs.exists(f"{sweep}/direct-sketch-s0/done")
+    assert not fs.exists(f"{sweep}/direct-cartoon-s0"), "a new study started after Ctrl+C"
+    assert not fs.exists(f"{sweep}/{LEASE}"), "the lease was not released"
+
+    again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    assert again.returncode == 0, again.stderr[-4000:]
+    fs.invalidate_cache()
+    assert all(fs.exists(f"{sweep}/direct-{d}-s0/done") for d in ("photo", "sketch", "cartoon"))
+    records = load_records(f"s3://{sweep}")
+    assert len(records) == 6 and len({r.trial_id for r in records}) == 6
+    assert all(r.status in ("completed", "stopped") for r in records)
+    study_db = tmp_path / "study.db"
+    fs.get(f"{sweep}/optuna.db", str(study_db))
+    for domain in ("photo", "sketch", "cartoon"):
+        trials = optuna.load_study(study_name=f"direct-{domain}-s0", storage=f"sqlite:///{study_db}").trials
+        assert sorted(t.state.name for t in trials if t.state.name != "PRUNED") == ["COMPLETE"] * len(
+            [t for t in trials if t.state.name != "PRUNED"]) and len(trials) == 2
+    assert "- trials: 6" in fs.cat_file(f"{sweep}/report/report.md").decode()

@@ -18,7 +18,7 @@ from typing import Any
 from reasonbed import storage
 from reasonbed.config import to_dict
 from reasonbed.data import catalog
-from reasonbed.data.reader import _load_images, scan
+from reasonbed.data.reader import _load_images, check_images, scan
 from reasonbed.data.specs import DatasetError, DatasetSpec
 from reasonbed.generation.config import GenerationConfig
 from reasonbed.generation.schema import to_table
@@ -177,7 +177,9 @@ def run_generation(cfg: GenerationConfig, image_ids: set[str] | None = None) -> 
         cfg = replace(cfg, engine=replace(cfg.engine, model=model))
     store = ShardStore(cfg.output, cfg.output_storage_options)
     store.check_writable()
-    index = scan(spec, root, cfg.domains or None, cfg.data.storage_options)
+    checked = check_images(spec, root, scan(spec, root, cfg.domains or None, cfg.data.storage_options),
+                           cfg.data.storage_options, cfg.data.on_corrupt)  # corrupt images: stop now, or skip
+    index = checked.rows
     if image_ids is not None:
         index = [row for row in index if row["id"] in image_ids]
     init_ray(address=cfg.ray_address or None)
@@ -203,7 +205,7 @@ def run_generation(cfg: GenerationConfig, image_ids: set[str] | None = None) -> 
         kind = "rationalization" if cfg.second_pass == "rationalize" else "blind"
         _run_pass(cfg, spec, root, store, todo, sampling, kind, 1, cfg.sampling.n)
     table = store.read()
-    summary = summarise(table, len(index), time.perf_counter() - started)
+    summary = {**summarise(table, len(index), time.perf_counter() - started), "skipped_inputs": checked.record()}
     manifest = {
         "dataset": spec.name, "data_root": root, "images": len(index), "shards": store.list_shards(),
         "config": redacted_config(cfg), "summary": summary,

@@ -54,4 +54,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"with a kept blind chain: {summary['images_with_blind_kept_chain']}",
         f"unreadable images: {len(unreadable)}" + (f" {unreadable[:3]}" if unreadable else ""),
     ]
+    skipped = summary.get("skipped_inputs") or {}
+    if skipped.get("skipped"):
+        lines.append(f"corrupt images skipped before generation (data.on_corrupt=skip): {skipped['skipped']} "
+                     f"{[item['path'] for item in skipped.get('first', [])[:3]]}")
     return "\n".join(lines)
