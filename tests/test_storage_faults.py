@@ -43,10 +43,18 @@ def test_calls_retry_through_an_outage(s3_bucket, s3_proxy, monkeypatch):
     time.sleep(0.5)
     started = time.monotonic()
     fs.pipe(path + ".2", b"during")  # refused at first, written once the server is back
-    assert fs.cat(path) == b"before"
-    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(path.rsplit("/", 1)[0], refresh=True)) == ["a.txt", "a.txt.2"]
     assert time.monotonic() - started > 3  # it did wait for the outage
+    assert fs.cat(path) == b"before"
     outage.join()
+    outage = s3_proxy.outage_in_background(4)
+    time.sleep(0.5)
+    with fs.open(path + ".3", "wb") as handle:  # an open file's upload (what pyarrow and Ray Train use)
+        handle.write(b"file")
+    with fs.open(path + ".3", "rb") as handle:
+        assert handle.read() == b"file"
+    outage.join()
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(path.rsplit("/", 1)[0], refresh=True)) == [
+        "a.txt", "a.txt.2", "a.txt.3"]
     with storage.filesystem(url)[0].open(path + ".2", "rb") as handle:
         assert handle.read() == b"during"
 

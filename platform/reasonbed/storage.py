@@ -110,6 +110,7 @@ class _Outage:
 def _s3_class() -> type:
     """S3FileSystem with every call to the service retried over the window (defined on first use: importing
     s3fs takes a second, which local-only runs need not pay)."""
+    from fsspec.asyn import sync_wrapper
     from s3fs import S3FileSystem
 
     class RetryingS3FileSystem(S3FileSystem):
@@ -131,6 +132,8 @@ def _s3_class() -> type:
                         url = f"s3://{kwargs.get('Bucket', '')}/{kwargs.get('Key', kwargs.get('Prefix', ''))}"
                         outage = _Outage(f"{url} ({method})", retry_window(self.retry_seconds), started)
                     await asyncio.sleep(outage.next_wait(error))
+
+        call_s3 = sync_wrapper(_call_s3)  # s3fs's open files call this synchronous twin: it must be ours too
 
     RetryingS3FileSystem.__module__ = __name__
     RetryingS3FileSystem.__qualname__ = "RetryingS3FileSystem"
