@@ -81,7 +81,11 @@ def s3_moto() -> str:
         raise RuntimeError("moto server did not start within 60 s")
     yield endpoint
     process.terminate()
-    process.wait(timeout=10)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # e.g. connections the proxy still holds open keep its threads busy
+        process.kill()
+        process.wait(timeout=10)
     log.close()
 
 

@@ -242,37 +242,32 @@ def test_sigint_stops_an_s3_sweep_a_second_driver_is_refused_and_the_same_comman
 
 
 @pytest.mark.slow
-def test_sigint_stops_every_parallel_study_and_the_same_call_finishes_the_sweep(tmp_path, ray_session):
-    from reasonbed.config import load
-    from reasonbed.tune.config import SweepConfig
-    from reasonbed.tune.control import SweepInterrupted
-    from reasonbed.tune.driver import run_sweep
+def test_sigint_stops_every_parallel_study_and_the_same_command_finishes_the_sweep(tmp_path, ray_session):
     from reasonbed.tune.records import load_records
 
-    cfg = load(SweepConfig, base={
-        "data": {"dataset": "synthetic_shapes", "images_per_class": 3, "palette": "by_class"},
-        "methods": ["direct"], "test_domains": ["photo", "sketch", "cartoon"], "num_samples": 1,
-        "studies_in_parallel": 2, "zero_shot": False, "storage": str(tmp_path / "runs"), "name": "parallel",
-        "train": {"optim.max_steps": 6, "eval.every": 3, "eval.max_per_domain": 4},
-        "asha": {"grace_period": 48, "reduction_factor": 2, "max_t": 96},
-        "search_spaces": str(REPO / "search_spaces")})
     sweep = tmp_path / "runs" / "parallel"
-
-    def interrupt_when_both_studies_train() -> None:
-        deadline = time.time() + 600
-        while time.time() < deadline:
-            if all(list((sweep / f"direct-{d}-s0").glob("trial_*/trial.json")) for d in ("photo", "sketch")):
-                os.kill(os.getpid(), signal.SIGINT)
-                return
-            time.sleep(0.5)
-
-    threading.Thread(target=interrupt_when_both_studies_train, daemon=True).start()
-    with pytest.raises(SweepInterrupted, match="SIGINT"):
-        run_sweep(cfg)
+    command = [sys.executable, str(REPO / "jobs" / "tune.py"), "--smoke-test", f"--storage={tmp_path / 'runs'}",
+               "--name=parallel", "methods=[direct]", "test_domains=[photo,sketch,cartoon]", "num_samples=1",
+               "studies_in_parallel=2", "zero_shot=false", "train.optim.max_steps=6", "train.eval.every=3",
+               "asha.grace_period=48", "asha.max_t=96"]
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    try:
+        _wait_for(lambda: all(list((sweep / f"direct-{d}-s0").glob("trial_*/trial.json")) for d in ("photo", "sketch")),
+                  "a trial in each of the two parallel studies", first)
+        first.send_signal(signal.SIGINT)
+        output, _ = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 130, output[-4000:]
+    assert output.count("interrupted: its state is saved") >= 2 or "Experiment has been interrupted" in output
     assert not (sweep / "direct-photo-s0" / "done").exists() and not (sweep / "direct-sketch-s0" / "done").exists()
     assert not (sweep / "direct-cartoon-s0").exists(), "a new study started after Ctrl+C"
     assert not (sweep / LEASE).exists()
-    outcome = run_sweep(cfg)  # the same call: both interrupted studies restore, the third runs
-    assert [s.get("interrupted") for s in outcome["studies"]] == [None, None, None]
+    again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert all((sweep / f"direct-{d}-s0" / "done").exists() for d in ("photo", "sketch", "cartoon"))
     records = load_records(str(sweep))
     assert len(records) == 3 and all(r.status in ("completed", "stopped") for r in records)
