@@ -234,6 +234,7 @@ def run_sweep(cfg: SweepConfig, local_root: str = "runs", force: bool = False,
     when another driver runs the sweep and SweepInterrupted when stopped (Ctrl+C, SIGTERM, lost lease).
     `after_study(sweep_uri)` runs after every finished study (errors in it are logged, not raised).
     """
+    from reasonbed.data.reader import check_images, scan
     from reasonbed.methods.base import build_method
     from reasonbed.models.loading import resolve_model_path
     from reasonbed.ray_runtime import init_ray
@@ -252,6 +253,10 @@ def run_sweep(cfg: SweepConfig, local_root: str = "runs", force: bool = False,
     if cfg.zero_shot:
         build_method(ZERO_SHOT, {}, spec.display_names)  # the zero-shot row's method must exist
     probe = trial_train_config({}, cfg, cfg.methods[0], domains[0], cfg.seeds[0], "")
+    # data.on_corrupt before any study: a corrupt image stops the sweep here (error) or is counted (skip); the
+    # verdict is cached, so the trials do not decode again
+    check_images(spec, root, scan(spec, root, storage_options=cfg.data.storage_options), cfg.data.storage_options,
+                 cfg.data.on_corrupt)
     name = sweep_name(cfg, spec.name)
     sweep_uri = storage.join(cfg.storage, name) if storage.is_remote(cfg.storage) else str(
         Path(cfg.storage).resolve() / name)
