@@ -78,6 +78,15 @@ def check_resources(cfg: SweepConfig, per_trial_cpus: float, per_trial_gpus: flo
                 f" lower the concurrency or set allow_autoscaling=true on an autoscaling cluster")
 
 
+def trial_resources(cfg: SweepConfig, method: str, test_domain: str, seed: int) -> dict[str, float]:
+    """What a trial's driver function reserves: next to nothing when it waits on its Ray Train run, the
+    training CPUs when it trains in its own process (train.scale.backend=local)."""
+    from reasonbed.tune.trial import trial_train_config
+
+    scale = trial_train_config({}, cfg, method, test_domain, seed, "").scale
+    return {"CPU": scale.cpus_per_worker} if scale.backend == "local" else {"CPU": 0.01}
+
+
 def _exists(uri: str) -> bool:
     fs, path = storage.filesystem(uri)
     return fs.exists(path)
@@ -122,8 +131,7 @@ def _run_study(cfg: SweepConfig, method: str, test_domain: str, seed: int, chain
     space = load_space(cfg.search_spaces, method, cfg.data.dataset)
     trainable = tune.with_resources(
         study_trainable(name, sweep=cfg, method=method, test_domain=test_domain, seed=seed, chains=chains,
-                        sweep_uri=sweep_uri),
-        {"CPU": 0.01})  # the driver function only waits on its Ray Train run
+                        sweep_uri=sweep_uri), trial_resources(cfg, method, test_domain, seed))
     filesystem, storage_path = storage.pyarrow_filesystem(sweep_uri)
     experiment = f"{storage_path}/{name}"
     if tune.Tuner.can_restore(experiment, storage_filesystem=filesystem):
@@ -235,7 +243,7 @@ def run_sweep(cfg: SweepConfig, local_root: str = "runs", force: bool = False,
     `after_study(sweep_uri)` runs after every finished study (errors in it are logged, not raised).
     """
     from reasonbed.data.reader import check_images, scan
-    from reasonbed.methods.base import build_method
+    from reasonbed.methods.base import method_class
     from reasonbed.models.loading import resolve_model_path
     from reasonbed.ray_runtime import init_ray
     from reasonbed.train.run import TrainConfig  # noqa: F401 - fail early on import problems
@@ -248,10 +256,10 @@ def run_sweep(cfg: SweepConfig, local_root: str = "runs", force: bool = False,
     for domain in domains:
         spec.check_domain(domain)
     for method in cfg.methods:
-        build_method(method, {}, spec.display_names)  # unknown method: clear error now
+        method_class(method)  # unknown method: clear error now
         load_space(cfg.search_spaces, method, cfg.data.dataset)  # malformed space: clear error now
     if cfg.zero_shot:
-        build_method(ZERO_SHOT, {}, spec.display_names)  # the zero-shot row's method must exist
+        method_class(ZERO_SHOT)  # the zero-shot row's method must exist
     probe = trial_train_config({}, cfg, cfg.methods[0], domains[0], cfg.seeds[0], "")
     # data.on_corrupt before any study: a corrupt image stops the sweep here (error) or is counted (skip); the
     # verdict is cached, so the trials do not decode again
