@@ -4,7 +4,8 @@ An engine turns a batch of (image, prompt text) requests into `n` completions ea
 carry in-context examples (images with the answers shown for them), which engines whose class sets
 `multi_image = True` send as earlier chat turns (`check_multi_image` refuses the others). Engines are
 registered by dotted path in `ENGINES` and imported only when chosen, so vLLM or the OpenAI client
-are imported only by runs that use them. `build_engine(cfg)` constructs one.
+are imported only by runs that use them. `build_engine(cfg)` constructs one; `runs_async(cfg)` says
+whether it has an async face for several batches at once (vLLM's async engine).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class EngineConfig:
     num_gpus: float = 0.0  # GPUs per actor (tensor_parallel_size of them on a GPU cluster)
     tensor_parallel_size: int = 1  # vLLM tensor parallelism inside an actor
     batch_size: int = 8  # images per engine call
+    vllm_async: bool = True  # vllm engines: vLLM's AsyncLLM, batches in flight share it (false: the offline vllm.LLM)
+    batches_in_flight: int = 8  # async vllm: Ray Data batches one generation actor holds in its engine at once
     max_model_len: int = 2048  # vLLM context length
     images_per_prompt: int = 1  # most images in one prompt (vLLM limit_mm_per_prompt; in-context examples + 1)
     engine_kwargs: dict[str, Any] = field(default_factory=dict)  # extra vllm.LLM(...) keyword arguments
@@ -66,9 +69,10 @@ class EngineConfig:
         require_vllm(self.name, "engine.name")
         if self.images_per_prompt < 1:
             raise ConfigError(f"engine.images_per_prompt: value {self.images_per_prompt!r} must be >= 1")
-        if self.actors < 1 or self.batch_size < 1 or self.tensor_parallel_size < 1:
-            raise ConfigError(f"engine: actors ({self.actors}), batch_size ({self.batch_size}) and "
-                              f"tensor_parallel_size ({self.tensor_parallel_size}) must be >= 1")
+        if self.actors < 1 or self.batch_size < 1 or self.tensor_parallel_size < 1 or self.batches_in_flight < 1:
+            raise ConfigError(f"engine: actors ({self.actors}), batch_size ({self.batch_size}), tensor_parallel_size "
+                              f"({self.tensor_parallel_size}) and batches_in_flight ({self.batches_in_flight}) "
+                              "must be >= 1")
         if self.name == "openai" and not self.base_url:
             raise ConfigError("engine.base_url is required for engine 'openai' (e.g. http://host:8000/v1)")
         if not 0.0 <= self.template_noise <= 1.0:
@@ -117,7 +121,12 @@ class Completion:
 
 
 class Engine(Protocol):
-    """What every engine provides. Rollout engines (GRPO) also follow the live policy with `sync`."""
+    """What every engine provides. Rollout engines (GRPO) also follow the live policy with `sync`.
+
+    An engine that can hold several batches at once also has an async face, `async agenerate(requests,
+    sampling)` (same result as `generate`), and a static `runs_async(cfg)` saying whether `cfg` uses it:
+    the generation pipeline then keeps `engine.batches_in_flight` batches in each actor's engine.
+    """
 
     model_id: str
 
@@ -159,6 +168,12 @@ def engine_secrets(cfg: EngineConfig) -> dict[str, str]:
     if cfg.name == "openai" and os.environ.get(cfg.api_key_env):
         return {cfg.api_key_env: os.environ[cfg.api_key_env]}
     return {}
+
+
+def runs_async(cfg: EngineConfig) -> bool:
+    """Whether the engine `cfg` names serves several batches at once through `agenerate` (see `Engine`)."""
+    check = getattr(ENGINES.get(cfg.name), "runs_async", None)
+    return bool(check(cfg)) if check is not None else False
 
 
 def build_engine(cfg: EngineConfig, **context: Any) -> Engine:

@@ -6,7 +6,8 @@ fresh local directory and loads them under a new LoRA id (so vLLM reloads the we
 rather than vLLM inside the training process: its placement and resources are explicit (a GPU of its own
 on a cluster instead of competing with the trainer's memory), its vLLM state dies with it, and the
 trainer stays a plain torch process. The actor is owned by the process that built the engine, so it is
-torn down with it (a restarted worker group starts a new one).
+torn down with it (a restarted worker group starts a new one). Inside it is the same `VLLMEngine` as in
+the generation pipeline: vLLM's async engine unless `engine.vllm_async=false`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from reasonbed.models.lora import adapter_files
 
 
 class _Actor:
-    """Runs inside the Ray actor: a VLLMEngine whose LoRA adapter is replaced by `load_adapter_files`."""
+    """Runs inside the Ray actor: a VLLMEngine whose LoRA adapter is replaced by `load_adapter_files`.
+
+    An async actor (its `generate` awaits the engine's async face, the generation pipeline's engine
+    code): the other methods run between rollouts on the actor's event loop.
+    """
 
     def __init__(self, engine_cfg: EngineConfig, files: dict[str, bytes]) -> None:
         import reasonbed  # noqa: F401 - torchvision fix in this actor
@@ -49,8 +54,8 @@ class _Actor:
         self.engine.load_adapter(self._write(files))
         return self.version
 
-    def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[list[Completion]]:
-        return self.engine.generate(requests, sampling)
+    async def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[list[Completion]]:
+        return await self.engine.agenerate(requests, sampling)
 
     def close(self) -> None:
         self.engine.close()
