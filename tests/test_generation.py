@@ -107,7 +107,7 @@ def test_template_teacher_second_pass_and_manifest(tmp_path, shapes, ray_session
 def test_vllm_engine_in_ray_actor_writes_schema_rows(tmp_path, shapes, tiny_model_dir, ray_session):
     """The default (vLLM's async engine, batches in flight) and the offline engine write the same rows."""
     overrides = {"engine.name": "vllm", "engine.model.path": str(tiny_model_dir), "sampling.max_tokens": 16,
-                 "sampling.temperature": 0.0, "engine.max_model_len": 1024, "engine.batch_size": 4}
+                 "engine.max_model_len": 1024, "engine.batch_size": 4}
     cfg = _cfg(tmp_path / "vllm", shapes, **overrides)
     assert runs_async(cfg.engine) and cfg.engine.batches_in_flight > 1, "the async actor is the default"
     summary = run_generation(cfg)
@@ -126,7 +126,8 @@ def test_vllm_engine_in_ray_actor_writes_schema_rows(tmp_path, shapes, tiny_mode
     def chains(output: str) -> dict[tuple[str, int], str]:
         return {(row["image_id"], row["candidate"]): row["chain"] for row in ShardStore(output).read().to_pylist()}
 
-    assert chains(offline.output) == chains(cfg.output), "greedy chains differ between the two engine faces"
+    # per-request seeds: the same samples whatever the batches (vLLM on CPU is batch-invariant here)
+    assert chains(offline.output) == chains(cfg.output), "the two engines sampled different chains"
 
 
 @pytest.mark.slow
