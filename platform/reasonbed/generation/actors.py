@@ -86,6 +86,13 @@ class _RowBuilder:
         self.engine_name, self.sampling, self.class_names = engine_cfg.name, sampling, class_names
         self.prompt_kind, self.pass_index, self.offset = prompt_kind, pass_index, candidate_offset
 
+    def __del__(self) -> None:
+        # Ray Data drops the instance when the actor exits gracefully: free the engine then (the async
+        # vLLM engine's child process), not at interpreter exit with vLLM's modules half torn down.
+        close = getattr(getattr(self, "engine", None), "close", None)
+        if close is not None:
+            close()
+
     def _prompt(self, label: int) -> str:
         if self.prompt_kind == "rationalization":
             return rationalization_prompt(self.class_names, self.class_names[label])

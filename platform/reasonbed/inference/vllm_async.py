@@ -16,6 +16,7 @@ Only `reasonbed.inference.vllm_engine` uses this module.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import itertools
 import threading
 from collections.abc import Coroutine
@@ -47,6 +48,9 @@ class AsyncBackend:
         except BaseException:
             self._stop_loop()
             raise
+        # A process that exits without close() (a Ray Data actor at the end of a dataset) shuts the engine
+        # down while vLLM's modules are still whole, not in AsyncLLM.__del__ during interpreter teardown.
+        atexit.register(self.close)
 
     def _wait(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
         if threading.current_thread() is self._thread:
@@ -88,9 +92,16 @@ class AsyncBackend:
         self._thread.join(timeout=60)
 
     def close(self) -> None:
-        """Shut the engine core down (its child process exits) and stop the loop."""
+        """Shut the engine core down (its child process exits) and stop the loop; a second call does nothing."""
+        if self.llm is None:
+            return
+        atexit.unregister(self.close)
 
         async def shutdown() -> None:
+            handler = getattr(self.llm, "output_handler", None)
+            if handler is not None:  # stopped first: it would log the engine core's exit as a failure
+                handler.cancel()
+                await asyncio.gather(handler, return_exceptions=True)
             self.llm.shutdown()
             self.llm = None  # collected now (VLLMEngine.close runs gc), not at interpreter exit when
             # AsyncLLM.__del__ would call shutdown again with vLLM's module globals already gone

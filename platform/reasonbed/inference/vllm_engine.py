@@ -13,6 +13,7 @@ no chunked prefill (below).
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import os
 import threading
@@ -74,7 +75,7 @@ class OfflineBackend:
         return await asyncio.to_thread(self.generate, prompts, params, lora)
 
     def close(self) -> None:
-        del self.llm
+        self.llm = None  # freed by the caller's gc.collect()
 
 
 class VLLMEngine:
@@ -156,7 +157,5 @@ class VLLMEngine:
 
     def close(self) -> None:
         """Free the engine (tests and benchmarks that start several in one process)."""
-        import gc
-
         self.backend.close()
         gc.collect()
