@@ -79,6 +79,31 @@ def driver_runtime_env(extra: Mapping[str, Any] | None = None) -> dict[str, Any]
     return runtime_env
 
 
+def check_custom_resources(key: str, resources: Mapping[str, Any]) -> None:
+    """Custom Ray resources a config asks for (a node group, e.g. train_node) must be named, positive amounts;
+    CPUs and GPUs have their own keys. Raises `ConfigError` naming `key`."""
+    from reasonbed.config import ConfigError
+
+    for name, amount in resources.items():
+        if name in ("CPU", "GPU", "memory") or not isinstance(amount, (int, float)) or isinstance(amount, bool) \
+                or amount <= 0:
+            raise ConfigError(f"{key}: {name}={amount!r} must be a custom resource (e.g. train_node, "
+                              f"generation_node; CPUs and GPUs have their own keys) with an amount > 0")
+
+
+def multi_node() -> str:
+    """Why the joined Ray cluster is multi-node ("" when it is one machine): more than one alive node, or a
+    node that offers no CPU (cluster/*.yaml's head: its work always lands on other nodes)."""
+    import ray
+
+    alive = [node for node in ray.nodes() if node.get("Alive")]
+    if len(alive) > 1:
+        return f"{len(alive)} nodes"
+    if any(not node.get("Resources", {}).get("CPU") for node in alive):
+        return "its head offers no CPU, so workers run on other nodes"
+    return ""
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None, temp_dir: str | None = None,
              runtime_env: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
     """Start or join Ray with reasonbed's runtime_env; returns Ray's context (idempotent)."""

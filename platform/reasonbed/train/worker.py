@@ -78,13 +78,26 @@ def check_no_leakage(examples: list[dict[str, Any]], rows: list[dict[str, Any]],
                            + (f", held-out domain {val_domain!r})" if val_domain else ")"))
 
 
+def worker_model(cfg: Any, model_path: str) -> Any:
+    """The model config this worker loads: the driver's resolved path and family, or - for the offline tiny
+    model, when the driver's copy is not on this node - the same tiny model built here (deterministic)."""
+    from reasonbed.models.loading import resolve_model
+
+    if not cfg.model.path and not os.path.isdir(model_path):
+        return resolve_model(cfg.model)
+    return resolve_model(replace(cfg.model, path=model_path))
+
+
 def build_model(cfg: Any, model_path: str) -> tuple[Any, Any]:
-    """The model with LoRA (and the initial adapter, if any) and its processor."""
-    from reasonbed.models.loading import load_model_and_processor
+    """The model (gradient checkpointing per config) with LoRA, the initial adapter if any (a local path or a
+    URI in the run's storage), and its processor."""
+    from reasonbed.models.loading import load_model_and_processor, set_gradient_checkpointing
     from reasonbed.models.lora import apply_lora
 
-    model, processor = load_model_and_processor(replace(cfg.model, path=model_path))
-    model = apply_lora(model, cfg.lora, cfg.model.family)
+    model_cfg = worker_model(cfg, model_path)
+    model, processor = load_model_and_processor(model_cfg)
+    set_gradient_checkpointing(model, model_cfg.gradient_checkpointing)
+    model = apply_lora(model, cfg.lora, model_cfg.family)
     if cfg.init_adapter:
         checkpointing.load_adapter_weights(model, cfg.init_adapter)
     return model, processor
