@@ -108,13 +108,13 @@ def check_sweep(cfg: Any) -> None:
     spec = data_spec(cfg.data)
     check_domains(spec, "test_domains", cfg.test_domains)
     test_domain = (cfg.test_domains or (spec.domains if spec else [""]))[0]
-    needing = []
+    needing, trials = [], []
     for name in cfg.methods:
         method = method_class(name, "methods")
         space = load_space(cfg.search_spaces, name, cfg.data.dataset)
         trial = trial_train_config(space.defaults(), cfg, name, test_domain, cfg.seeds[0], cfg.chains)
         check_method(name, trial.method_config)
-        check_model(trial.data, trial.model, "train.model")
+        trials.append(trial)
         if method.needs_chains:
             needing.append(name)
     if needing and not cfg.chains:
@@ -123,3 +123,5 @@ def check_sweep(cfg: Any) -> None:
         gen = load(GenerationConfig, base={"data": to_dict(cfg.data), "output": storage.join(cfg.storage, "chains"),
                                            "ray_address": cfg.ray_address, **cfg.generation})
         check_generation(gen, prefix="generation.")
+    for trial in trials:
+        check_model(trial.data, trial.model, "train.model")
