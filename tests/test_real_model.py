@@ -124,6 +124,9 @@ def test_gradient_checkpointing_auto_follows_the_parameter_count() -> None:
         loading.GRADIENT_CHECKPOINTING_MIN_PARAMETERS = original
     with pytest.raises(ConfigError, match="gradient_checkpointing"):
         load(TrainConfig, overrides=["model.gradient_checkpointing=sometimes"])
+    for text, value in (("on", "on"), ("off", "off"), ("true", "on"), ('"off"', "off"), ("auto", "auto")):
+        assert load(TrainConfig, overrides=[f"model.gradient_checkpointing={text}"]).model.gradient_checkpointing \
+            == value
 
 
 # ------------------------------------------------------------------------------------------- family

@@ -9,13 +9,12 @@ and continues MTCT on them. The rounds are run by
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from reasonbed.compat.engines import default_engine, require_vllm
 from reasonbed.config import ConfigError
 from reasonbed.methods.mtct import MTCTMethod
-from reasonbed.ray_runtime import check_custom_resources
 
 
 @dataclass
@@ -29,16 +28,12 @@ class SARRConfig:
     temperature: float = 0.7  # sampling temperature of self-generation
     max_tokens: int = 256  # generation budget of a self-chain
     keep_teacher_chains: bool = False  # also keep the teacher's chains beside the self-chains
-    # Custom Ray resources of each self-chain engine actor: {generation_node: 1} puts them on the generation
-    # node group of cluster/*.yaml (as engine.resources does for generation jobs); empty: any node.
-    engine_resources: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         require_vllm(self.engine, "method_config.engine")
         if self.rounds < 0 or self.epochs_per_round <= 0 or self.candidates < 1 or self.reasoning_weight < 0:
             raise ConfigError(f"method_config: rounds ({self.rounds}) >= 0, epochs_per_round "
                               f"({self.epochs_per_round}) > 0, candidates ({self.candidates}) >= 1 required")
-        check_custom_resources("method_config.engine_resources", self.engine_resources)
 
 
 class SARRMethod(MTCTMethod):

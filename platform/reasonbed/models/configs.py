@@ -56,8 +56,8 @@ class ModelConfig:
     # float32, bfloat16 or float16.
     dtype: str = "auto"
     # Recompute activations in the backward pass, in both towers (less memory, ~30% more compute):
-    # auto = on for models above 1B parameters, on, off.
-    gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
+    # auto = on for models above 1B parameters, on, off (YAML's unquoted on/off/true/false are read as on/off).
+    gradient_checkpointing: Literal["auto", "on", "off"] | bool = "auto"
     # Lower bound on an image's pixel count after resizing (0 = the processor's own setting);
     # Qwen families only (InternVL tiles images at a fixed size).
     min_image_pixels: int = 0
@@ -70,6 +70,8 @@ class ModelConfig:
     tiny_seed: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.gradient_checkpointing, bool):
+            self.gradient_checkpointing = "on" if self.gradient_checkpointing else "off"
         if self.family and self.family not in FAMILIES:
             raise ConfigError(
                 f"model.family: value {self.family!r} is not a known model family; "

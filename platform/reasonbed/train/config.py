@@ -75,6 +75,9 @@ class ScaleConfig:
     # Custom Ray resources each worker also requests, which pin trainers to a node group: {train_node: 1} on
     # the clusters of cluster/*.yaml (their training nodes offer one unit per GPU); empty: any node.
     resources: dict[str, float] = field(default_factory=dict)
+    # Custom Ray resources of each engine actor the run starts (SARR's self-chain engines, GRPO's vLLM rollout
+    # actor), which pin them to a node group: {generation_node: 1} on the clusters of cluster/*.yaml.
+    engine_resources: dict[str, float] = field(default_factory=dict)
     max_failures: int = 2  # worker-group restarts from the last checkpoint before the run fails
     # Checkpoints kept: the best by val_acc (what training-domain validation chooses) plus always the latest.
     keep_checkpoints: int = 2
@@ -94,6 +97,7 @@ class ScaleConfig:
                 "model fits one 40 GB GPU per worker in bfloat16 with gradient checkpointing (the memory estimate "
                 "printed before training and by --dry-run gives the figures)")
         check_custom_resources("scale.resources", self.resources)
+        check_custom_resources("scale.engine_resources", self.engine_resources)
         if self.backend == "local" and self.num_workers != 1:
             raise ConfigError(f"scale.backend local runs one worker in this process: scale.num_workers "
                               f"{self.num_workers} needs scale.backend=ray")

@@ -52,7 +52,7 @@ def self_chains(cfg: TrainConfig, options: SARRConfig, adapter: str, round_index
 
     engine = EngineConfig(name=options.engine, model=resolve_model(cfg.model), lora_path=adapter, batch_size=16,
                           max_model_len=2048, num_gpus=1.0 if cfg.scale.use_gpu else 0.0,
-                          resources=dict(options.engine_resources))
+                          resources=dict(cfg.scale.engine_resources))
     sampling = SamplingConfig(n=options.candidates, temperature=options.temperature, max_tokens=options.max_tokens,
                               seed=cfg.seed + round_index)
     summary = run_generation(GenerationConfig(data=cfg.data, engine=engine, sampling=sampling, output=str(output),
