@@ -22,12 +22,17 @@ WORKER_ENV_DEFAULTS: dict[str, str] = {
     "VLLM_CPU_KVCACHE_SPACE": "1",
     "TOKENIZERS_PARALLELISM": "false",
 }
-# Variables forwarded from the driver to workers when set (cache locations, S3 endpoint, offline).
+# Variables forwarded from the driver to workers when set (cache locations, object-store endpoints, offline,
+# the code version, the Hugging Face token for gated models). HF_TOKEN is taken from the driver's environment
+# only and never logged or written by reasonbed; Ray keeps a job's runtime_env in its job table (the dashboard,
+# on 127.0.0.1 with token auth, shows it): on a shared cluster give the nodes the token instead (a Kubernetes
+# secret, the instance's environment) and leave it unset on the driver. HF_HOME on a volume shared by a node's
+# pods keeps one copy of the weights per node (docs/cluster.md).
 FORWARDED_ENV = (
-    "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "VLLM_CACHE_ROOT", "VLLM_CPU_KVCACHE_SPACE",
+    "HF_HOME", "HF_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "VLLM_CACHE_ROOT", "VLLM_CPU_KVCACHE_SPACE",
     "VLLM_ENABLE_V1_MULTIPROCESSING", "XDG_CACHE_HOME", "TORCHINDUCTOR_CACHE_DIR", "REASONBED_CACHE",
-    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "PYTHONPATH",
-    "RAY_API_SERVER_ADDRESS",
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "STORAGE_EMULATOR_HOST",
+    "GOOGLE_CLOUD_PROJECT", "REASONBED_CODE_VERSION", "PYTHONPATH", "RAY_API_SERVER_ADDRESS",
 )
 
 log = logging.getLogger(__name__)
