@@ -185,3 +185,29 @@ def test_hugging_face_variables_reach_workers_and_no_output(monkeypatch: pytest.
     assert cli.main(["train", "--smoke-test", "--dry-run"]) == 0
     captured = capsys.readouterr()
     assert token not in captured.out + captured.err
+
+
+@pytest.mark.slow
+def test_vllm_engine_loads_an_adapter_from_object_storage(s3_bucket: str, seed_adapter: Path) -> None:
+    """SARR's self-chain engine gets the previous stage's adapter as a URI in the run's storage."""
+    from PIL import Image
+
+    from reasonbed.inference.base import EngineConfig, Request, SamplingConfig
+    from reasonbed.inference.vllm_engine import VLLMEngine
+
+    fs, path = storage.filesystem(f"s3://{s3_bucket}/adapters/seed")
+    fs.put(f"{seed_adapter}/", path, recursive=True)
+    engine = VLLMEngine(EngineConfig(name="vllm", lora_path=str(seed_adapter), max_model_len=1024))
+    try:
+        request = Request(Image.new("RGB", (56, 56), (200, 40, 30)), "What is in this photo?", {"id": "a"})
+        greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=8)
+        local = engine.generate([request], greedy)[0][0].token_ids
+        engine.load_adapter(f"s3://{s3_bucket}/adapters/seed")
+        fetched = Path(engine._lora.lora_path)
+        assert fetched.is_dir() and (fetched / "adapter_model.safetensors").read_bytes() == \
+            (seed_adapter / "adapter_model.safetensors").read_bytes()
+        assert engine.generate([request], greedy)[0][0].token_ids == local
+        engine._lora = None  # the base model: the adapter did change the answer
+        assert engine.generate([request], greedy)[0][0].token_ids != local
+    finally:
+        engine.close()
