@@ -9,7 +9,7 @@ and continues MTCT on them. The rounds are run by
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from reasonbed.compat.engines import default_engine, require_vllm
