@@ -245,6 +245,9 @@ def test_memory_estimate_in_the_dry_run(capsys: pytest.CaptureFixture[str]) -> N
     captured = capsys.readouterr()
     assert "memory estimate per training worker" in captured.err and "qwen2_5_vl" in captured.err
     assert "memory estimate" not in captured.out  # stdout is the resolved config alone (YAML)
+    assert "float32" in captured.err  # dtype auto on CPU workers
+    assert cli.main([*argv, "--gpu"]) == 0
+    assert "bfloat16" in capsys.readouterr().err  # what auto loads on the GPU workers, whatever the driver has
     assert estimate_training_memory(ModelConfig(path="Qwen/Not-Cached", family="qwen2_5_vl"), LoraConfig(), 1) is None
 
 

@@ -55,11 +55,11 @@ def print_memory_estimate(cfg: Any) -> None:
     """The per-worker memory estimate on stderr, when the model's config.json is readable without the network."""
     import sys
 
-    from reasonbed.models.memory import estimate_training_memory
+    from reasonbed.train.driver import memory_estimate
 
     if not cfg.model.path:
         return
-    estimate = estimate_training_memory(cfg.model, cfg.lora, cfg.micro_batch)
+    estimate = memory_estimate(cfg, cfg.model)
     print(estimate.summary() if estimate else f"memory estimate: config.json of {cfg.model.path!r} is not readable "
           f"without the network (it is printed before training)", file=sys.stderr)
 

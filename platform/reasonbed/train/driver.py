@@ -147,14 +147,20 @@ def stage_init_adapter(cfg: TrainConfig, run: RunDir) -> str:
     return target
 
 
-def log_memory_estimate(cfg: TrainConfig, model: Any) -> Any:
-    """Log the per-worker memory estimate (weights, LoRA, optimizer, activations) when config.json is readable."""
+def memory_estimate(cfg: TrainConfig, model: Any) -> Any:
+    """The per-worker memory estimate (weights, LoRA, optimizer, activations), None when config.json is not
+    readable. dtype auto is what the workers load: bfloat16 with GPUs (scale.use_gpu), float32 on CPU."""
     from reasonbed.models.memory import estimate_training_memory
 
-    estimate = estimate_training_memory(model, cfg.lora, cfg.micro_batch)
+    dtype = model.dtype if model.dtype != "auto" else ("bfloat16" if cfg.scale.use_gpu else "float32")
+    return estimate_training_memory(model, cfg.lora, cfg.micro_batch, dtype=dtype)
+
+
+def log_memory_estimate(cfg: TrainConfig, model: Any) -> None:
+    """Log the memory estimate before training (when config.json is readable)."""
+    estimate = memory_estimate(cfg, model)
     if estimate is not None:
         log.info("%s", estimate.summary())
-    return estimate
 
 
 def build_trainer(cfg: TrainConfig, loop_config: dict[str, Any], run: RunDir, callbacks: Sequence[Any] = ()) -> Any:
