@@ -11,7 +11,8 @@ from reasonbed.data.catalog import DataConfig
 from reasonbed.tracking import TrackingConfig
 
 ASHA_TIME_ATTR = "examples_seen"  # ASHA's time unit: training examples seen (step x optim.batch_size)
-NOT_HASHED = ("tracking", "lease_expiry_s")  # where results are logged, how the driver runs: not in the name's hash
+# Where results are logged and how the driver runs: not in the sweep name's hash.
+NOT_HASHED = ("tracking", "lease_expiry_s", "trial_max_failures")
 
 
 @dataclass
