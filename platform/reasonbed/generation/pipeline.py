@@ -60,7 +60,7 @@ def _run_pass(cfg: GenerationConfig, spec: DatasetSpec, root: str, store: ShardS
         # actor's calls share its event loop, and the actor's semaphore bounds the batches in its engine
         compute=ray.data.ActorPoolStrategy(size=cfg.engine.actors,
                                            max_concurrent_calls_per_actor=in_flight if in_flight > 1 else None),
-        num_cpus=cfg.engine.num_cpus, num_gpus=cfg.engine.num_gpus or None, batch_format="numpy",
+        batch_format="numpy", **cfg.engine.actor_options(),
     )
     pending: dict[str, list[dict[str, Any]]] = {name: [] for name in expected}
     done: dict[str, set[str]] = {name: set() for name in expected}  # images with all their rows in
@@ -100,10 +100,9 @@ def run_generation(cfg: GenerationConfig, image_ids: set[str] | None = None) -> 
     if cfg.engine.name in ("vllm", "hf"):  # fail here, naming the path, not inside an actor
         from dataclasses import replace
 
-        from reasonbed.models.loading import resolve_model_path
+        from reasonbed.models.loading import resolve_model
 
-        model = replace(cfg.engine.model, path=resolve_model_path(cfg.engine.model))
-        cfg = replace(cfg, engine=replace(cfg.engine, model=model))
+        cfg = replace(cfg, engine=replace(cfg.engine, model=resolve_model(cfg.engine.model)))
     store = ShardStore(cfg.output, cfg.output_storage_options)
     store.check_writable()
     checked = check_images(spec, root, scan(spec, root, cfg.domains or None, cfg.data.storage_options),

@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 from reasonbed.compat.engines import default_engine, require_vllm
 from reasonbed.config import ConfigError
 from reasonbed.models.configs import ModelConfig
+from reasonbed.ray_runtime import check_custom_resources
 from reasonbed.registry import Registry
 
 
@@ -56,7 +57,10 @@ class EngineConfig:
     max_model_len: int = 2048  # vLLM context length
     images_per_prompt: int = 1  # most images in one prompt (vLLM limit_mm_per_prompt; in-context examples + 1)
     engine_kwargs: dict[str, Any] = field(default_factory=dict)  # extra vllm.LLM(...) keyword arguments
-    lora_path: str = ""  # optional LoRA adapter directory applied at generation
+    lora_path: str = ""  # optional LoRA adapter applied at generation: a directory or a URI (s3://, gs://)
+    # Custom Ray resources each engine actor also requests, which pin engines to a node group:
+    # {generation_node: 1} on the clusters of cluster/*.yaml; empty: any node with the CPUs/GPUs.
+    resources: dict[str, float] = field(default_factory=dict)
     base_url: str = ""  # openai: the endpoint, e.g. http://host:8000/v1
     served_model: str = ""  # openai: model name on the server (default: model.path)
     api_key_env: str = "OPENAI_API_KEY"  # openai: the environment variable holding the key
@@ -75,8 +79,17 @@ class EngineConfig:
                               "must be >= 1")
         if self.name == "openai" and not self.base_url:
             raise ConfigError("engine.base_url is required for engine 'openai' (e.g. http://host:8000/v1)")
+        check_custom_resources("engine.resources", self.resources)
         if not 0.0 <= self.template_noise <= 1.0:
             raise ConfigError(f"engine.template_noise: value {self.template_noise!r} must be in [0, 1]")
+
+
+    def actor_options(self) -> dict[str, Any]:
+        """Ray options of one engine actor (Ray Data `map_batches` or `ray.remote`): CPUs, GPUs, node group."""
+        options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus or None}
+        if self.resources:
+            options["resources"] = dict(self.resources)
+        return options
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +71,8 @@ class VLLMActorEngine:
         import ray
 
         self.model_id = cfg.model.path
-        actor_class = ray.remote(_Actor).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
-                                                 resources=dict(resources or {}) or None)
+        placed = replace(cfg, resources={**cfg.resources, **(resources or {})})
+        actor_class = ray.remote(_Actor).options(**placed.actor_options())
         self.actor = actor_class.remote(cfg, adapter_files(model))
         self._ray = ray
         try:
@@ -80,7 +81,7 @@ class VLLMActorEngine:
             ray.kill(self.actor)
             raise RuntimeError(
                 f"the vLLM rollout actor did not start within {start_timeout_s:.0f} s: it needs {cfg.num_cpus} CPU, "
-                f"{cfg.num_gpus} GPU and {dict(resources or {})} besides the training workers (lower "
+                f"{cfg.num_gpus} GPU and {placed.resources} besides the training workers (lower "
                 "method_config.rollout_cpus, add nodes, or use method_config.engine=hf)") from None
 
     def sync(self, model: Any) -> None:

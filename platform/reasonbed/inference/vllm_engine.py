@@ -20,7 +20,8 @@ import threading
 from typing import Any, ClassVar
 
 from reasonbed.inference.base import Completion, EngineConfig, Request, SamplingConfig
-from reasonbed.models.loading import build_chat_prompt, load_processor, resolve_model_path
+from reasonbed.models.loading import build_chat_prompt, load_processor, resolve_model_path, weights_dtype
+from reasonbed.models.lora import local_adapter
 
 
 def _on_gpu() -> bool:
@@ -40,7 +41,8 @@ def request_seed(seed: int, key: str) -> int:
 def engine_arguments(cfg: EngineConfig, path: str) -> dict[str, Any]:
     """vLLM's engine arguments (the same for `LLM` and `AsyncLLM`) for `cfg` and the model at `path`."""
     kwargs: dict[str, Any] = {
-        "model": path, "dtype": cfg.model.dtype if cfg.model.dtype != "auto" else "auto",
+        # auto: bfloat16 on a GPU that supports it, float32 on CPU (not the checkpoint's own dtype)
+        "model": path, "dtype": weights_dtype(cfg.model.dtype),
         "max_model_len": cfg.max_model_len, "limit_mm_per_prompt": {"image": cfg.images_per_prompt},
         "tensor_parallel_size": cfg.tensor_parallel_size, "trust_remote_code": cfg.model.trust_remote_code,
         "seed": 0,
@@ -107,11 +109,12 @@ class VLLMEngine:
         return cfg.vllm_async
 
     def load_adapter(self, path: str) -> None:
-        """Use the LoRA adapter at `path` from now on (a new id, so vLLM reloads the weights)."""
+        """Use the LoRA adapter at `path` (a directory, or a URI in the run's storage) from now on (a new id,
+        so vLLM reloads the weights)."""
         from vllm.lora.request import LoRARequest
 
         self._lora_version += 1
-        self._lora = LoRARequest(f"adapter-{self._lora_version}", self._lora_version, path)
+        self._lora = LoRARequest(f"adapter-{self._lora_version}", self._lora_version, local_adapter(path))
 
     def _inputs(self, requests: list[Request], sampling: SamplingConfig) -> tuple[list[Any], list[Any]]:
         """vLLM prompts (chat text + images) and sampling parameters with per-request seeds."""

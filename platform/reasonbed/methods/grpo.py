@@ -61,7 +61,8 @@ class GRPOConfig:
     rollout_cpus: float = 1.0
     # vLLM rollout actor: GPUs it reserves (1 on a GPU cluster).
     rollout_gpus: float = 0.0
-    # vLLM rollout actor: extra custom Ray resources, e.g. {generation_node: 1} on the reference cluster.
+    # vLLM rollout actor: extra custom Ray resources on top of scale.engine_resources (which places every
+    # engine actor of a run, e.g. {generation_node: 1} on the clusters of cluster/*.yaml).
     rollout_resources: dict[str, float] = field(default_factory=dict)
     # vLLM rollout actor: context length.
     rollout_max_model_len: int = 2048

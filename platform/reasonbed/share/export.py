@@ -81,7 +81,7 @@ def _class_names(train_config: dict[str, Any]) -> tuple[list[str], str]:
 def export(cfg: ExportConfig) -> Path:
     """Write the export; returns the output directory."""
     from reasonbed.evaluation.adapters import check_adapter
-    from reasonbed.models.loading import resolve_model_path
+    from reasonbed.models.loading import resolve_model
     from reasonbed.share.card import model_card
     from reasonbed.train.evaluate import prompt_for
 
@@ -89,8 +89,8 @@ def export(cfg: ExportConfig) -> Path:
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"--out: {str(out)!r} exists and is not empty; choose a new directory")
     chosen = choose(cfg.source, cfg.selection, cfg.method, cfg.test_domain, None if cfg.seed < 0 else cfg.seed)
-    model_cfg = from_dict(ModelConfig, chosen.train_config.get("model") or {})
-    base = resolve_model_path(model_cfg)
+    model_cfg = resolve_model(from_dict(ModelConfig, chosen.train_config.get("model") or {}))  # family known
+    base = model_cfg.path
     classes, dataset = _class_names(chosen.train_config)
     prompt = str(chosen.report.get("select_on") or "direct")
     with tempfile.TemporaryDirectory(prefix="reasonbed-export-") as scratch:

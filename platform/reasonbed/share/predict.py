@@ -85,7 +85,7 @@ def resolve(cfg: PredictConfig) -> Resolved:
     from reasonbed.data import catalog
     from reasonbed.data.specs import get_spec
     from reasonbed.evaluation.adapters import check_adapter, resolve_adapter
-    from reasonbed.models.loading import resolve_model_path
+    from reasonbed.models.loading import resolve_model
     from reasonbed.train.config import EvalConfig
 
     adapter = resolve_adapter(cfg.adapter) if cfg.adapter else ""
@@ -107,7 +107,7 @@ def resolve(cfg: PredictConfig) -> Resolved:
     if cfg.engine.name == "openai":
         name = cfg.engine.served_model or model.path
     else:
-        model = replace(model, path=resolve_model_path(model))
+        model = resolve_model(model)  # the tiny model built, the family detected
         if adapter:
             check_adapter(adapter, model, model.path)
         name = Path(model.path.rstrip("/")).name + (f"+{Path(adapter).name}" if adapter else "")

@@ -11,7 +11,8 @@ from reasonbed.data.catalog import DataConfig
 from reasonbed.tracking import TrackingConfig
 
 ASHA_TIME_ATTR = "examples_seen"  # ASHA's time unit: training examples seen (step x optim.batch_size)
-NOT_HASHED = ("tracking", "lease_expiry_s")  # where results are logged, how the driver runs: not in the name's hash
+# Where results are logged and how the driver runs: not in the sweep name's hash.
+NOT_HASHED = ("tracking", "lease_expiry_s", "trial_max_failures")
 
 
 @dataclass
@@ -70,8 +71,14 @@ class SweepConfig:
     # Seconds without a heartbeat after which the driver's lease on the sweep (reasonbed.tune.lease) expires
     # and another driver may take the sweep over; the heartbeat comes every min(30, this / 4) seconds
     lease_expiry_s: float = 300.0
+    # Restarts of a trial whose driver was lost (e.g. its node died): Tune's trial-level FailureConfig. The
+    # restarted trial reruns its Ray Train run under the same name and storage, which resumes from the run's
+    # last checkpoint (object storage on a cluster), not from step 0.
+    trial_max_failures: int = 2
 
     def __post_init__(self) -> None:
+        if self.trial_max_failures < 0:
+            raise ConfigError(f"trial_max_failures: value {self.trial_max_failures!r} must be >= 0")
         if self.num_samples < 1 or self.max_concurrent_trials < 1 or self.studies_in_parallel < 1:
             raise ConfigError(f"num_samples ({self.num_samples}), max_concurrent_trials "
                               f"({self.max_concurrent_trials}) and studies_in_parallel must be >= 1")

@@ -158,6 +158,8 @@ def _run_study(cfg: SweepConfig, method: str, test_domain: str, seed: int, chain
                                         trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
             run_config=tune.RunConfig(name=name, storage_path=storage_path, storage_filesystem=filesystem,
                                       sync_config=tune.SyncConfig(sync_artifacts=True), verbose=1,
+                                      # a lost trial driver restarts; its Ray Train run resumes from its checkpoint
+                                      failure_config=tune.FailureConfig(max_failures=cfg.trial_max_failures),
                                       callbacks=[*tune_callbacks(cfg.tracking, sweep_uri.rstrip("/").rsplit("/", 1)[-1]),
                                                  *[c for c in [study_backup_callback(study_url, sweep_uri)] if c]]
                                       or None),
