@@ -53,40 +53,53 @@ def session_root() -> Path:
     return _SESSION_ROOT
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def local_server(command: Sequence[str], probe_url: str, log_path: Path, name: str, start_s: float = 60.0,
+                 env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """A server process of the tests (moto, the GCS emulator, vLLM's server) on 127.0.0.1: started, waited
+    for until `probe_url` answers (an error with its log's tail if it exits or takes longer than `start_s`),
+    and terminated - killed if it does not stop - on exit."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(list(command), env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + start_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}: "
+                                   f"{log_path.read_text(errors='replace')[-3000:]}")
+            try:
+                urllib.request.urlopen(probe_url, timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} not ready within {start_s:.0f} s; log: "
+                                       f"{log_path.read_text(errors='replace')[-3000:]}") from None
+                time.sleep(0.3)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # e.g. connections a proxy still holds open keep its threads busy
+            process.kill()
+            process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")
 def s3_moto() -> str:
     """A real S3-compatible server (moto) on 127.0.0.1; returns its own endpoint (tests reach it through
     `s3_proxy`, whose endpoint `s3_server` sets in the environment)."""
-    port = _free_port()
-    log = open(_SESSION_ROOT / "moto.log", "wb")  # noqa: SIM115 - closed at teardown
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT)
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
-            break
-        except OSError:
-            if process.poll() is not None:
-                raise RuntimeError(f"moto server exited: see {_SESSION_ROOT / 'moto.log'}") from None
-            time.sleep(0.2)
-    else:
-        raise RuntimeError("moto server did not start within 60 s")
-    yield endpoint
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:  # e.g. connections the proxy still holds open keep its threads busy
-        process.kill()
-        process.wait(timeout=10)
-    log.close()
+    with local_server([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                      endpoint + "/moto-api/", _SESSION_ROOT / "moto.log", "moto server"):
+        yield endpoint
 
 
 @pytest.fixture(scope="session")
@@ -175,37 +188,15 @@ def vllm_server(model: Path | str, log_path: Path, extra: Sequence[str] = (), ke
                 ) -> Iterator[VLLMServer]:
     """vLLM's OpenAI-compatible server on `model`, on 127.0.0.1, with the CPU flags reasonbed's vllm engine
     uses (eager, float32, no chunked prefill); `extra` arguments after them; terminated on exit."""
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
                "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
                "--no-enable-chunked-prefill", "--max-model-len", "1024", *extra]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}  # caches stay under the session's temp dir
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + VLLM_SERVER_START_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"vLLM server exited with {process.returncode}: "
-                                   f"{log_path.read_text(errors='replace')[-3000:]}")
-            try:
-                http_get(url + "/health", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"vLLM server not ready within {VLLM_SERVER_START_S:.0f} s; log: "
-                                       f"{log_path.read_text(errors='replace')[-3000:]}") from None
-                time.sleep(0.5)
+    with local_server(command, url + "/health", log_path, "vLLM server", VLLM_SERVER_START_S, env):
         models = [entry["id"] for entry in json.loads(http_get(url + "/v1/models", key=key))["data"]]
         yield VLLMServer(url, models[0], models, log_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

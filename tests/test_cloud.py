@@ -12,15 +12,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from conftest import free_port, local_server
 from reasonbed import provenance, storage
 from reasonbed.config import ConfigError, load
 from reasonbed.ray_runtime import FORWARDED_ENV, worker_runtime_env
@@ -54,33 +52,23 @@ def test_gs_storage_counts_as_object_storage_on_a_multi_node_cluster(tmp_path: P
 
 
 @pytest.fixture(scope="module")
-def gcs_emulator() -> str:
+def gcs_emulator(tmp_path_factory) -> str:
     """A GCS emulator on 127.0.0.1 with bucket `rb`; STORAGE_EMULATOR_HOST points gcsfs (and workers) at it."""
     pytest.importorskip("gcsfs", reason="the gcs extra (gcsfs) is not installed")
     pytest.importorskip("gcp_storage_emulator", reason="gcp-storage-emulator (dev extra) is not installed")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1",
-                                "--port", str(port), "--in-memory", "--default-bucket", "rb"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(endpoint + "/storage/v1/b", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.2)
-    saved = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = endpoint
-    yield endpoint
-    if saved is None:
-        os.environ.pop("STORAGE_EMULATOR_HOST", None)
-    else:
-        os.environ["STORAGE_EMULATOR_HOST"] = saved
-    process.terminate()
-    process.wait(timeout=10)
+    command = [sys.executable, "-m", "gcp_storage_emulator", "start", "--host", "127.0.0.1", "--port", str(port),
+               "--in-memory", "--default-bucket", "rb"]
+    with local_server(command, endpoint + "/storage/v1/b", tmp_path_factory.mktemp("gcs") / "emulator.log",
+                      "GCS emulator"):
+        saved = os.environ.get("STORAGE_EMULATOR_HOST")
+        os.environ["STORAGE_EMULATOR_HOST"] = endpoint
+        yield endpoint
+        if saved is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = saved
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from test_cluster import OwnRayHead, _free_port, _session_pids
+from conftest import free_port
+from test_cluster import OwnRayHead, _session_pids
 
 REPO = Path(__file__).resolve().parents[1]
 # `ray start` (the CLI's main) with loopback addresses kept as given.
@@ -100,7 +101,7 @@ class WorkerRaylet:
 @pytest.fixture(scope="module")
 def two_nodes(s3_server: str) -> Iterator[tuple[OwnRayHead, Path]]:  # noqa: ARG001 - raylets inherit the S3 env
     root = Path(tempfile.mkdtemp(prefix="rbmn-"))  # short: Ray's socket paths must stay < 108 chars
-    head = OwnRayHead(root / "h", None, head_cpus=2, gcs_port=_free_port())
+    head = OwnRayHead(root / "h", None, head_cpus=2, gcs_port=free_port())
     worker = WorkerRaylet(head, root / "w", {"train_node": 1})
     try:
         head.start()
