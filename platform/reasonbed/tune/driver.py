@@ -247,7 +247,7 @@ def run_sweep(cfg: SweepConfig, local_root: str = "runs", force: bool = False,
     from reasonbed.data.reader import check_images, scan
     from reasonbed.methods.base import method_class
     from reasonbed.models.loading import resolve_model_path
-    from reasonbed.ray_runtime import init_ray
+    from reasonbed.ray_runtime import init_ray, release_placement_groups
     from reasonbed.train.run import TrainConfig  # noqa: F401 - fail early on import problems
     from reasonbed.tune.trial import trial_train_config
     from reasonbed.tune.zero_shot import METHOD as ZERO_SHOT
@@ -286,6 +286,8 @@ def run_sweep(cfg: SweepConfig, local_root: str = "runs", force: bool = False,
                 backup_study_db(study_url, sweep_uri)
                 raise SweepInterrupted(f"sweep {name} stopped ({stopped}); finished trials and the state of the "
                                        f"interrupted studies are saved in {sweep_uri}") from None
+            finally:  # no trial of this sweep runs any more: what it still holds would starve the next job
+                release_placement_groups()
 
 
 def _sweep(cfg: SweepConfig, spec: Any, domains: list[str], probe: Any, name: str, sweep_uri: str, local: Path,
