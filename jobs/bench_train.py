@@ -12,7 +12,7 @@ reasonbed.train.data), with the same number of CPU threads, one after the other,
   plain: the very same worker loop (reasonbed.train.worker.worker_loop: model, steps, evaluation,
          checkpoint) without Ray, `scale.backend=local`, in one plain process (a subprocess of this
          script), timed by the same clock over the same span.
-Overhead = 1 - ray/plain, target <= 10%. The mean training loss of both runs is printed as a check
+Overhead = 1 - ray/plain, target <= 5%. The mean training loss of both runs is printed as a check
 that they did the same work.
 
 One machine (about 5 minutes for the defaults on 2 cores):
@@ -44,7 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "platform"))  # this checkout's package first
 from bench_common import bench_workspace, parse, write_bench_results  # noqa: E402
 
-TARGET_OVERHEAD = 0.10
+TARGET_OVERHEAD = 0.05  # issue 14: Ray Train's steps/s at most 5% below the same loop without Ray
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -1,4 +1,6 @@
-"""Shared pytest fixtures: an isolated environment, one local Ray and one tiny model per session.
+"""Shared pytest fixtures: an isolated environment, one local Ray and one tiny model per session; vLLM's
+OpenAI-compatible server (`start_vllm_server`) and one small trained adapter (`trained_run`) for the
+tests that serve, export and predict.
 
 Everything the tests write (Ray's temp dir, Hugging Face, vLLM and torch caches, the tiny-model
 cache) goes under one temporary directory, set before any heavy import.
@@ -6,6 +8,8 @@ cache) goes under one temporary directory, set before any heavy import.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import socket
@@ -15,6 +19,8 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -47,41 +53,74 @@ def session_root() -> Path:
     return _SESSION_ROOT
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def s3_server() -> str:
-    """A real S3-compatible server (moto) on 127.0.0.1; its endpoint is set in the environment.
+@contextlib.contextmanager
+def local_server(command: Sequence[str], probe_url: str, log_path: Path, name: str, start_s: float = 60.0,
+                 env: dict[str, str] | None = None) -> Iterator[subprocess.Popen]:
+    """A server process of the tests (moto, the GCS emulator, vLLM's server) on 127.0.0.1: started, waited
+    for until `probe_url` answers (an error with its log's tail if it exits or takes longer than `start_s`),
+    and terminated - killed if it does not stop - on exit."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(list(command), env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + start_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}: "
+                                   f"{log_path.read_text(errors='replace')[-3000:]}")
+            try:
+                urllib.request.urlopen(probe_url, timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} not ready within {start_s:.0f} s; log: "
+                                       f"{log_path.read_text(errors='replace')[-3000:]}") from None
+                time.sleep(0.3)
+        yield process
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # e.g. connections a proxy still holds open keep its threads busy
+            process.kill()
+            process.wait(timeout=10)
 
-    Started before the session's Ray so that Ray's workers inherit the endpoint and the test
+
+@pytest.fixture(scope="session")
+def s3_moto() -> str:
+    """A real S3-compatible server (moto) on 127.0.0.1; returns its own endpoint (tests reach it through
+    `s3_proxy`, whose endpoint `s3_server` sets in the environment)."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    with local_server([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                      endpoint + "/moto-api/", _SESSION_ROOT / "moto.log", "moto server"):
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def s3_proxy(s3_moto: str):
+    """The TCP proxy in front of moto (tests/tcp_proxy.py): `s3_proxy.outage(30)` refuses connections for 30 s."""
+    from tcp_proxy import TcpProxy
+
+    return TcpProxy(int(s3_moto.rsplit(":", 1)[1]))
+
+
+@pytest.fixture(scope="session")
+def s3_server(s3_proxy) -> str:
+    """The S3 endpoint of the tests (moto behind the proxy), set in the environment with moto's dummy credentials.
+
+    Requested before the session's Ray so that Ray's workers inherit the endpoint and the test
     credentials (which are moto's dummies, not secrets).
     """
-    port = _free_port()
-    log = open(_SESSION_ROOT / "moto.log", "wb")  # noqa: SIM115 - closed at teardown
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                               stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
-            break
-        except OSError:
-            if process.poll() is not None:
-                raise RuntimeError(f"moto server exited: see {_SESSION_ROOT / 'moto.log'}") from None
-            time.sleep(0.2)
-    else:
-        raise RuntimeError("moto server did not start within 60 s")
+    endpoint = f"http://127.0.0.1:{s3_proxy.port}"
     os.environ.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
-    yield endpoint
-    process.terminate()
-    process.wait(timeout=10)
-    log.close()
+    return endpoint
 
 
 @pytest.fixture(scope="session")
@@ -113,3 +152,80 @@ def tiny_model_dir() -> Path:
     from reasonbed.models.tiny import build_tiny_model
 
     return build_tiny_model("qwen2_vl", size="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def teacher_chains(tmp_path_factory, ray_session) -> str:
+    """Template-teacher chains (two per image) for synthetic_shapes with 3 images per (domain, class)."""
+    from reasonbed.config import load
+    from reasonbed.train.config import TrainConfig
+    from reasonbed.train.run import smoke_chains
+
+    run_dir = tmp_path_factory.mktemp("teacher-chains")
+    return smoke_chains(load(TrainConfig, base={"data": {"dataset": "synthetic_shapes", "images_per_class": 3},
+                                                 "run_dir": str(run_dir)}))
+
+
+VLLM_SERVER_START_S = 240.0  # bounded wait for vLLM's server (about 26 s when the machine is idle)
+
+
+@dataclass
+class VLLMServer:
+    url: str  # http://127.0.0.1:PORT (no /v1)
+    served_model: str  # the first model name the server reports in /v1/models (the base model)
+    models: list[str]  # every name it serves (the base model, then LoRA modules)
+    log: Path
+
+
+def http_get(url: str, key: str | None = None, timeout: float = 5.0) -> bytes:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
+        return response.read()
+
+
+@contextlib.contextmanager
+def vllm_server(model: Path | str, log_path: Path, extra: Sequence[str] = (), key: str | None = None
+                ) -> Iterator[VLLMServer]:
+    """vLLM's OpenAI-compatible server on `model`, on 127.0.0.1, with the CPU flags reasonbed's vllm engine
+    uses (eager, float32, no chunked prefill); `extra` arguments after them; terminated on exit."""
+    port = free_port()
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
+               "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
+               "--no-enable-chunked-prefill", "--max-model-len", "1024", *extra]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}  # caches stay under the session's temp dir
+    url = f"http://127.0.0.1:{port}"
+    with local_server(command, url + "/health", log_path, "vLLM server", VLLM_SERVER_START_S, env):
+        models = [entry["id"] for entry in json.loads(http_get(url + "/v1/models", key=key))["data"]]
+        yield VLLMServer(url, models[0], models, log_path)
+
+
+@pytest.fixture(scope="session")
+def start_vllm_server():
+    """`start_vllm_server(model, log_path, extra=(), key=None)`: the context manager `vllm_server` above."""
+    return vllm_server
+
+
+TRAINED_RUN = {  # a few steps of `direct` on the tiny model in this process: enough to change its answers
+    "data": {"dataset": "synthetic_shapes", "images_per_class": 2}, "test_domain": "photo",
+    "optim": {"batch_size": 4, "max_steps": 8, "lr": 1e-3, "warmup_ratio": 0.0},
+    "eval": {"every": 0, "max_per_domain": 0}, "scale": {"backend": "local"},
+}
+
+
+@pytest.fixture(scope="session")
+def trained_run(tiny_model_dir: Path) -> Path:  # noqa: ARG001 - the tiny model is built first, once
+    """One small finished training run (local backend): its directory (config, metrics, selected.json, adapter)."""
+    from reasonbed.config import load
+    from reasonbed.train.config import TrainConfig
+    from reasonbed.train.run import run
+
+    cfg = load(TrainConfig, overrides=[f"run_dir={_SESSION_ROOT / 'trained-run'}"], base=TRAINED_RUN)
+    return run(cfg).run_dir
+
+
+@pytest.fixture(scope="session")
+def exported_adapter(trained_run: Path) -> Path:
+    """`reasonbed export` of `trained_run`: its chosen adapter with a model card."""
+    from reasonbed.share.export import ExportConfig, export
+
+    return export(ExportConfig(source=str(trained_run), out=str(_SESSION_ROOT / "exported-adapter")))

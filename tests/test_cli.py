@@ -24,7 +24,7 @@ from reasonbed.cli.confighelp import describe, field_comments, field_help, metho
 from reasonbed.cli.resolved import redact, secret_key
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG_COMMANDS = ("generate", "train", "rl", "tune", "splits")
+CONFIG_COMMANDS = ("generate", "train", "rl", "tune", "splits", "predict")
 
 
 @dataclass
@@ -82,6 +82,8 @@ def test_every_config_field_reachable_from_a_job_has_help() -> None:
     assert {"train.model.path", "train.method_config.rounds", "generation.engine.model.path",
             "asha.max_t", "search_spaces"} <= tune
     assert "engine.model.path" in {row.key for row in rows["generate"]}
+    assert {"tracking.mlflow", "tracking.wandb"} <= train and {"tracking.mlflow", "train.tracking.wandb"} <= tune
+    assert {"adapter", "engine.model.path", "output"} <= {row.key for row in rows["predict"]}
     rl = {row.key: row for row in rows["rl"]}
     assert rl["method"].default == "grpo" and "method_config.rounds" not in rl
 
@@ -93,10 +95,12 @@ def test_every_field_of_every_reachable_config_class_carries_a_comment() -> None
     from reasonbed.data.catalog import DataConfig
     from reasonbed.generation.config import GenerationConfig
     from reasonbed.methods.base import METHODS
+    from reasonbed.share.export import ExportConfig
+    from reasonbed.share.predict import PredictConfig
     from reasonbed.train.config import TrainConfig
     from reasonbed.tune.config import SweepConfig
 
-    todo = [DataConfig, GenerationConfig, TrainConfig, SweepConfig,
+    todo = [DataConfig, GenerationConfig, TrainConfig, SweepConfig, PredictConfig, ExportConfig,
             *(METHODS.get(name).config_class for name in METHODS.names())]
     seen: set[type] = set()
     missing = []
@@ -130,7 +134,8 @@ def test_every_command_has_help_config_and_dry_run(name: str, capsys: pytest.Cap
     assert listing.count("\n") >= 2 and "--dry-run" not in listing
     needs = {"report": ["runs/x"], "dashboard": ["runs/x"], "make-data": ["--out", "/nonexistent/data"],
              "generate": ["--smoke-test"], "train": ["--smoke-test"], "rl": ["--smoke-test"],
-             "tune": ["--smoke-test"]}.get(name, [])
+             "tune": ["--smoke-test"], "predict": ["--smoke-test"],
+             "export": ["runs/x", "--out", "/nonexistent/export"]}.get(name, [])
     assert cli.main([name, *needs, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"# reasonbed {name}: resolved config (dry run: nothing started)")
@@ -207,6 +212,11 @@ BAD = [
     (["make-data", "--dataset", "imagenet", "--out", "/tmp/x"], "--dataset"),
     (["dashboard", "runs/x", "--optuna-port", "99999"], "--optuna-port"),
     (["tiny-model", "--family", "gpt5"], "--family"),
+    (["export", "runs/x"], "--out"),
+    (["export", "runs/x", "--out", "/tmp/x", "--selection", "best_test"], "selection"),
+    (["predict", "--data", "/data/new-images"], "output"),
+    (["predict", "--smoke-test", "--engine", "template"], "engine.name"),
+    (["train", "--smoke-test", "tracking.mlflow=[1]"], "tracking.mlflow"),
 ]
 
 

@@ -22,7 +22,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from typing import Any
 import pytest
 import yaml
 
+from conftest import free_port
 from reasonbed.cli import cluster_check
 from reasonbed.cli import cluster_files as rc
 from reasonbed.ray_runtime import SETUP_HOOK, worker_runtime_env
@@ -111,8 +111,9 @@ def test_launcher_worker_groups_and_setup(name: str) -> None:
         assert 0 <= spec["min_workers"] <= spec["max_workers"]
     assert sum(t["max_workers"] for t in workers.values()) <= config["max_workers"]
     assert 0 < config["idle_timeout_minutes"] <= 60
-    # Setup installs the project with its gpu extra from the synced working dir.
-    assert any("pip install -e '.[gpu]'" in cmd and "reasonbed" in cmd for cmd in config["setup_commands"])
+    # Setup installs the project with its gpu extra from the synced working dir, with the pinned versions.
+    assert any("pip install -c constraints.txt -e '.[gpu" in cmd and "reasonbed" in cmd
+               for cmd in config["setup_commands"])
     assert config["file_mounts"]["~/reasonbed"] == "."
     # Container image: offered, but commented out.
     assert "docker" not in config
@@ -307,12 +308,6 @@ def test_cluster_check_cli() -> None:
 # ------------------------------------------------------------------- an own autoscaling Ray head
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _session_pids(sid: int) -> list[int]:
     """Processes of one session (the `ray start` we launched leads its own): ours and only ours."""
     pids = []
@@ -335,7 +330,7 @@ class OwnRayHead:
     def __init__(self, root: Path, autoscaling_config: dict[str, Any] | None, head_cpus: int, gcs_port: int) -> None:
         self.root = root
         self.gcs_port = gcs_port
-        self.dashboard_port = _free_port()
+        self.dashboard_port = free_port()
         self.token = secrets.token_hex(16)
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
         (root / "home").mkdir(parents=True, exist_ok=True)
@@ -356,7 +351,7 @@ class OwnRayHead:
             RAY_BIN, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs_port}",
             f"--num-cpus={head_cpus}", "--num-gpus=0", "--object-store-memory=200000000",
             f"--temp-dir={root / 'ray'}", "--dashboard-host=127.0.0.1", f"--dashboard-port={self.dashboard_port}",
-            f"--ray-client-server-port={_free_port()}", "--dashboard-agent-listen-port=0",
+            f"--ray-client-server-port={free_port()}", "--dashboard-agent-listen-port=0",
             "--disable-usage-stats",
         ]
         if autoscaling_config is not None:
@@ -461,7 +456,7 @@ def _summary(output: str) -> dict[str, Any]:
 
 def _head(prefix: str, max_workers_per_type: int) -> Iterator[OwnRayHead]:
     root = Path(tempfile.mkdtemp(prefix=prefix))  # short: Ray's socket paths must stay < 108 chars
-    gcs_port = _free_port()
+    gcs_port = free_port()
     config = rc.fake_autoscaling_config(rc.load_yaml(CLUSTER / "aws.yaml"), gcs_address=f"127.0.0.1:{gcs_port}",
                                         head_resources={"CPU": 2}, worker_cpus=1,
                                         max_workers_per_type=max_workers_per_type, idle_timeout_minutes=0.1)

@@ -167,3 +167,29 @@ def test_corrupt_image_error_or_skip_and_count(tmp_path, ray_session):
     result = read_domainbed(synthetic.SPEC, str(tmp_path), on_corrupt="skip")
     assert [path for path, _ in result.skipped] == ["photo/star/star_00001.png"]
     assert result.dataset.count() == 4 * 6 * 2 - 1 == len(result.index)
+
+
+def test_image_check_is_cached_per_root_and_listing(tmp_path, monkeypatch):
+    from reasonbed.data import reader
+
+    monkeypatch.setenv("REASONBED_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "data"
+    synthetic.generate(str(root), images_per_class=1)
+    corrupt = root / "sketch" / "star" / "star_00000.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    decoded: list[int] = []
+    decode_all = reader._decode_all
+    monkeypatch.setattr(reader, "_decode_all", lambda fs, base, paths, workers: decoded.append(len(paths))
+                        or decode_all(fs, base, paths, workers))
+    rows = scan(synthetic.SPEC, str(root))
+    with pytest.raises(DatasetError, match="sketch/star/star_00000.png.*data.on_corrupt=skip"):
+        reader.check_images(synthetic.SPEC, str(root), rows)
+    reader._CHECKED.clear()  # as a new process: only the cache file is left
+    checked = reader.check_images(synthetic.SPEC, str(root), rows, on_corrupt="skip")
+    assert decoded == [24]  # decoded once, the second verdict came from the cache file
+    assert checked.record()["skipped"] == 1 and checked.record()["first"][0]["path"] == "sketch/star/star_00000.png"
+    assert len(checked.rows) == 23
+    synthetic.generate(str(tmp_path / "fresh"), images_per_class=1)
+    corrupt.write_bytes((tmp_path / "fresh" / "sketch" / "star" / "star_00000.png").read_bytes())  # repaired
+    assert reader.check_images(synthetic.SPEC, str(root), rows).skipped == []  # a changed file: checked again
+    assert decoded == [24, 24]

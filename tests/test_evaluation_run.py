@@ -81,7 +81,7 @@ def evaluated(shapes, tiny_model_dir, tmp_path_factory, ray_session):
         "shots=[0,2]", "queries_per_domain=3", "prompts=[direct]", "max_tokens_direct=6",
         f'models=[{{model: {{path: "{tiny_model_dir}"}}, name: base}}, '
         f'{{model: {{path: "{tiny_model_dir}"}}, adapter: "{work / "train-run"}", name: tuned}}]'])
-    report = run_evaluation(cfg)
+    report = Path(run_evaluation(cfg))
     return cfg, report, run_evaluation
 
 

@@ -1,12 +1,16 @@
-"""Generation: validation rules, engines in Ray actors, shards, resume (local and s3://), bad input."""
+"""Generation: validation rules, engines in Ray actors (vLLM async and offline), shards, resume (local and s3://),
+bad input."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -15,11 +19,14 @@ import pytest
 
 from reasonbed.config import ConfigError, load
 from reasonbed.data import synthetic
+from reasonbed.data.specs import DatasetError
+from reasonbed.generation.actors import EngineClock
 from reasonbed.generation.config import GenerationConfig
 from reasonbed.generation.pipeline import run_generation
 from reasonbed.generation.schema import SCHEMA
 from reasonbed.generation.shards import OutputError, ShardStore, kept_chains
 from reasonbed.generation.validate import judge
+from reasonbed.inference.base import runs_async
 from reasonbed.prompts import STAGES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,13 +91,25 @@ def test_template_teacher_second_pass_and_manifest(tmp_path, shapes, ray_session
     assert manifest["summary"]["candidates"] == table.num_rows and len(manifest["shards"]) >= 4
     assert kept_chains(str(tmp_path / "out")).num_rows == pytest.approx(summary["kept_pct"] * table.num_rows / 100,
                                                                         abs=0.5)
+    # label-conditioned chains are counted, and training leaves them out unless allowed
+    conditioned_kept = sum(second.column("kept").to_pylist())
+    assert manifest["summary"]["label_conditioned_candidates"] == second.num_rows
+    assert summary["label_conditioned_kept"] == conditioned_kept > 0
+    from reasonbed.train.driver import chains_by_image
+
+    blind = chains_by_image(str(tmp_path / "out"))
+    both = chains_by_image(str(tmp_path / "out"), allow_label_conditioned=True)
+    assert sum(map(len, both.values())) - sum(map(len, blind.values())) == conditioned_kept
+    assert len(blind) == summary["images_with_blind_kept_chain"] < summary["images_with_kept_chain"]
 
 
 @pytest.mark.slow
 def test_vllm_engine_in_ray_actor_writes_schema_rows(tmp_path, shapes, tiny_model_dir, ray_session):
-    cfg = _cfg(tmp_path / "vllm", shapes, **{"engine.name": "vllm", "engine.model.path": str(tiny_model_dir),
-                                            "sampling.max_tokens": 16, "engine.max_model_len": 1024,
-                                            "engine.batch_size": 8})
+    """The default (vLLM's async engine, batches in flight) and the offline engine write the same rows."""
+    overrides = {"engine.name": "vllm", "engine.model.path": str(tiny_model_dir), "sampling.max_tokens": 16,
+                 "engine.max_model_len": 1024, "engine.batch_size": 4}
+    cfg = _cfg(tmp_path / "vllm", shapes, **overrides)
+    assert runs_async(cfg.engine) and cfg.engine.batches_in_flight > 1, "the async actor is the default"
     summary = run_generation(cfg)
     table = ShardStore(cfg.output).read()
     assert table.schema.equals(SCHEMA) and table.num_rows == 48 == summary["candidates"]
@@ -100,6 +119,88 @@ def test_vllm_engine_in_ray_actor_writes_schema_rows(tmp_path, shapes, tiny_mode
     assert {(row["image_id"], row["candidate"]) for row in rows} == {
         (image_id, c) for image_id in {row["image_id"] for row in rows} for c in (0, 1)}
     assert summary["engine_tokens_per_s"] > 0
+    offline = _cfg(tmp_path / "offline", shapes, **overrides, **{"engine.vllm_async": "false"})
+    assert not runs_async(offline.engine)
+    run_generation(offline)
+
+    def chains(output: str) -> dict[tuple[str, int], str]:
+        return {(row["image_id"], row["candidate"]): row["chain"] for row in ShardStore(output).read().to_pylist()}
+
+    # per-request seeds: the same samples whatever the batches (vLLM on CPU is batch-invariant here)
+    assert chains(offline.output) == chains(cfg.output), "the two engines sampled different chains"
+
+
+@pytest.mark.slow
+def test_async_engine_holds_concurrent_batches_and_answers_as_the_offline_engine(shapes, tiny_model_dir):
+    """In this process: two batches awaited together are in vLLM's engine at once; every face of both
+    backends gives the same greedy tokens."""
+    from PIL import Image
+
+    from reasonbed.inference.base import EngineConfig, Request, SamplingConfig, build_engine
+    from reasonbed.models.configs import ModelConfig
+    from reasonbed.prompts import classification_prompt
+
+    paths = sorted(shapes.rglob("*.png"))[:6]
+    requests = [Request(Image.open(path).convert("RGB"), classification_prompt(CLASSES), {"id": path.stem})
+                for path in paths]
+    first, second = requests[:3], requests[3:]
+    greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=8)
+
+    def ids(completions):
+        return [[completion.token_ids for completion in candidates] for candidates in completions]
+
+    async def together(engine):
+        return await asyncio.gather(engine.agenerate(first, greedy), engine.agenerate(second, greedy))
+
+    cfg = EngineConfig(name="vllm", model=ModelConfig(path=str(tiny_model_dir)), max_model_len=1024)
+    engine = build_engine(cfg)
+    try:
+        alone = ids(engine.generate(first, greedy))
+        assert engine.backend.peak_in_flight == 3
+        both = asyncio.run(together(engine))
+        assert engine.backend.peak_in_flight == 6, "the second batch did not join the first in the engine"
+    finally:
+        engine.close()
+    assert ids(both[0]) == alone and all(len(candidates) == 1 for candidates in both[1])
+    offline = build_engine(replace(cfg, vllm_async=False))
+    try:
+        assert ids(offline.generate(first, greedy)) == alone
+        assert [ids(result) for result in asyncio.run(together(offline))] == [ids(result) for result in both]
+    finally:
+        offline.close()
+
+
+def test_engine_clock_charges_overlapping_batches_their_share():
+    """Charges add up to the engine's busy time: 0-4 s one batch, 4-6 s two (weights 1 and 3), 6-8 s one."""
+    now = [0.0]
+    clock = EngineClock(clock=lambda: now[0])
+    first = clock.start(1)
+    now[0] = 4.0
+    second = clock.start(3)
+    now[0] = 6.0
+    assert clock.stop(first) == pytest.approx(4.0 + 2.0 * 1 / 4)
+    now[0] = 8.0
+    assert clock.stop(second) == pytest.approx(2.0 * 3 / 4 + 2.0)
+    now[0] = 20.0  # idle time is nobody's
+    third = clock.start(2)
+    now[0] = 21.0
+    assert clock.stop(third) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="weight 0"):
+        clock.start(0)
+
+
+def test_the_async_engine_is_the_default_and_the_offline_one_is_reachable():
+    from reasonbed.compat.engines import vllm_available
+    from reasonbed.inference.base import EngineConfig
+
+    if not vllm_available():
+        pytest.skip("vLLM is not installed here")
+
+    assert runs_async(EngineConfig(name="vllm")) and EngineConfig().vllm_async
+    assert not runs_async(EngineConfig(name="vllm", vllm_async=False))
+    assert not runs_async(EngineConfig(name="template")) and not runs_async(EngineConfig(name="hf"))
+    with pytest.raises(ConfigError, match=r"batches_in_flight \(0\)"):
+        EngineConfig(batches_in_flight=0)
 
 
 def test_resume_after_killing_the_driver(tmp_path, shapes, tiny_model_dir, ray_session):
@@ -158,11 +259,15 @@ def test_unreadable_image_is_counted_or_stops(tmp_path, ray_session):
     root = tmp_path / "data"
     synthetic.generate(str(root), images_per_class=1)
     (root / "photo" / "ring" / "ring_00000.png").write_bytes(b"broken")
-    summary = run_generation(_cfg(tmp_path / "skip", root))
-    assert summary["unreadable_images"] == ["photo/ring/ring_00000.png"]
+    with pytest.raises(DatasetError, match="photo/ring/ring_00000.png"):  # data.on_corrupt=error: before anything
+        run_generation(_cfg(tmp_path / "stop", root))
+    assert not (tmp_path / "stop" / "pass0").exists()
+    summary = run_generation(_cfg(tmp_path / "skip", root, **{"data.on_corrupt": "skip"}))
+    assert summary["skipped_inputs"]["skipped"] == 1
+    assert summary["skipped_inputs"]["first"][0]["path"] == "photo/ring/ring_00000.png"
     assert summary["candidates"] == 46
-    with pytest.raises(Exception, match="photo/ring/ring_00000.png"):
-        run_generation(_cfg(tmp_path / "stop", root, on_bad_image="error"))
+    manifest = json.loads((tmp_path / "skip" / "manifest.json").read_text())
+    assert manifest["summary"]["skipped_inputs"]["skipped"] == 1
 
 
 def test_output_that_cannot_be_written(tmp_path, shapes):

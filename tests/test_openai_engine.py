@@ -13,16 +13,12 @@ import http.server
 import json
 import logging
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -40,63 +36,15 @@ pytestmark = pytest.mark.slow
 
 KEY_ENV = "REASONBED_TEST_OPENAI_ENGINE_KEY"  # a test-specific variable: never a real key's name
 KEY = "rb-test-" + uuid.uuid4().hex  # what the server requires; unique, so a leak is unambiguous
-SERVER_START_S = 240.0  # bounded wait for the server (about 26 s when the machine is idle)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    url: str  # http://127.0.0.1:PORT (no /v1)
-    served_model: str  # the model name the server reports in /v1/models
-    log: Path
-
-
-def _get(url: str, key: str | None = None, timeout: float = 5.0) -> bytes:
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
-        return response.read()
 
 
 @pytest.fixture(scope="module")
-def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """vLLM's OpenAI-compatible server on the tiny model, requiring KEY; terminated at teardown."""
-    port = _free_port()
+def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, start_vllm_server) -> Iterator:
+    """vLLM's OpenAI-compatible server on the tiny model, requiring KEY (conftest.vllm_server)."""
     log_path = tmp_path_factory.mktemp("vllm-server") / "server.log"
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model_dir),
-               "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--enforce-eager",
-               "--max-model-len", "1024", "--limit-mm-per-prompt", '{"image":3}', "--api-key", KEY]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}  # caches stay under the session's temp dir
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"vLLM server exited with {process.returncode}: "
-                                   f"{log_path.read_text(errors='replace')[-3000:]}")
-            try:
-                _get(url + "/health", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"vLLM server not ready within {SERVER_START_S:.0f} s; log: "
-                                       f"{log_path.read_text(errors='replace')[-3000:]}") from None
-                time.sleep(0.5)
-        models = json.loads(_get(url + "/v1/models", key=KEY))["data"]
-        yield Server(url, models[0]["id"], log_path)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    with start_vllm_server(tiny_model_dir, log_path, ["--limit-mm-per-prompt", '{"image":3}', "--api-key", KEY],
+                           key=KEY) as server:
+        yield server
 
 
 class FlakyProxy:
@@ -166,7 +114,7 @@ class FlakyProxy:
 
 
 @pytest.fixture(scope="module")
-def proxy(vllm_server: Server) -> Iterator[FlakyProxy]:
+def proxy(vllm_server) -> Iterator[FlakyProxy]:
     flaky = FlakyProxy(vllm_server.url)
     yield flaky
     flaky.close()

@@ -17,7 +17,6 @@ import os
 import random
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import optuna
 import pandas as pd
 import pytest
 
+from conftest import free_port
 from reasonbed.cli import build_parser, main
 from reasonbed.report.build import build_report
 from reasonbed.report.dashboard import dashboard_commands
@@ -301,12 +301,6 @@ def test_dashboard_commands_bind_loopback_by_default() -> None:
     assert (args.host, args.optuna_port, args.tensorboard_port) == ("127.0.0.1", 8080, 6006)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -316,7 +310,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_dashboard_serves_and_stops(sweep: tuple[Path, dict]) -> None:
-    optuna_port, tensorboard_port = _free_port(), _free_port()
+    optuna_port, tensorboard_port = free_port(), free_port()
     process = subprocess.Popen([sys.executable, "-m", "reasonbed", "dashboard", str(sweep[0]),
                                 "--optuna-port", str(optuna_port), "--tensorboard-port", str(tensorboard_port)],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

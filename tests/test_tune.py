@@ -280,12 +280,17 @@ def test_sweep_on_s3_and_restore(tmp_path, s3_bucket, ray_session):
     assert fs.exists(f"{s3_bucket}/sweeps/s3sweep/direct-photo-s0/done")
     first = load_records(outcome["sweep"])
     assert len(first) == 2 and all(r.reports for r in first)
+    assert fs.exists(f"{s3_bucket}/sweeps/s3sweep/optuna.db")  # the study's copy in the sweep storage
+    assert fs.exists(f"{s3_bucket}/sweeps/s3sweep/direct-photo-s0/{first[0].path.rsplit('/', 1)[-1]}/trial.json")
     fs.rm(f"{s3_bucket}/sweeps/s3sweep/direct-photo-s0/done")  # as if the driver died before the end
     fs.rm(f"{s3_bucket}/sweeps/s3sweep/done")
+    local_db = tmp_path / "local" / "s3sweep" / "optuna.db"
+    local_db.unlink()  # ... on a head node that is gone: the new driver has no local study file
     run_sweep(cfg, local_root=str(tmp_path / "local"))  # Tuner.restore from s3://: nothing is rerun
     again = load_records(outcome["sweep"])
     assert sorted(r.trial_id for r in again) == sorted(r.trial_id for r in first)
-    assert fs.exists(f"{s3_bucket}/sweeps/s3sweep/optuna.db")
+    trials = optuna.load_study(study_name="direct-photo-s0", storage=f"sqlite:///{local_db}").trials
+    assert len(trials) == 2 and all(t.state.name in ("COMPLETE", "PRUNED") for t in trials)  # downloaded first
 
 
 def test_zero_shot_config_is_a_trials_config_with_a_run_of_its_own(tmp_path):

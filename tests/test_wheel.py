@@ -91,7 +91,8 @@ DRY_RUNS = {
     "generate": ["--smoke-test"], "train": ["--smoke-test"], "rl": ["--smoke-test"],
     "tune": ["--smoke-test", "--methods", "direct,mtct,sarr,grpo"], "report": ["runs/x"], "dashboard": ["runs/x"],
     "tiny-model": [], "make-data": ["--out", "data"], "splits": ["dataset=pacs", "root=/data/PACS"],
-    "install-startup-hook": [], "cluster-check": ["--smoke-test"],
+    "install-startup-hook": [], "cluster-check": ["--smoke-test"], "evaluate": ["--smoke-test"],
+    "export": ["runs/x", "--out", "exported"], "predict": ["--smoke-test"],
 }
 
 

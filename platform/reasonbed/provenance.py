@@ -1,4 +1,11 @@
-"""Provenance of a result: resolved config, code version, package versions, data manifest hash."""
+"""Provenance of a result: resolved config, code version, package versions, data manifest hash.
+
+`code_version()` is what ran, also on clusters where the code arrives without `.git` (runtime_env
+excludes it, images copy no history): the checkout's git commit when there is one; else
+REASONBED_CODE_VERSION (cluster/Dockerfile bakes it in with `--build-arg REASONBED_CODE_VERSION=...`;
+a runtime_env may set it); else a sha256 over the reasonbed package's own source files, which is equal
+for equal code wherever it was unpacked (`package-sha256:...`).
+"""
 
 from __future__ import annotations
 
@@ -28,6 +35,25 @@ def git_commit(path: Path | None = None) -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
+CODE_VERSION_ENV = "REASONBED_CODE_VERSION"
+
+
+def package_digest(root: Path | None = None) -> str:
+    """sha256 over the package's .py and .yaml files (relative path and bytes, in path order)."""
+    root = root or Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def code_version() -> str:
+    """The git commit (+dirty), else $REASONBED_CODE_VERSION, else `package-sha256:<16 hex>` of the package."""
+    import os
+
+    return git_commit() or os.environ.get(CODE_VERSION_ENV, "").strip() or f"package-sha256:{package_digest()[:16]}"
+
+
 def package_versions() -> dict[str, str]:
     versions = {}
     for name in PACKAGES:
@@ -52,7 +78,7 @@ def provenance(cfg: Any, index: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         from reasonbed.storage import redact
 
         resolved["data"]["storage_options"] = redact(resolved["data"].get("storage_options"))
-    return {"config": resolved, "code_version": git_commit(), "packages": package_versions(),
+    return {"config": resolved, "code_version": code_version(), "packages": package_versions(),
             "data_manifest_sha256": manifest_hash(index), "images": len(index)}
 
 

@@ -22,12 +22,17 @@ WORKER_ENV_DEFAULTS: dict[str, str] = {
     "VLLM_CPU_KVCACHE_SPACE": "1",
     "TOKENIZERS_PARALLELISM": "false",
 }
-# Variables forwarded from the driver to workers when set (cache locations, S3 endpoint, offline).
+# Variables forwarded from the driver to workers when set (cache locations, object-store endpoints, offline,
+# the code version, the Hugging Face token for gated models). HF_TOKEN is taken from the driver's environment
+# only and never logged or written by reasonbed; Ray keeps a job's runtime_env in its job table (the dashboard,
+# on 127.0.0.1 with token auth, shows it): on a shared cluster give the nodes the token instead (a Kubernetes
+# secret, the instance's environment) and leave it unset on the driver. HF_HOME on a volume shared by a node's
+# pods keeps one copy of the weights per node (docs/cluster.md).
 FORWARDED_ENV = (
-    "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "VLLM_CACHE_ROOT", "VLLM_CPU_KVCACHE_SPACE",
+    "HF_HOME", "HF_TOKEN", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "VLLM_CACHE_ROOT", "VLLM_CPU_KVCACHE_SPACE",
     "VLLM_ENABLE_V1_MULTIPROCESSING", "XDG_CACHE_HOME", "TORCHINDUCTOR_CACHE_DIR", "REASONBED_CACHE",
-    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "PYTHONPATH",
-    "RAY_API_SERVER_ADDRESS",
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "STORAGE_EMULATOR_HOST",
+    "GOOGLE_CLOUD_PROJECT", "REASONBED_CODE_VERSION", "PYTHONPATH", "RAY_API_SERVER_ADDRESS",
 )
 
 log = logging.getLogger(__name__)
@@ -79,6 +84,31 @@ def driver_runtime_env(extra: Mapping[str, Any] | None = None) -> dict[str, Any]
     return runtime_env
 
 
+def check_custom_resources(key: str, resources: Mapping[str, Any]) -> None:
+    """Custom Ray resources a config asks for (a node group, e.g. train_node) must be named, positive amounts;
+    CPUs and GPUs have their own keys. Raises `ConfigError` naming `key`."""
+    from reasonbed.config import ConfigError
+
+    for name, amount in resources.items():
+        if name in ("CPU", "GPU", "memory") or not isinstance(amount, (int, float)) or isinstance(amount, bool) \
+                or amount <= 0:
+            raise ConfigError(f"{key}: {name}={amount!r} must be a custom resource (e.g. train_node, "
+                              f"generation_node; CPUs and GPUs have their own keys) with an amount > 0")
+
+
+def multi_node() -> str:
+    """Why the joined Ray cluster is multi-node ("" when it is one machine): more than one alive node, or a
+    node that offers no CPU (cluster/*.yaml's head: its work always lands on other nodes)."""
+    import ray
+
+    alive = [node for node in ray.nodes() if node.get("Alive")]
+    if len(alive) > 1:
+        return f"{len(alive)} nodes"
+    if any(not node.get("Resources", {}).get("CPU") for node in alive):
+        return "its head offers no CPU, so workers run on other nodes"
+    return ""
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None, temp_dir: str | None = None,
              runtime_env: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
     """Start or join Ray with reasonbed's runtime_env; returns Ray's context (idempotent)."""
@@ -116,3 +146,27 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, temp_dir: 
     options.update(kwargs)
     log.info("starting Ray (%s)", "address=" + address if address else "local")
     return ray.init(**options)
+
+
+def release_placement_groups() -> int:
+    """Remove the placement groups this driver's job created that are still held; returns how many.
+
+    Ray Train reserves each run's workers in a placement group, and its cleaner actor frees it when the
+    run's controller dies; a sweep stopped mid-trial (Ctrl+C, `ray job stop`) can leave some held, which
+    would starve the next job on the cluster. A placement group's id ends with its creator job's id, so
+    only this job's are touched.
+    """
+    import ray
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    if not ray.is_initialized():
+        return 0
+    job = ray.get_runtime_context().get_job_id()
+    released = 0
+    for pg_id, entry in ray.util.placement_group_table().items():
+        if entry.get("state") == "CREATED" and pg_id.endswith(job):
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
+            released += 1
+    if released:
+        log.info("released %d placement group(s) this job still held", released)
+    return released

@@ -9,6 +9,8 @@ one command. Every command takes --dry-run and --help-config (see reasonbed.cli.
   rl           GRPO with domain-knowledge rewards (jobs/rl_finetune.py)
   tune         LODO hyperparameter sweep and report (jobs/tune.py, jobs/tune_<dataset>.py)
   evaluate     OOD evaluation: zero-shot, in-context under shift, domain knowledge, probe (jobs/evaluate_ood.py)
+  export       the chosen adapter (or merged model) in Hugging Face format with a model card
+  predict      batch predictions over any folder of images (Ray Data + vLLM/hf/openai engines)
   report       Markdown + self-contained HTML report and trials.csv/parquet of a sweep folder
   dashboard    optuna-dashboard and TensorBoard of a sweep folder on 127.0.0.1 (Ctrl-C stops them)
   tiny-model   build (or reuse from the cache) an offline tiny MLLM in Hugging Face format
@@ -32,6 +34,8 @@ COMMANDS.add("train", "reasonbed.cli.train:COMMAND")
 COMMANDS.add("rl", "reasonbed.cli.rl:COMMAND")
 COMMANDS.add("tune", "reasonbed.cli.tune:COMMAND")
 COMMANDS.add("evaluate", "reasonbed.cli.evaluate:COMMAND")
+COMMANDS.add("export", "reasonbed.cli.export:COMMAND")
+COMMANDS.add("predict", "reasonbed.cli.predict:COMMAND")
 COMMANDS.add("report", "reasonbed.cli.report:COMMAND")
 COMMANDS.add("dashboard", "reasonbed.cli.dashboard:COMMAND")
 COMMANDS.add("tiny-model", "reasonbed.cli.tiny_model:COMMAND")

@@ -3,7 +3,8 @@
 Run by `--dry-run` and before a job starts anything, so a bad config fails in a second rather than
 after Ray and a model came up: the dataset's spec (built-in, or a folder's local `spec_file`) and
 the domains the config names, methods and their options, teacher chains for methods that need
-them, a sweep's search spaces and per-trial training config. A `folder` dataset without
+them, a sweep's search spaces and per-trial training config, and a real model for real data (the
+offline tiny model serves only the offline benchmarks and smoke tests). A `folder` dataset without
 `spec_file` is discovered from its data, so its domains are checked when the job reads it.
 """
 
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from reasonbed import storage
-from reasonbed.config import ConfigError, from_dict, load, to_dict
+from reasonbed.config import ConfigError, load, to_dict
 from reasonbed.data import catalog
 from reasonbed.data.specs import DATASETS, DatasetError, DatasetSpec, load_spec_yaml
 from reasonbed.registry import RegistryError
@@ -44,11 +45,10 @@ def check_domains(spec: DatasetSpec | None, key: str, domains: str | list[str]) 
 
 def method_class(name: str, key: str = "method") -> Any:
     """The registered method class (unknown name: an error naming `key` and the known methods)."""
-    import reasonbed.methods  # noqa: F401 - registers the built-in methods
-    from reasonbed.methods.base import METHODS
+    from reasonbed.methods.base import method_class as registered
 
     try:
-        return METHODS.get(name)
+        return registered(name)
     except RegistryError as error:
         raise ConfigError(f"{key}: {error}") from None
 
@@ -60,8 +60,15 @@ def check_method(name: str, options: Mapping[str, Any], key: str = "method") -> 
     method = method_class(name, key)
     if options and not dataclasses.fields(method.config_class):
         raise ConfigError(f"method_config: method {name!r} takes no options (got {', '.join(map(str, options))})")
-    from_dict(method.config_class, dict(options), prefix="method_config.")
+    method.parse_options(options)
     return method
+
+
+def check_model(data: catalog.DataConfig, model: Any, key: str) -> None:
+    """A real dataset needs a real model (`{key}.path`); the tiny model serves the offline benchmarks only."""
+    from reasonbed.models.configs import check_real_model
+
+    check_real_model(model, data.dataset, data.dataset in catalog.OFFLINE_GENERATORS, key)
 
 
 def chains_message(methods: list[str]) -> str:
@@ -79,13 +86,16 @@ def check_train(cfg: Any, chains_coming: bool = False) -> None:
     method = check_method(cfg.method, cfg.method_config)
     if method.needs_chains and not cfg.chains and not chains_coming:
         raise ConfigError(chains_message([cfg.method]))
+    check_model(cfg.data, cfg.model, "model")
 
 
-def check_generation(cfg: Any) -> None:
-    """A GenerationConfig: data spec and domains, an output to write."""
+def check_generation(cfg: Any, prefix: str = "") -> None:
+    """A GenerationConfig: data spec and domains, an output to write, a teacher model for real data."""
     check_domains(data_spec(cfg.data), "domains", cfg.domains)
     if not cfg.output:
         raise ConfigError("output is required (a local directory or s3://bucket/prefix)")
+    if cfg.engine.name in ("vllm", "hf"):
+        check_model(cfg.data, cfg.engine.model, f"{prefix}engine.model")
 
 
 def check_sweep(cfg: Any) -> None:
@@ -98,12 +108,13 @@ def check_sweep(cfg: Any) -> None:
     spec = data_spec(cfg.data)
     check_domains(spec, "test_domains", cfg.test_domains)
     test_domain = (cfg.test_domains or (spec.domains if spec else [""]))[0]
-    needing = []
+    needing, trials = [], []
     for name in cfg.methods:
         method = method_class(name, "methods")
         space = load_space(cfg.search_spaces, name, cfg.data.dataset)
         trial = trial_train_config(space.defaults(), cfg, name, test_domain, cfg.seeds[0], cfg.chains)
         check_method(name, trial.method_config)
+        trials.append(trial)
         if method.needs_chains:
             needing.append(name)
     if needing and not cfg.chains:
@@ -111,4 +122,6 @@ def check_sweep(cfg: Any) -> None:
             raise ConfigError(chains_message(needing))
         gen = load(GenerationConfig, base={"data": to_dict(cfg.data), "output": storage.join(cfg.storage, "chains"),
                                            "ray_address": cfg.ray_address, **cfg.generation})
-        check_generation(gen)
+        check_generation(gen, prefix="generation.")
+    for trial in trials:
+        check_model(trial.data, trial.model, "train.model")

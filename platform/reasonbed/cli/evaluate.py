@@ -27,7 +27,7 @@ FLAGS = {
 }
 SMOKE = {
     "data": {"dataset": "synthetic_shapes", "images_per_class": 4},
-    "engine": {"name": "vllm", "batch_size": 16, "max_model_len": 2048},
+    "engine": {"batch_size": 16, "max_model_len": 2048},  # vllm (hf where vLLM is not installed)
     "shots": [0, 2], "queries_per_domain": 6, "max_tokens_direct": 8, "max_tokens_reasoning": 48,
 }
 
@@ -35,7 +35,7 @@ SMOKE = {
 def configure(parser: argparse.ArgumentParser) -> None:
     add_config_options(parser, FLAGS)
     parser.add_argument("--model", default=None, help="base model: hub id or local dir (sets models)")
-    parser.add_argument("--family", default=None, help="model family of --model (default qwen2_vl)")
+    parser.add_argument("--family", default=None, help="model family of --model (default: detected from its config.json)")
     parser.add_argument("--dtype", default=None, help="weights dtype of --model (e.g. bfloat16 on GPUs)")
     parser.add_argument("--adapter", action="append", default=[],
                         help="LoRA adapter dir or training run dir, compared with the base model (repeatable)")
@@ -46,14 +46,14 @@ def _model_overrides(args: argparse.Namespace) -> list[str]:
     """--model/--family/--adapter as one `models=[...]` override: the base model, then one entry per adapter."""
     if not (args.model or args.family or args.adapter or args.dtype):
         return []
-    base = {"model": {"path": args.model or "", "family": args.family or "qwen2_vl",
+    base = {"model": {"path": args.model or "", "family": args.family or "",
                       **({"dtype": args.dtype} if args.dtype else {})}}
     entries = [base, *({**base, "adapter": adapter} for adapter in args.adapter or [])]
     return [f"models={json.dumps(entries)}"]
 
 
 def resolve(args: argparse.Namespace) -> Any:
-    from reasonbed.cli.checks import data_spec
+    from reasonbed.cli.checks import check_model, data_spec
     from reasonbed.evaluation.config import EvalConfig
 
     first = [f"shots={json.dumps(comma_list(args.shots, int))}"] if args.shots else []
@@ -62,6 +62,9 @@ def resolve(args: argparse.Namespace) -> Any:
     if args.smoke_test and not cfg.output:
         cfg = replace(cfg, output=temporary_path("reasonbed-ood-"))
     data_spec(cfg.data)  # an unknown dataset fails here
+    if cfg.engine.name != "openai":  # a real dataset needs real models (the tiny one serves offline data only)
+        for index, entry in enumerate(cfg.models):
+            check_model(cfg.data, entry.model, f"models[{index}].model")
     return cfg
 
 

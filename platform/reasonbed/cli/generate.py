@@ -25,7 +25,7 @@ FLAGS = {
 }
 SMOKE = {
     "data": {"dataset": "synthetic_shapes", "images_per_class": 3},
-    "engine": {"name": "vllm", "batch_size": 8, "max_model_len": 1024},
+    "engine": {"batch_size": 8, "max_model_len": 1024},  # vllm (hf where vLLM is not installed)
     "sampling": {"n": 2, "max_tokens": 48},
     "shard_size": 12,
 }
@@ -51,10 +51,10 @@ def execute(cfg: Any, args: argparse.Namespace) -> int:
     from reasonbed.generation.summary import format_summary
     from reasonbed.storage import join
 
-    if args.smoke_test:  # both teachers: the template one (with rejections and a second pass) and vLLM
+    if args.smoke_test:  # both teachers: the template one (with rejections and a second pass) and vLLM (or hf)
         runs = [("template", replace(cfg, engine=replace(cfg.engine, name="template", template_noise=0.2),
                                      output=join(cfg.output, "template"), second_pass="more")),
-                ("vllm", replace(cfg, output=join(cfg.output, "vllm")))]
+                (cfg.engine.name, replace(cfg, output=join(cfg.output, cfg.engine.name)))]
     else:
         runs = [(cfg.engine.name, cfg)]
     for name, run_cfg in runs:

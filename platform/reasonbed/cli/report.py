@@ -1,8 +1,10 @@
 """`reasonbed report RUN`: report.md, a self-contained report.html and trials.csv/parquet of a sweep folder.
 
-    reasonbed report runs/<sweep>                    # -> runs/<sweep>/report/
-    reasonbed report s3://bucket/sweeps/<sweep>      # -> ./runs/<sweep>/report/
-    reasonbed report runs/<sweep> --out /tmp/report  # anywhere else
+The report is rebuilt from what the sweep storage holds, on any machine, and written next to the
+sweep (`RUN/report/`, uploaded for s3://) unless --out gives a local folder instead:
+    reasonbed report runs/<sweep>                         # -> runs/<sweep>/report/
+    reasonbed report s3://bucket/sweeps/<sweep>           # -> s3://bucket/sweeps/<sweep>/report/
+    reasonbed report s3://bucket/sweeps/<sweep> --out DIR # -> DIR only (a local copy; e.g. a read-only bucket)
 """
 
 from __future__ import annotations
@@ -19,34 +21,24 @@ from reasonbed.config import ConfigError
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sweep", metavar="RUN", nargs="?", help="sweep folder (local path or s3://.../<sweep>)")
     parser.add_argument("--out", default=None,
-                        help="output folder (default: RUN/report; ./runs/<sweep>/report for s3://)")
+                        help="write the report into this local folder instead of RUN/report (RUN is not written)")
 
 
 def resolve(args: argparse.Namespace) -> dict[str, Any]:
-    from reasonbed import storage
-
     if not args.sweep:
         raise ConfigError("RUN: the sweep folder to report on is required (a local path or s3://.../<sweep>)")
-    if args.out:
-        out = args.out
-    elif storage.is_remote(args.sweep):
-        out = None  # ./runs/<the sweep's name>/report: the name is read from its sweep.json when run
-    else:
-        out = str(Path(args.sweep) / "report")
-    return {"sweep": args.sweep, "out": out}
+    return {"sweep": args.sweep, "out": args.out}
 
 
 def execute(resolved: dict[str, Any], args: argparse.Namespace) -> int:  # noqa: ARG001
-    from reasonbed.report.build import build_report
-    from reasonbed.tune.records import read_sweep
+    from reasonbed import storage
+    from reasonbed.report.build import build_report, publish_report
 
     sweep, out = resolved["sweep"], resolved["out"]
-    if out is None:
-        name = read_sweep(sweep).get("name") or sweep.rstrip("/").rsplit("/", 1)[-1]
-        out = str(Path("runs") / name / "report")
-    page = build_report(sweep, Path(out))
-    print(json.dumps({"html": str(page), "markdown": str(page.with_name("report.md")),
-                      "trials": str(page.with_name("trials.csv"))}))
+    page = str(build_report(sweep, Path(out))) if out else publish_report(sweep)
+    folder = page.rsplit("/", 1)[0]
+    print(json.dumps({"html": page, "markdown": storage.join(folder, "report.md"),
+                      "trials": storage.join(folder, "trials.csv")}))
     return 0
 
 

@@ -46,7 +46,22 @@ def train_config(args: argparse.Namespace, flags: dict[str, str], smoke: dict[st
     if args.smoke_test and cfg.run_dir == TrainConfig.run_dir:
         cfg = replace(cfg, run_dir=temporary_path(f"reasonbed-{cfg.method}-"))
     check_train(cfg, chains_coming=args.smoke_test)  # a smoke test generates template chains first
+    if args.dry_run:
+        print_memory_estimate(cfg)
     return cfg
+
+
+def print_memory_estimate(cfg: Any) -> None:
+    """The per-worker memory estimate on stderr, when the model's config.json is readable without the network."""
+    import sys
+
+    from reasonbed.train.driver import memory_estimate
+
+    if not cfg.model.path:
+        return
+    estimate = memory_estimate(cfg, cfg.model)
+    print(estimate.summary() if estimate else f"memory estimate: config.json of {cfg.model.path!r} is not readable "
+          f"without the network (it is printed before training)", file=sys.stderr)
 
 
 def resolve(args: argparse.Namespace) -> Any:
@@ -58,7 +73,9 @@ def execute(cfg: Any, args: argparse.Namespace) -> int:
 
     result = run(cfg, smoke=args.smoke_test)
     final = {key: value for key, value in result.final.items() if key in ("step", "loss", "val_acc", "test_acc")}
-    print(json.dumps({"run_dir": str(result.run_dir), "adapter": str(result.adapter), **final}))
+    skipped = result.skipped_inputs if result.skipped_inputs.get("skipped") else {}  # data.on_corrupt=skip
+    print(json.dumps({"run_dir": str(result.run_dir), "adapter": str(result.adapter), **final,
+                      **({"skipped_inputs": skipped} if skipped else {})}))
     return 0
 
 

@@ -9,7 +9,10 @@ One machine (embedded default: synthetic benchmark, tiny model, template chains,
 Real data (a GPU machine; jobs/tune_pacs.py and docs/cluster.md have the cluster commands):
     reasonbed tune --dataset pacs --config configs/tune_pacs_internvl3_8b.yaml --data-root /data/PACS \
         --chains /data/chains/pacs --storage runs
-Rerunning the same command resumes an interrupted sweep. Other key=value overrides set
+Rerunning the same command resumes an interrupted sweep. Ctrl+C (or SIGTERM, `ray job stop`) stops the
+whole sweep with its state saved and exits with status 130 (a second Ctrl+C exits at once); one driver
+runs a sweep at a time (a second one exits with status 3 naming the first; --force takes over). The
+report is written into the sweep storage after every study. Other key=value overrides set
 reasonbed.tune.config.SweepConfig fields: train.<TrainConfig key>=... for every trial,
 generation.<GenerationConfig key>=... for generate_chains (--help-config lists them all).
 """
@@ -53,6 +56,9 @@ def configure(parser: argparse.ArgumentParser, dataset: str | None = None) -> No
     parser.add_argument("--methods", default=None, help="comma-separated methods, e.g. direct,mtct,sarr")
     parser.add_argument("--seeds", default=None, help="comma-separated trial seeds, e.g. 0,1,2")
     parser.add_argument("--test-domains", default=None, help="comma-separated test domains (default: all)")
+    parser.add_argument("--force", action="store_true",
+                        help="take the sweep over from the driver that holds its lease even if that lease has not "
+                             "expired (that driver, if alive, stops at its next heartbeat)")
     parser.add_argument("--lodo-selection", action="store_true",
                         help="also train every finished trial with each source domain held out in turn, for "
                              "leave-one-domain-out selection (sets lodo_selection=true)")
@@ -74,15 +80,57 @@ def resolve(args: argparse.Namespace) -> Any:
     return cfg
 
 
-def execute(cfg: Any, args: argparse.Namespace) -> int:  # noqa: ARG001 - the resolved config is all it needs
+LEASE_HELD = 3  # exit status when another driver runs the sweep
+
+
+def resume_command(args: argparse.Namespace, cfg: Any) -> str:
+    """The command that resumes this sweep: the same one (with --storage fixed when a smoke test chose it)."""
+    import shlex
+    import sys
+
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(".py"):
+        argv.insert(0, "python")
+    if args.smoke_test and args.storage is None:
+        argv.append(f"--storage={cfg.storage}")
+    return shlex.join(argv)
+
+
+def execute(cfg: Any, args: argparse.Namespace) -> int:
+    import sys
     from pathlib import Path
 
-    from reasonbed.report.build import build_report
+    from reasonbed import storage
+    from reasonbed.report.build import publish_report
+    from reasonbed.tune.control import EXIT_CODE, SweepControl, SweepInterrupted
     from reasonbed.tune.driver import run_sweep
+    from reasonbed.tune.lease import LeaseHeldError
 
-    outcome = run_sweep(cfg)
-    report = build_report(outcome["sweep"], Path(outcome["local"]) / "report")
-    print(json.dumps({"sweep": outcome["sweep"], "report": str(report), "studies": outcome["studies"]},
+    def local_copy(sweep_uri: str) -> Path | None:
+        """An object-store sweep's report is also kept in ./runs/<sweep>/report (the driver's local folder)."""
+        return Path("runs").resolve() / sweep_uri.rstrip("/").rsplit("/", 1)[-1] / "report" \
+            if storage.is_remote(sweep_uri) else None
+
+    hint = f"Resume with the same command: {resume_command(args, cfg)}"
+    try:
+        outcome = run_sweep(cfg, force=args.force, control=SweepControl(resume_hint=hint),
+                            after_study=lambda uri: publish_report(uri, local_copy(uri)))
+    except LeaseHeldError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return LEASE_HELD
+    except SweepInterrupted as stopped:
+        print(f"{stopped}. {hint}", file=sys.stderr)
+        return EXIT_CODE
+    report = publish_report(outcome["sweep"], local_copy(outcome["sweep"]))
+    if cfg.tracking.enabled:
+        from reasonbed.tracking import log_run
+
+        name = outcome["sweep"].rstrip("/").rsplit("/", 1)[-1]
+        local_report = local_copy(outcome["sweep"]) or Path(report).parent  # the report's files on this machine
+        log_run(cfg.tracking, f"{name}-report", cfg, artifacts=[local_report / file for file in (
+            "report.md", "report.html", "trials.csv")], kind="sweep-report", directory=outcome["local"],
+            default_experiment=name)
+    print(json.dumps({"sweep": outcome["sweep"], "report": report, "studies": outcome["studies"]},
                      indent=2, default=str))
     return 0
 

@@ -1,8 +1,13 @@
 """Read a DomainBed-layout folder `root/<domain>/<class>/<image>` (local or s3://) into Ray Data.
 
 `scan()` lists and validates the tree against a spec (cheap: names only) and returns index rows;
-`read_domainbed()` turns them into a `ray.data.Dataset` with image bytes, checking that every image
-decodes. Rows: id (stable hash of dataset/domain/class/file, independent of where root lives),
+`check_images()` decodes every image of an index once (threads, in parallel) and applies
+`data.on_corrupt` before anything trains or generates: `error` stops naming the corrupt files, `skip`
+drops them and counts them (`ImageCheck.record()`: the count and the first paths, for run summaries,
+provenance and reports). Its verdict is cached per data root and listing (paths, sizes, ETags or
+modification times) in the reasonbed cache, so a sweep's many runs decode each image once.
+`read_domainbed()` turns the checked rows into a `ray.data.Dataset` with image bytes.
+Rows: id (stable hash of dataset/domain/class/file, independent of where root lives),
 path (relative to root), domain, class_name, label, image (bytes).
 """
 
@@ -10,8 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
+import uuid
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -114,6 +122,98 @@ def _load_images(batch: dict[str, Any], root: str, storage_options: Mapping[str,
     return {**batch, "image": images, "error": errors}
 
 
+CHECK_VERSION = 1  # bump when the decode check changes: cached verdicts of older checks are not reused
+_CHECKED: dict[str, dict[str, str]] = {}  # this process's verdicts by listing fingerprint
+
+
+@dataclass
+class ImageCheck:
+    """The index rows kept after the image check, and the images skipped as corrupt (path, reason)."""
+
+    rows: list[dict[str, Any]]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    on_corrupt: str = "error"
+
+    def record(self, first: int = 10) -> dict[str, Any]:
+        """What a summary, provenance or report says: how many images were skipped and the first of them."""
+        return {"on_corrupt": self.on_corrupt, "skipped": len(self.skipped),
+                "first": [{"path": path, "reason": reason} for path, reason in self.skipped[:first]]}
+
+
+def _fingerprint(fs: Any, base: str, root: str, rows: Sequence[Mapping[str, Any]]) -> str:
+    """A hash of the root and of every indexed file's path, size and version stamp (ETag or mtime)."""
+    listing = fs.find(base, detail=True)
+    digest = hashlib.sha256(f"{CHECK_VERSION}\n{root}\n".encode())
+    for path in sorted(str(row["path"]) for row in rows):
+        info = listing.get(f"{base}/{path}") or {}
+        stamp = info.get("ETag") or info.get("mtime") or info.get("LastModified") or ""
+        digest.update(f"{path}\t{info.get('size')}\t{stamp}\n".encode())
+    return digest.hexdigest()
+
+
+def _decode_all(fs: Any, base: str, paths: Sequence[str], workers: int) -> dict[str, str]:
+    """Read and decode every image (threads); returns path -> reason for those that fail."""
+    def verdict(path: str) -> str:
+        try:
+            data = fs.cat_file(f"{base}/{path}")
+        except Exception as error:  # noqa: BLE001 - an unreadable file is a corrupt input, named below
+            return f"unreadable: {type(error).__name__}: {error}"
+        return _decode_error(data)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        reasons = list(pool.map(verdict, paths))
+    return {path: reason for path, reason in zip(paths, reasons, strict=True) if reason}
+
+
+def corrupt_images(root: str, rows: Sequence[Mapping[str, Any]], storage_options: Mapping[str, Any] | None = None,
+                   workers: int = 8) -> dict[str, str]:
+    """path -> reason for every image of `rows` that cannot be read or decoded (cached, see the module doc)."""
+    from reasonbed.data.catalog import cache_dir
+
+    fs, base = storage.filesystem(root, storage_options)
+    key = _fingerprint(fs, base, root, rows)
+    if key in _CHECKED:
+        return _CHECKED[key]
+    cached = cache_dir() / "image-checks" / f"{key[:32]}.json"
+    if cached.is_file():
+        try:
+            _CHECKED[key] = dict(json.loads(cached.read_text())["corrupt"])
+            return _CHECKED[key]
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring an unreadable image-check cache file %s", cached)
+    paths = [str(row["path"]) for row in rows]
+    log.info("checking that %d images of %s decode (once per data root and listing)", len(paths), root)
+    bad = _decode_all(fs, base, paths, workers)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    staging = cached.with_suffix(f".{uuid.uuid4().hex[:8]}.tmp")
+    staging.write_text(json.dumps({"root": root, "images": len(paths), "corrupt": bad}, indent=1))
+    staging.replace(cached)
+    _CHECKED[key] = bad
+    return bad
+
+
+def check_images(spec: DatasetSpec, root: str, rows: Sequence[Mapping[str, Any]],
+                 storage_options: Mapping[str, Any] | None = None,
+                 on_corrupt: Literal["error", "skip"] = "error") -> ImageCheck:
+    """Apply `on_corrupt` to the index: raise DatasetError naming corrupt images, or drop and count them."""
+    if on_corrupt not in ("error", "skip"):
+        raise DatasetError(f"on_corrupt must be 'error' or 'skip', got {on_corrupt!r}")
+    bad = corrupt_images(root, rows, storage_options)
+    skipped = sorted(bad.items())
+    if skipped and on_corrupt == "error":
+        listed = "; ".join(f"{path} ({reason})" for path, reason in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        raise DatasetError(
+            f"dataset {spec.name!r} under {root!r}: {len(skipped)} corrupt image(s): {listed}{more}; "
+            f"set data.on_corrupt=skip to skip and count them"
+        )
+    if skipped:
+        log.warning("skipped %d corrupt image(s) of %s (data.on_corrupt=skip): %s", len(skipped), spec.name,
+                    ", ".join(path for path, _ in skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
+    kept = [dict(row) for row in rows if row["path"] not in bad]
+    return ImageCheck(rows=kept, skipped=skipped, on_corrupt=on_corrupt)
+
+
 @dataclass
 class ReadResult:
     """The dataset, its index (no bytes) and the images skipped as corrupt (path, reason)."""
@@ -125,34 +225,17 @@ class ReadResult:
 
 def read_domainbed(spec: DatasetSpec, root: str, domains: Sequence[str] | None = None,
                    storage_options: Mapping[str, Any] | None = None,
-                   on_corrupt: Literal["error", "skip"] = "error", verify_images: bool = True,
+                   on_corrupt: Literal["error", "skip"] = "error",
                    index: list[dict[str, Any]] | None = None) -> ReadResult:
-    """A materialised ray.data.Dataset of image rows; corrupt images raise or are skipped and counted."""
+    """A materialised ray.data.Dataset of the checked image rows (check_images: corrupt ones raise or are
+    skipped and counted)."""
     import ray.data
-    from ray.data.expressions import col
 
-    if on_corrupt not in ("error", "skip"):
-        raise DatasetError(f"on_corrupt must be 'error' or 'skip', got {on_corrupt!r}")
     rows = index if index is not None else scan(spec, root, domains, storage_options)
-    blocks = max(1, min(64, len(rows) // 256))
-    dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
-        _load_images, fn_kwargs={"root": root, "storage_options": dict(storage_options or {}),
-                                 "verify": verify_images},
+    checked = check_images(spec, root, rows, storage_options, on_corrupt)
+    blocks = max(1, min(64, len(checked.rows) // 256))
+    dataset = ray.data.from_items(checked.rows, override_num_blocks=blocks).map_batches(
+        _load_images, fn_kwargs={"root": root, "storage_options": dict(storage_options or {}), "verify": False},
         batch_size=256, batch_format="numpy",
-    ).materialize()
-    bad = dataset.filter(expr=col("error") != "").select_columns(["path", "error"]).take_all()
-    skipped = sorted((row["path"], row["error"]) for row in bad)
-    if skipped and on_corrupt == "error":
-        listed = "; ".join(f"{path} ({reason})" for path, reason in skipped[:5])
-        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-        raise DatasetError(
-            f"dataset {spec.name!r} under {root!r}: {len(skipped)} corrupt image(s): {listed}{more}; "
-            f"pass on_corrupt='skip' to skip and count them"
-        )
-    if skipped:
-        log.warning("skipped %d corrupt image(s) of %s: %s", len(skipped), spec.name, skipped[:5])
-        dataset = dataset.filter(expr=col("error") == "").materialize()
-        skipped_paths = {path for path, _ in skipped}
-        rows = [row for row in rows if row["path"] not in skipped_paths]
-    dataset = dataset.drop_columns(["error"])
-    return ReadResult(dataset=dataset, index=rows, skipped=skipped)
+    ).drop_columns(["error"]).materialize()
+    return ReadResult(dataset=dataset, index=checked.rows, skipped=checked.skipped)

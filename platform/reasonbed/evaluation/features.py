@@ -106,7 +106,7 @@ def domain_features(model: ResolvedModel, dataset: str, items_by_domain: dict[st
         FeatureActor, fn_constructor_kwargs={"model": model, "prompt": prompt, "data_root": data_root,
                                              "storage_options": storage_options, "batch_size": batch_size},
         batch_size=4 * batch_size, compute=ray.data.ActorPoolStrategy(size=model.engine.actors),
-        num_cpus=model.engine.num_cpus, num_gpus=model.engine.num_gpus or None, batch_format="numpy")
+        batch_format="numpy", **model.engine.actor_options())
     by_id: dict[str, dict[str, np.ndarray]] = {}
     for batch in dataset_rows.iter_batches(batch_size=None, batch_format="numpy"):
         for index, image_id in enumerate(batch["id"]):

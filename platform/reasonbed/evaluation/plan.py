@@ -60,18 +60,18 @@ def default_name(entry: EvalModel, path: str, adapter: str) -> str:
 
 def resolve_models(cfg: EvalConfig) -> list[ResolvedModel]:
     """Resolve every model's path and adapter and check each adapter against its base (errors name them)."""
-    from reasonbed.models.loading import resolve_model_path
+    from reasonbed.models.loading import resolve_model
 
     resolved = []
     for entry in cfg.models:
         if cfg.engine.name == "openai":  # the model lives behind the endpoint: nothing to resolve here
             path, model = cfg.engine.served_model or entry.model.path, entry.model
         else:
-            path = resolve_model_path(entry.model)
-            model = replace(entry.model, path=path)
+            model = resolve_model(entry.model)  # the tiny model built, the family detected
+            path = model.path
         adapter = resolve_adapter(entry.adapter) if entry.adapter else ""
         if adapter:
-            check_adapter(adapter, entry.model, path)
+            check_adapter(adapter, model, path)
         digest = adapter_digest(adapter) if adapter else ""
         name = entry.name or default_name(entry, path, adapter)
         depends = {"path": path, "family": model.family, "dtype": model.dtype, "adapter": digest,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import matplotlib
 
@@ -18,15 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - after choosing the backend
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-_DPI = 90
-
-
-def _save(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=_DPI, format="png", metadata={"Software": None})
-    plt.close(fig)
-    return path
+from reasonbed.report.plots import save_figure  # noqa: E402
 
 
 def accuracy_vs_k(results: pd.DataFrame, model: str, prompt: str, panels: Sequence[str], conditions: Sequence[str],
@@ -53,7 +44,7 @@ def accuracy_vs_k(results: pd.DataFrame, model: str, prompt: str, panels: Sequen
     axes[0][0].set_ylabel("accuracy (%)")
     axes[0][-1].legend(fontsize=7)
     fig.suptitle(f"{model}, {prompt} prompt", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def probe_vs_zero_shot(probes: pd.DataFrame, models: Sequence[str], domains: Sequence[str], path: Path) -> Path:
@@ -77,7 +68,7 @@ def probe_vs_zero_shot(probes: pd.DataFrame, models: Sequence[str], domains: Seq
         ax.set_title(model, fontsize=10)
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("accuracy (%)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion(matrices: Mapping[str, np.ndarray], class_names: Sequence[str], title: str, path: Path) -> Path:
@@ -99,4 +90,4 @@ def confusion(matrices: Mapping[str, np.ndarray], class_names: Sequence[str], ti
         ax.set_xlabel("predicted", fontsize=8)
     axes[0][0].set_ylabel("true", fontsize=8)
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)

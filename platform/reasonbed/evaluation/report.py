@@ -1,15 +1,13 @@
-"""The evaluation report: report.md, a self-contained report.html (via the `markdown` package, plots
-inlined), plots/, results.csv, probe.csv and confusion.json, all built from the answered rows.
+"""The evaluation report: report.md, a self-contained report.html (plots inlined), plots/, results.csv,
+probe.csv and confusion.json, all built from the answered rows.
 
-Every table is computed from the data (`metrics`), never written by hand; the HTML is the Markdown
-rendered, so the two always say the same thing.
+Every table is computed from the data (`metrics`) and kept as a table (reasonbed.report.tables), then
+rendered to Markdown and HTML by the same document code as the sweep reports (reasonbed.report.document).
 """
 
 from __future__ import annotations
 
-import base64
 import datetime
-import html
 import json
 import re
 from collections.abc import Sequence
@@ -22,10 +20,8 @@ import pandas as pd
 from reasonbed.data.specs import DatasetSpec
 from reasonbed.evaluation import metrics, plots
 from reasonbed.evaluation.plan import ResolvedModel
-
-_STYLE = ("body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}"
-          "table{border-collapse:collapse;margin:1em 0;font-size:.88em}th,td{border:1px solid #ccc;padding:3px 8px}"
-          "th{background:#f3f3f3}img{max-width:100%}code,pre{background:#f2f2f2}pre{padding:.5em;overflow:auto}")
+from reasonbed.report.document import Block, Image, to_html, to_markdown
+from reasonbed.report.tables import Table
 
 
 @dataclass
@@ -49,13 +45,12 @@ def _pct(value: Any) -> str:
     return "" if value is None or pd.isna(value) else f"{100 * float(value):.1f}"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    def cell(value: Any) -> str:
-        return str(value).replace("|", "\\|")
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[Block]:
+    return [Table(list(header), [[str(value) for value in row] for row in rows])]
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
-    return [*lines, ""]
+
+def _image(path: Path, out_dir: Path, alt: str) -> list[Block]:
+    return [Image(path.relative_to(out_dir), alt)]
 
 
 def _slug(text: str) -> str:
@@ -74,8 +69,8 @@ def _accuracy_cells(results: pd.DataFrame, panels: Sequence[str], **where: Any) 
     return [_pct(here[here["domain"] == d]["accuracy"].max()) if (here["domain"] == d).any() else "" for d in panels]
 
 
-def build_markdown(inputs: ReportInputs, out_dir: Path) -> tuple[str, dict[str, Any]]:
-    """The report's Markdown (plots written under out_dir/plots) and the tables it shows."""
+def build_blocks(inputs: ReportInputs, out_dir: Path) -> tuple[list[Block], dict[str, Any]]:
+    """The report's blocks (plots written under out_dir/plots) and the tables it shows."""
     cfg, spec, frame = inputs.config, inputs.spec, inputs.predictions
     results = metrics.results_table(frame)
     panels = [*inputs.domains, "mean"]
@@ -124,7 +119,7 @@ def build_markdown(inputs: ReportInputs, out_dir: Path) -> tuple[str, dict[str, 
         for prompt in cfg.prompts:
             path = plots.accuracy_vs_k(results, model, prompt, panels, cfg.icl_conditions,
                                        plot_dir / f"accuracy_vs_k-{_slug(model)}-{prompt}.png")
-            lines += [f"![Accuracy against k: {model}, {prompt} prompt]({path.relative_to(out_dir).as_posix()})", ""]
+            lines += _image(path, out_dir, f"Accuracy against k: {model}, {prompt} prompt")
     if "knowledge" in cfg.conditions:
         lines += ["## Domain knowledge in the prompt (k = 0)", "",
                   "Zero-shot accuracy (%) without / with the class descriptions of the spec (same prompt otherwise).",
@@ -153,7 +148,24 @@ def build_markdown(inputs: ReportInputs, out_dir: Path) -> tuple[str, dict[str, 
               f"- data manifest sha256: `{prov.get('data_manifest_sha256')}` ({prov.get('images')} images)",
               "- resolved config:", "", "```yaml", _yaml(prov.get("config", {})).rstrip(), "```", ""]
     shown["cost"] = cost
-    return "\n".join(lines), shown
+    return _grouped(lines), shown
+
+
+def _grouped(items: Sequence[Block]) -> list[Block]:
+    """Consecutive Markdown lines joined into one text block (tables and images stay blocks of their own)."""
+    blocks: list[Block] = []
+    text: list[str] = []
+    for item in items:
+        if isinstance(item, str):
+            text.append(item)
+            continue
+        if "".join(text).strip():
+            blocks.append("\n".join(text))
+        text = []
+        blocks.append(item)
+    if "".join(text).strip():
+        blocks.append("\n".join(text))
+    return blocks
 
 
 def _yaml(value: Any) -> str:
@@ -162,7 +174,7 @@ def _yaml(value: Any) -> str:
     return yaml.safe_dump(value, sort_keys=False)
 
 
-def _probe_section(inputs: ReportInputs, results: pd.DataFrame, out_dir: Path, shown: dict[str, Any]) -> list[str]:
+def _probe_section(inputs: ReportInputs, results: pd.DataFrame, out_dir: Path, shown: dict[str, Any]) -> list[Block]:
     prompt = "direct" if "direct" in inputs.config.prompts else inputs.config.prompts[0]
     probes = metrics.probe_table(inputs.probe_rows, results, prompt)
     shown["probe"] = probes
@@ -184,10 +196,10 @@ def _probe_section(inputs: ReportInputs, results: pd.DataFrame, out_dir: Path, s
     lines += _table(["model", "feature", *inputs.domains, "mean probe", "mean gap"], rows)
     path = plots.probe_vs_zero_shot(probes, [m.name for m in inputs.models], inputs.domains,
                                     out_dir / "plots" / "probe_vs_zero_shot.png")
-    return [*lines, f"![Probe against zero-shot accuracy per domain]({path.relative_to(out_dir).as_posix()})", ""]
+    return [*lines, *_image(path, out_dir, "Probe against zero-shot accuracy per domain")]
 
 
-def _confusion_section(inputs: ReportInputs, frame: pd.DataFrame, out_dir: Path, shown: dict[str, Any]) -> list[str]:
+def _confusion_section(inputs: ReportInputs, frame: pd.DataFrame, out_dir: Path, shown: dict[str, Any]) -> list[Block]:
     classes = inputs.spec.display_names
     matrices = metrics.confusion_matrices(frame, len(classes))
     shown["confusion"] = matrices
@@ -208,35 +220,17 @@ def _confusion_section(inputs: ReportInputs, frame: pd.DataFrame, out_dir: Path,
                     lines += [f"{domain}:", ""]
                     lines += _table(["true \\ answer", *classes, "(none)"],
                                     [[name, *row] for name, row in zip(classes, matrix.tolist(), strict=True)])
-            lines += [f"![Confusion heat maps: {model.name}, {prompt}]({path.relative_to(out_dir).as_posix()})", ""]
+            lines += _image(path, out_dir, f"Confusion heat maps: {model.name}, {prompt}")
     return lines
-
-
-def markdown_to_html(markdown_text: str, base_dir: Path, title: str) -> str:
-    """The Markdown rendered by the `markdown` package, with every local image inlined as base64."""
-    import markdown
-
-    body = markdown.markdown(markdown_text, extensions=["tables", "fenced_code"])
-
-    def inline(match: re.Match[str]) -> str:
-        source = html.unescape(match.group(1))
-        if "://" in source:
-            return match.group(0)
-        data = base64.b64encode((base_dir / source).read_bytes()).decode("ascii")
-        return f'src="data:image/png;base64,{data}"'
-
-    body = re.sub(r'src="([^"]+)"', inline, body)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{_STYLE}</style></head>\n<body>\n{body}\n</body></html>\n")
 
 
 def write_report(inputs: ReportInputs, out_dir: str | Path) -> Path:
     """Write report.md, report.html, plots/, results.csv, probe.csv and confusion.json; returns report.md."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    text, shown = build_markdown(inputs, out_dir)
-    (out_dir / "report.md").write_text(text)
-    (out_dir / "report.html").write_text(markdown_to_html(text, out_dir, f"OOD evaluation: {inputs.spec.name}"))
+    blocks, shown = build_blocks(inputs, out_dir)
+    (out_dir / "report.md").write_text(to_markdown(blocks))
+    (out_dir / "report.html").write_text(to_html(blocks, out_dir, f"OOD evaluation: {inputs.spec.name}"))
     shown["results"].to_csv(out_dir / "results.csv", index=False)
     shown["probe"].to_csv(out_dir / "probe.csv", index=False)
     confusion = [{"model": key[0], "prompt": key[1], "condition": key[2], "k": int(key[3]), "domain": key[4],

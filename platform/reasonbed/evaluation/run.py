@@ -94,11 +94,9 @@ class EvalActor:
 
 def _secrets(engine: EngineConfig) -> dict[str, str]:
     """The openai engine's API key from the driver's environment, for the engine actors."""
-    import os
+    from reasonbed.inference.base import engine_secrets
 
-    if engine.name == "openai" and os.environ.get(engine.api_key_env):
-        return {engine.api_key_env: os.environ[engine.api_key_env]}
-    return {}
+    return engine_secrets(engine)
 
 
 def run_model(model: ResolvedModel, shards: list[Shard], store: ShardStore, class_names: list[str],
@@ -122,7 +120,7 @@ def run_model(model: ResolvedModel, shards: list[Shard], store: ShardStore, clas
                                "seed": seed, "data_root": data_root, "storage_options": storage_options,
                                "secrets": _secrets(model.engine)},
         batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=model.engine.actors),
-        num_cpus=model.engine.num_cpus, num_gpus=model.engine.num_gpus or None, batch_format="numpy",
+        batch_format="numpy", **model.engine.actor_options(),
     )
     pending: dict[str, list[dict[str, Any]]] = {name: [] for name in expected}
     written, started = 0, time.perf_counter()

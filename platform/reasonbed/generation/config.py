@@ -8,6 +8,7 @@ from typing import Any, Literal
 from reasonbed.config import ConfigError
 from reasonbed.data.catalog import DataConfig
 from reasonbed.inference.base import EngineConfig, SamplingConfig
+from reasonbed.tracking import TrackingConfig
 
 
 @dataclass
@@ -23,8 +24,11 @@ class GenerationConfig:
     shard_size: int = 64  # images per shard
     second_pass: Literal["none", "more", "rationalize"] = "none"  # for images with no kept chain
     second_pass_n: int = 4  # candidates per image in the second pass
-    on_bad_image: Literal["skip", "error"] = "skip"  # an unreadable image is recorded and skipped, or stops
+    # An image that cannot be read while generating is recorded and skipped, or stops the run (images that
+    # do not decode are found before, at scan time, by data.on_corrupt)
+    on_bad_image: Literal["skip", "error"] = "skip"
     ray_address: str = ""  # join this Ray cluster (empty: RAY_ADDRESS or a local Ray)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow / W&B logging of the summary
 
     def __post_init__(self) -> None:
         if self.shard_size < 1:

@@ -1,109 +1,33 @@
 """The generation pipeline on Ray Data: images -> engine actor pool -> validated candidate rows.
 
 Index rows (no bytes) become a Ray dataset; tasks load image bytes; a pool of engine actors
-(`map_batches` with a callable class, `engine.actors` of them) writes `n` candidates per image and
-judges them; the driver gathers rows per shard and writes each shard the moment all its images are
-in. Shards already complete are skipped, so an interrupted run resumes where it stopped. An optional
-second pass revisits images with no kept chain. The summary goes to the log and `manifest.json`.
+(`map_batches` with a callable class, `engine.actors` of them, see `reasonbed.generation.actors`)
+writes `n` candidates per image and judges them; with an async engine (vLLM's, the default) each
+actor holds `engine.batches_in_flight` batches in its engine at once. The driver gathers rows per
+shard and writes each shard the moment all its images are in. Shards already complete are skipped,
+so an interrupted run resumes where it stopped. An optional second pass revisits images with no kept
+chain. The summary goes to the log and `manifest.json`.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from reasonbed import storage
 from reasonbed.config import to_dict
 from reasonbed.data import catalog
-from reasonbed.data.reader import _load_images, scan
+from reasonbed.data.reader import _load_images, check_images, scan
 from reasonbed.data.specs import DatasetError, DatasetSpec
+from reasonbed.generation.actors import AsyncGenerationActor, GenerationActor
 from reasonbed.generation.config import GenerationConfig
 from reasonbed.generation.schema import to_table
 from reasonbed.generation.shards import Shard, ShardStore, plan_shards
 from reasonbed.generation.summary import summarise
-from reasonbed.generation.validate import judge
-from reasonbed.inference.base import EngineConfig, Request, SamplingConfig, build_engine
-from reasonbed.prompts import PROMPT_VERSION, reasoning_prompt
+from reasonbed.inference.base import SamplingConfig, engine_secrets, runs_async
 
 log = logging.getLogger(__name__)
-
-
-def rationalization_prompt(class_names: Sequence[str], answer: str) -> str:
-    """Label-conditioned prompt for the second pass (rows are marked prompt_kind=rationalization)."""
-    return (f"{reasoning_prompt(class_names)} The correct option is {answer}: explain, from what the image "
-            f"shows, why it is {answer}, in the same five stages, and conclude with {answer}.")
-
-
-class GenerationActor:
-    """A Ray Data actor: holds one engine and turns image rows into judged candidate rows."""
-
-    def __init__(self, engine_cfg: EngineConfig, sampling: SamplingConfig, class_names: list[str],
-                 data_root: str, storage_options: dict[str, Any], prompt_kind: str, pass_index: int,
-                 candidate_offset: int, secrets: dict[str, str] | None = None) -> None:
-        import os
-
-        import reasonbed  # noqa: F401 - installs the torchvision fix in this actor too
-
-        # The endpoint key travels as a constructor argument (never in runtime_env, which the
-        # dashboard shows) and lives only in this actor's environment.
-        os.environ.update(secrets or {})
-        self.engine = build_engine(engine_cfg, data_root=data_root, storage_options=storage_options)
-        self.engine_name, self.sampling, self.class_names = engine_cfg.name, sampling, class_names
-        self.prompt_kind, self.pass_index, self.offset = prompt_kind, pass_index, candidate_offset
-
-    def _prompt(self, label: int) -> str:
-        if self.prompt_kind == "rationalization":
-            return rationalization_prompt(self.class_names, self.class_names[label])
-        return reasoning_prompt(self.class_names)
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        from PIL import Image
-
-        rows = [dict(zip(batch.keys(), values, strict=True)) for values in zip(*batch.values(), strict=True)]
-        base = {"teacher": self.engine.model_id, "engine": self.engine_name, "prompt_version": PROMPT_VERSION,
-                "temperature": self.sampling.temperature, "top_p": self.sampling.top_p,
-                "max_tokens": self.sampling.max_tokens, "seed": self.sampling.seed,
-                "pass_index": self.pass_index, "prompt_kind": self.prompt_kind}
-        out: list[dict[str, Any]] = []
-        requests, usable = [], []
-        for row in rows:
-            identity = {"image_id": str(row["id"]), "path": str(row["path"]), "domain": str(row["domain"]),
-                        "class_name": str(row["class_name"]), "label": int(row["label"]), "shard": str(row["shard"])}
-            if row["error"]:
-                out.append({**base, **identity, "candidate": -1, "valid": False, "kept": False,
-                            "predicted_label": -1, "reject_reason": "unreadable_image", "error": str(row["error"]),
-                            "prompt_tokens": 0, "completion_tokens": 0, "seconds": 0.0})
-                continue
-            image = Image.open(io.BytesIO(row["image"])).convert("RGB")
-            requests.append(Request(image, self._prompt(identity["label"]),
-                                    {"id": identity["image_id"], "path": identity["path"],
-                                     "class_names": self.class_names, "candidate_offset": self.offset}))
-            usable.append(identity)
-        if requests:
-            started = time.perf_counter()
-            completions = self.engine.generate(requests, self.sampling)
-            seconds = (time.perf_counter() - started) / max(1, sum(len(c) for c in completions))
-            for identity, candidates in zip(usable, completions, strict=True):
-                for index, completion in enumerate(candidates):
-                    out.append({**base, **identity, "candidate": self.offset + index, "chain": completion.text,
-                                **judge(completion.text, self.class_names, identity["label"]),
-                                "prompt_tokens": completion.prompt_tokens,
-                                "completion_tokens": completion.completion_tokens, "seconds": seconds, "error": ""})
-        columns = sorted({key for row in out for key in row})
-        return {column: [row.get(column) for row in out] for column in columns}
-
-
-def _engine_secrets(cfg: GenerationConfig) -> dict[str, str]:
-    """The openai engine's API key from the driver's environment, for the engine actors."""
-    import os
-
-    name = cfg.engine.api_key_env
-    if cfg.engine.name == "openai" and os.environ.get(name):
-        return {name: os.environ[name]}
-    return {}
 
 
 def _run_pass(cfg: GenerationConfig, spec: DatasetSpec, root: str, store: ShardStore, shards: list[Shard],
@@ -122,16 +46,21 @@ def _run_pass(cfg: GenerationConfig, spec: DatasetSpec, root: str, store: ShardS
         _load_images, fn_kwargs={"root": root, "storage_options": dict(cfg.data.storage_options), "verify": True},
         batch_size=cfg.engine.batch_size, num_cpus=0.25,
     )
+    constructor = {"engine_cfg": cfg.engine, "sampling": sampling, "class_names": spec.display_names,
+                   "data_root": root, "storage_options": dict(cfg.data.storage_options), "prompt_kind": prompt_kind,
+                   "pass_index": pass_index, "candidate_offset": candidate_offset, "secrets": engine_secrets(cfg.engine)}
+    if runs_async(cfg.engine):  # several Ray Data batches in each actor's engine at once
+        actor, in_flight = AsyncGenerationActor, cfg.engine.batches_in_flight
+        constructor["batches_in_flight"] = in_flight
+    else:
+        actor, in_flight = GenerationActor, 1
     dataset = dataset.map_batches(
-        GenerationActor,
-        fn_constructor_kwargs={"engine_cfg": cfg.engine, "sampling": sampling,
-                               "class_names": spec.display_names, "data_root": root,
-                               "storage_options": dict(cfg.data.storage_options), "prompt_kind": prompt_kind,
-                               "pass_index": pass_index, "candidate_offset": candidate_offset,
-                               "secrets": _engine_secrets(cfg)},
-        batch_size=cfg.engine.batch_size, compute=ray.data.ActorPoolStrategy(size=cfg.engine.actors),
-        num_cpus=cfg.engine.num_cpus,
-        num_gpus=cfg.engine.num_gpus or None, batch_format="numpy",
+        actor, fn_constructor_kwargs=constructor, batch_size=cfg.engine.batch_size,
+        # max_concurrent_calls_per_actor: Ray Data tasks (blocks) running in one actor at once; an async
+        # actor's calls share its event loop, and the actor's semaphore bounds the batches in its engine
+        compute=ray.data.ActorPoolStrategy(size=cfg.engine.actors,
+                                           max_concurrent_calls_per_actor=in_flight if in_flight > 1 else None),
+        batch_format="numpy", **cfg.engine.actor_options(),
     )
     pending: dict[str, list[dict[str, Any]]] = {name: [] for name in expected}
     done: dict[str, set[str]] = {name: set() for name in expected}  # images with all their rows in
@@ -171,13 +100,14 @@ def run_generation(cfg: GenerationConfig, image_ids: set[str] | None = None) -> 
     if cfg.engine.name in ("vllm", "hf"):  # fail here, naming the path, not inside an actor
         from dataclasses import replace
 
-        from reasonbed.models.loading import resolve_model_path
+        from reasonbed.models.loading import resolve_model
 
-        model = replace(cfg.engine.model, path=resolve_model_path(cfg.engine.model))
-        cfg = replace(cfg, engine=replace(cfg.engine, model=model))
+        cfg = replace(cfg, engine=replace(cfg.engine, model=resolve_model(cfg.engine.model)))
     store = ShardStore(cfg.output, cfg.output_storage_options)
     store.check_writable()
-    index = scan(spec, root, cfg.domains or None, cfg.data.storage_options)
+    checked = check_images(spec, root, scan(spec, root, cfg.domains or None, cfg.data.storage_options),
+                           cfg.data.storage_options, cfg.data.on_corrupt)  # corrupt images: stop now, or skip
+    index = checked.rows
     if image_ids is not None:
         index = [row for row in index if row["id"] in image_ids]
     init_ray(address=cfg.ray_address or None)
@@ -203,14 +133,34 @@ def run_generation(cfg: GenerationConfig, image_ids: set[str] | None = None) -> 
         kind = "rationalization" if cfg.second_pass == "rationalize" else "blind"
         _run_pass(cfg, spec, root, store, todo, sampling, kind, 1, cfg.sampling.n)
     table = store.read()
-    summary = summarise(table, len(index), time.perf_counter() - started)
+    summary = {**summarise(table, len(index), time.perf_counter() - started), "skipped_inputs": checked.record()}
     manifest = {
         "dataset": spec.name, "data_root": root, "images": len(index), "shards": store.list_shards(),
         "config": redacted_config(cfg), "summary": summary,
     }
     store.write_manifest(manifest)
     log.info("summary: %s", summary)
+    if cfg.tracking.enabled:
+        _track(cfg, spec.name, manifest)
     return summary
+
+
+def _track(cfg: GenerationConfig, dataset: str, manifest: dict[str, Any]) -> None:
+    """Log the generation run to MLflow / W&B: its config, the summary's numbers and the manifest."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from reasonbed.tracking import log_run
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "manifest.json"
+        path.write_text(json.dumps({**manifest, "config": redacted_config(cfg)}, indent=2, default=str))
+        summary = {key: value for key, value in manifest["summary"].items() if not isinstance(value, dict)}
+        name = f"generate-{dataset}-{cfg.engine.name}"
+        log_run(cfg.tracking, name, redacted_config(cfg), [{"step": 0, **summary}], [path], kind="generation",
+                directory=Path(tempfile.gettempdir()) if storage.is_remote(cfg.output) else Path(cfg.output),
+                default_experiment=f"{dataset}-chains")
 
 
 def redacted_config(cfg: GenerationConfig) -> dict[str, Any]:

@@ -4,7 +4,8 @@ An engine turns a batch of (image, prompt text) requests into `n` completions ea
 carry in-context examples (images with the answers shown for them), which engines whose class sets
 `multi_image = True` send as earlier chat turns (`check_multi_image` refuses the others). Engines are
 registered by dotted path in `ENGINES` and imported only when chosen, so vLLM or the OpenAI client
-are imported only by runs that use them. `build_engine(cfg)` constructs one.
+are imported only by runs that use them. `build_engine(cfg)` constructs one; `runs_async(cfg)` says
+whether it has an async face for several batches at once (vLLM's async engine).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from reasonbed.compat.engines import default_engine, require_vllm
 from reasonbed.config import ConfigError
 from reasonbed.models.configs import ModelConfig
+from reasonbed.ray_runtime import check_custom_resources
 from reasonbed.registry import Registry
 
 
@@ -41,17 +44,23 @@ class SamplingConfig:
 class EngineConfig:
     """Which engine generates, with what model and resources."""
 
-    name: Literal["template", "vllm", "hf", "openai", "vllm_actor"] = "vllm"  # see reasonbed.inference.base.ENGINES
+    # The engine (reasonbed.inference.base.ENGINES); default vllm, or hf where vLLM is not installed.
+    name: Literal["template", "vllm", "hf", "openai", "vllm_actor"] = field(default_factory=default_engine)
     model: ModelConfig = field(default_factory=ModelConfig)  # the teacher (ignored by template)
     actors: int = 1  # engine actors in the Ray Data pool
     num_cpus: float = 1.0  # CPUs per actor
     num_gpus: float = 0.0  # GPUs per actor (tensor_parallel_size of them on a GPU cluster)
     tensor_parallel_size: int = 1  # vLLM tensor parallelism inside an actor
     batch_size: int = 8  # images per engine call
+    vllm_async: bool = True  # vllm engines: vLLM's AsyncLLM, batches in flight share it (false: the offline vllm.LLM)
+    batches_in_flight: int = 8  # async vllm: Ray Data batches one generation actor holds in its engine at once
     max_model_len: int = 2048  # vLLM context length
     images_per_prompt: int = 1  # most images in one prompt (vLLM limit_mm_per_prompt; in-context examples + 1)
     engine_kwargs: dict[str, Any] = field(default_factory=dict)  # extra vllm.LLM(...) keyword arguments
-    lora_path: str = ""  # optional LoRA adapter directory applied at generation
+    lora_path: str = ""  # optional LoRA adapter applied at generation: a directory or a URI (s3://, gs://)
+    # Custom Ray resources each engine actor also requests, which pin engines to a node group:
+    # {generation_node: 1} on the clusters of cluster/*.yaml; empty: any node with the CPUs/GPUs.
+    resources: dict[str, float] = field(default_factory=dict)
     base_url: str = ""  # openai: the endpoint, e.g. http://host:8000/v1
     served_model: str = ""  # openai: model name on the server (default: model.path)
     api_key_env: str = "OPENAI_API_KEY"  # openai: the environment variable holding the key
@@ -61,15 +70,26 @@ class EngineConfig:
     template_noise: float = 0.0  # template: fraction of candidates made wrong (exercises rejection)
 
     def __post_init__(self) -> None:
+        require_vllm(self.name, "engine.name")
         if self.images_per_prompt < 1:
             raise ConfigError(f"engine.images_per_prompt: value {self.images_per_prompt!r} must be >= 1")
-        if self.actors < 1 or self.batch_size < 1 or self.tensor_parallel_size < 1:
-            raise ConfigError(f"engine: actors ({self.actors}), batch_size ({self.batch_size}) and "
-                              f"tensor_parallel_size ({self.tensor_parallel_size}) must be >= 1")
+        if self.actors < 1 or self.batch_size < 1 or self.tensor_parallel_size < 1 or self.batches_in_flight < 1:
+            raise ConfigError(f"engine: actors ({self.actors}), batch_size ({self.batch_size}), tensor_parallel_size "
+                              f"({self.tensor_parallel_size}) and batches_in_flight ({self.batches_in_flight}) "
+                              "must be >= 1")
         if self.name == "openai" and not self.base_url:
             raise ConfigError("engine.base_url is required for engine 'openai' (e.g. http://host:8000/v1)")
+        check_custom_resources("engine.resources", self.resources)
         if not 0.0 <= self.template_noise <= 1.0:
             raise ConfigError(f"engine.template_noise: value {self.template_noise!r} must be in [0, 1]")
+
+
+    def actor_options(self) -> dict[str, Any]:
+        """Ray options of one engine actor (Ray Data `map_batches` or `ray.remote`): CPUs, GPUs, node group."""
+        options: dict[str, Any] = {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus or None}
+        if self.resources:
+            options["resources"] = dict(self.resources)
+        return options
 
 
 @dataclass
@@ -114,7 +134,12 @@ class Completion:
 
 
 class Engine(Protocol):
-    """What every engine provides. Rollout engines (GRPO) also follow the live policy with `sync`."""
+    """What every engine provides. Rollout engines (GRPO) also follow the live policy with `sync`.
+
+    An engine that can hold several batches at once also has an async face, `async agenerate(requests,
+    sampling)` (same result as `generate`), and a static `runs_async(cfg)` saying whether `cfg` uses it:
+    the generation pipeline then keeps `engine.batches_in_flight` batches in each actor's engine.
+    """
 
     model_id: str
 
@@ -146,6 +171,22 @@ def check_multi_image(engine: str, images: int) -> None:
         capable = ", ".join(name for name in ENGINES.names() if getattr(ENGINES.get(name), "multi_image", False))
         raise ConfigError(f"engine.name: engine {engine!r} does not support several images per prompt "
                           f"({images} asked: in-context examples + the query); engines that do: {capable}")
+
+
+def engine_secrets(cfg: EngineConfig) -> dict[str, str]:
+    """The openai engine's API key from this (driver) process's environment, to hand to engine actors as a
+    constructor argument - never through runtime_env, which the Ray dashboard shows."""
+    import os
+
+    if cfg.name == "openai" and os.environ.get(cfg.api_key_env):
+        return {cfg.api_key_env: os.environ[cfg.api_key_env]}
+    return {}
+
+
+def runs_async(cfg: EngineConfig) -> bool:
+    """Whether the engine `cfg` names serves several batches at once through `agenerate` (see `Engine`)."""
+    check = getattr(ENGINES.get(cfg.name), "runs_async", None)
+    return bool(check(cfg)) if check is not None else False
 
 
 def build_engine(cfg: EngineConfig, **context: Any) -> Engine:

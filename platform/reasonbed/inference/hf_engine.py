@@ -34,10 +34,13 @@ class HFEngine:
             self.load_adapter(cfg.lora_path)
 
     def load_adapter(self, path: str) -> None:
+        """Swap in the LoRA adapter at `path` (a directory, or a URI in the run's storage)."""
         from peft import PeftModel
 
+        from reasonbed.models.lora import local_adapter
+
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        self.model = PeftModel.from_pretrained(base, path).to(next(base.parameters()).device).eval()
+        self.model = PeftModel.from_pretrained(base, local_adapter(path)).to(next(base.parameters()).device).eval()
 
     def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[list[Completion]]:
         return generate(self.model, self.processor, requests, sampling, batch_size=self.cfg.batch_size)

@@ -6,7 +6,8 @@ fresh local directory and loads them under a new LoRA id (so vLLM reloads the we
 rather than vLLM inside the training process: its placement and resources are explicit (a GPU of its own
 on a cluster instead of competing with the trainer's memory), its vLLM state dies with it, and the
 trainer stays a plain torch process. The actor is owned by the process that built the engine, so it is
-torn down with it (a restarted worker group starts a new one).
+torn down with it (a restarted worker group starts a new one). Inside it is the same `VLLMEngine` as in
+the generation pipeline: vLLM's async engine unless `engine.vllm_async=false`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,11 @@ from reasonbed.models.lora import adapter_files
 
 
 class _Actor:
-    """Runs inside the Ray actor: a VLLMEngine whose LoRA adapter is replaced by `load_adapter_files`."""
+    """Runs inside the Ray actor: a VLLMEngine whose LoRA adapter is replaced by `load_adapter_files`.
+
+    An async actor (its `generate` awaits the engine's async face, the generation pipeline's engine
+    code): the other methods run between rollouts on the actor's event loop.
+    """
 
     def __init__(self, engine_cfg: EngineConfig, files: dict[str, bytes]) -> None:
         import reasonbed  # noqa: F401 - torchvision fix in this actor
@@ -49,8 +55,8 @@ class _Actor:
         self.engine.load_adapter(self._write(files))
         return self.version
 
-    def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[list[Completion]]:
-        return self.engine.generate(requests, sampling)
+    async def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[list[Completion]]:
+        return await self.engine.agenerate(requests, sampling)
 
     def close(self) -> None:
         self.engine.close()
@@ -65,8 +71,8 @@ class VLLMActorEngine:
         import ray
 
         self.model_id = cfg.model.path
-        actor_class = ray.remote(_Actor).options(num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus,
-                                                 resources=dict(resources or {}) or None)
+        placed = replace(cfg, resources={**cfg.resources, **(resources or {})})
+        actor_class = ray.remote(_Actor).options(**placed.actor_options())
         self.actor = actor_class.remote(cfg, adapter_files(model))
         self._ray = ray
         try:
@@ -75,7 +81,7 @@ class VLLMActorEngine:
             ray.kill(self.actor)
             raise RuntimeError(
                 f"the vLLM rollout actor did not start within {start_timeout_s:.0f} s: it needs {cfg.num_cpus} CPU, "
-                f"{cfg.num_gpus} GPU and {dict(resources or {})} besides the training workers (lower "
+                f"{cfg.num_gpus} GPU and {placed.resources} besides the training workers (lower "
                 "method_config.rollout_cpus, add nodes, or use method_config.engine=hf)") from None
 
     def sync(self, model: Any) -> None:

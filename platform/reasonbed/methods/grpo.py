@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from reasonbed.compat.engines import default_engine, require_vllm
 from reasonbed.config import ConfigError
 from reasonbed.methods.base import Method
 from reasonbed.prompts import classification_prompt, reasoning_prompt
@@ -37,8 +38,9 @@ class GRPOConfig:
     scale_advantages: bool = True
     # Turn dropout (LoRA's included) off, so old, current and reference log-probs are exact (ratio 1 before a step).
     disable_dropout: bool = True
-    # Rollout engine: a vLLM actor that loads the current adapter every step, or transformers generate.
-    engine: Literal["vllm", "hf"] = "vllm"
+    # Rollout engine: a vLLM actor that loads the current adapter every step (default; hf where vLLM is not
+    # installed), or transformers generate.
+    engine: Literal["vllm", "hf"] = field(default_factory=default_engine)
     # Prompt: "direct" (answer with the option only) or "reasoning" (five tagged stages, then the option).
     prompt: Literal["direct", "reasoning"] = "reasoning"
     # Completion length limit in tokens (direct answers need about 8).
@@ -59,7 +61,8 @@ class GRPOConfig:
     rollout_cpus: float = 1.0
     # vLLM rollout actor: GPUs it reserves (1 on a GPU cluster).
     rollout_gpus: float = 0.0
-    # vLLM rollout actor: extra custom Ray resources, e.g. {generation_node: 1} on the reference cluster.
+    # vLLM rollout actor: extra custom Ray resources on top of scale.engine_resources (which places every
+    # engine actor of a run, e.g. {generation_node: 1} on the clusters of cluster/*.yaml).
     rollout_resources: dict[str, float] = field(default_factory=dict)
     # vLLM rollout actor: context length.
     rollout_max_model_len: int = 2048
@@ -76,6 +79,7 @@ class GRPOConfig:
         def bad(name: str, why: str) -> ConfigError:
             return ConfigError(f"method_config.{name}: value {getattr(self, name)!r} {why}")
 
+        require_vllm(self.engine, "method_config.engine")
         if not isinstance(self.group_size, int) or self.group_size < 2:
             raise bad("group_size", "must be an integer >= 2 (advantages are normalised within a group)")
         if not self.rewards:

@@ -62,6 +62,8 @@ class ModelFamily:
     name: ClassVar[str] = ""
     model_class_name: ClassVar[str] = ""  # transformers class for image+text -> text
     config_class_name: ClassVar[str] = ""
+    # `model_type` in a checkpoint's config.json (the config class's own model_type): how a family is detected.
+    model_type: ClassVar[str] = ""
     processor_class_name: ClassVar[str] = ""
     tokenizer_class_name: ClassVar[str] = "Qwen2Tokenizer"
     # Regexes of the module-name prefixes inside which LoRA targets are looked for.
@@ -140,6 +142,7 @@ class Qwen2VLFamily(ModelFamily):
     """Qwen2-VL: ViT with 2D RoPE + patch merger, Qwen2 language model with M-RoPE."""
 
     name = "qwen2_vl"
+    model_type = "qwen2_vl"
     model_class_name = "Qwen2VLForConditionalGeneration"
     config_class_name = "Qwen2VLConfig"
     processor_class_name = "Qwen2VLProcessor"
@@ -224,6 +227,7 @@ class Qwen2_5VLFamily(Qwen2VLFamily):
     """Qwen2.5-VL: windowed-attention ViT with RMSNorm and SwiGLU, Qwen2.5 language model."""
 
     name = "qwen2_5_vl"
+    model_type = "qwen2_5_vl"
     model_class_name = "Qwen2_5_VLForConditionalGeneration"
     config_class_name = "Qwen2_5_VLConfig"
     processor_class_name = "Qwen2_5_VLProcessor"
@@ -260,6 +264,7 @@ class InternVL3Family(ModelFamily):
     """InternVL3 (Hugging Face format): InternViT + pixel-shuffle MLP projector + Qwen2.5 LM."""
 
     name = "internvl3"
+    model_type = "internvl"
     model_class_name = "InternVLForConditionalGeneration"
     config_class_name = "InternVLConfig"
     processor_class_name = "InternVLProcessor"
@@ -314,6 +319,16 @@ class InternVL3Family(ModelFamily):
             image_seq_length=self.image_seq_length(),
             chat_template=self.chat_template,
         )
+
+
+def family_for_model_type(model_type: str, where: str) -> str:
+    """The family whose checkpoints carry `model_type` in config.json; `where` names the checkpoint in errors."""
+    for name in FAMILIES.names():
+        if FAMILIES.get(name).model_type == model_type:
+            return name
+    known = ", ".join(f"{name} ({FAMILIES.get(name).model_type})" for name in FAMILIES.names())
+    raise ConfigError(f"model.path: {where} has model_type {model_type!r}, which no model family handles; "
+                      f"known families (model_type): {known}")
 
 
 def get_family(name: str) -> ModelFamily:

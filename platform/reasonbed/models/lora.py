@@ -98,3 +98,25 @@ def adapter_files(model: Any) -> dict[str, bytes]:
         inner.save_pretrained(directory, safe_serialization=True)
         return {name: (Path(directory) / name).read_bytes() for name in os.listdir(directory)
                 if (Path(directory) / name).is_file()}
+
+
+def local_adapter(adapter: str) -> str:
+    """A local directory with the adapter at `adapter`: `adapter` itself when local, else a copy of the URI's
+    adapter files (s3://, gs://: the run's storage) in a fresh temporary directory, removed at exit. An
+    engine on any node thus loads an adapter that another node wrote."""
+    from reasonbed import storage
+
+    if not storage.is_remote(adapter):
+        return adapter
+    import atexit
+    import shutil
+    import tempfile
+
+    fs, path = storage.filesystem(adapter)
+    target = tempfile.mkdtemp(prefix="reasonbed-adapter-")
+    atexit.register(shutil.rmtree, target, True)
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        if not fs.isfile(f"{path}/{name}"):
+            raise FileNotFoundError(f"adapter {adapter!r} has no {name}")
+        fs.get(f"{path}/{name}", f"{target}/{name}")
+    return target

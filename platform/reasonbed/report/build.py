@@ -1,7 +1,11 @@
 """Build a sweep's report: report.md, a self-contained report.html with plots, results.tex, trials.csv/parquet.
 
     python -m reasonbed report runs/<sweep>                 # -> runs/<sweep>/report/report.html
-    python -m reasonbed report s3://bucket/sweeps/<sweep>   # -> ./runs/<sweep>/report/report.html
+    python -m reasonbed report s3://bucket/sweeps/<sweep>   # -> s3://bucket/sweeps/<sweep>/report/report.html
+    python -m reasonbed report s3://... --out DIR           # -> DIR/report.html only (e.g. a read-only bucket)
+
+`publish_report()` writes the report next to the sweep (in the sweep storage, as the sweep driver does
+after every study); `build_report()` writes it into a local folder.
 
 Everything is gathered from the trials' own records (result.json, trial.json, provenance.json), the
 zero-shot records and the sweep's Optuna study, so every number traces to the trial and checkpoint
@@ -20,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from reasonbed import storage
 from reasonbed.report import plots
 from reasonbed.report.document import Block, Image, to_html, to_latex, to_markdown
 from reasonbed.report.sections import (
@@ -62,6 +67,7 @@ def trials_frame(data: SweepData, chosen: dict[str, dict[tuple, Choice | None]])
             "seconds": r.seconds, "cpus": r.cpus, "gpus": r.gpus, "cpu_hours": r.cpu_hours, "gpu_hours": r.gpu_hours,
             "uses_chains": data.uses_chains.get(r.path, False),
             **{f"chosen_{sel}_step": steps.get(key) for sel, steps in picked.items()},
+            "skipped_inputs": int((r.provenance.get("skipped_inputs") or {}).get("skipped") or 0),
             "code_version": r.provenance.get("code_version"),
             "data_manifest_sha256": r.provenance.get("data_manifest_sha256"), "path": r.path,
         }
@@ -104,6 +110,27 @@ def study_importances(storage_url: str | None, studies: Sequence[str]) -> tuple[
     return importances, skipped
 
 
+def skipped_text(data: SweepData, first: int = 5) -> str:
+    """The corrupt images the runs skipped (data.on_corrupt=skip, from each run's provenance), said in one line."""
+    paths: dict[str, str] = {}
+    settings = set()
+    for record in [*data.records, *data.zero_shot]:
+        skipped = record.provenance.get("skipped_inputs") or {}
+        if skipped:
+            settings.add(str(skipped.get("on_corrupt")))
+        for item in skipped.get("first") or []:
+            paths.setdefault(str(item.get("path")), str(item.get("reason", "")))
+    counts = {int((r.provenance.get("skipped_inputs") or {}).get("skipped") or 0) for r in [*data.records,
+                                                                                           *data.zero_shot]}
+    most = max(counts, default=0)
+    if not most:
+        checked = "data.on_corrupt=" + "/".join(sorted(settings)) if settings else "not recorded by these runs"
+        return f"none ({checked})"
+    shown = ", ".join(f"`{path}`" for path in sorted(paths)[:first])
+    return (f"**{most} corrupt image(s) skipped** (data.on_corrupt=skip; per run: trials.csv `skipped_inputs`): "
+            f"{shown}" + (" ..." if most > first else ""))
+
+
 def _overview(data: SweepData, storage_url: str | None) -> str:
     statuses: dict[str, int] = {}
     for record in data.records:
@@ -121,6 +148,7 @@ def _overview(data: SweepData, storage_url: str | None) -> str:
         f"- protocol: search {protocol['search']}, {protocol['num_samples']} draws per study, early stopping "
         f"{protocol['early_stopping']}, trial seeds {', '.join(map(str, protocol['seeds'])) or '?'}",
         f"- zero-shot evaluations: {len(data.zero_shot)}",
+        f"- skipped inputs: {skipped_text(data)}",
         f"- Optuna storage read: `{redact_url(storage_url) if storage_url else 'none found'}`",
         f"- generated: {now}",
     ]
@@ -203,3 +231,28 @@ def build_report(sweep_uri: str, out_dir: str | Path) -> Path:
     page.write_text(to_html(blocks, out, title=title), encoding="utf-8")
     log.info("report of %s (%d trials) -> %s", sweep_uri, len(data.records), page)
     return page
+
+
+def publish_report(sweep_uri: str, local_copy: str | Path | None = None) -> str:
+    """Write the report into the sweep storage, `<sweep>/report/`, and return report.html's location.
+
+    A sweep on an object store gets it built in `local_copy` (kept) or in a temporary folder, then
+    uploaded file by file.
+    """
+    sweep_uri = str(sweep_uri)
+    if not storage.is_remote(sweep_uri):
+        page = build_report(sweep_uri, Path(sweep_uri) / "report")
+        if local_copy and Path(local_copy).resolve() != page.parent.resolve():
+            import shutil
+
+            shutil.copytree(page.parent, local_copy, dirs_exist_ok=True)
+        return str(page)
+    with tempfile.TemporaryDirectory(prefix="reasonbed-report-") as tmp:
+        out = Path(local_copy) if local_copy else Path(tmp) / "report"
+        page = build_report(sweep_uri, out)
+        target = storage.join(sweep_uri, "report")
+        for path in sorted(out.rglob("*")):
+            if path.is_file():
+                storage.write_bytes(storage.join(target, path.relative_to(out).as_posix()), path.read_bytes())
+    log.info("report of %s -> %s", sweep_uri, target)
+    return storage.join(target, page.name)

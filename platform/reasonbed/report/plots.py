@@ -22,7 +22,8 @@ from reasonbed.tune.selection import Choice, Row  # noqa: E402
 _DPI = 90
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path) -> Path:
+    """Write a figure as a PNG without a timestamp (the same figure, the same bytes) and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=_DPI, format="png", metadata={"Software": None})
@@ -59,7 +60,7 @@ def accuracy_plot(tables: Mapping[str, Sequence[Row]], domains: Sequence[str], p
         ax.set_ylim(0, 100)
         ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _time(row: Mapping[str, Any], fallback: int) -> int:
@@ -102,7 +103,7 @@ def learning_curves_plot(records: Sequence[TrialRecord], methods: Sequence[str],
                 plt.Line2D([], [], color="grey", marker="*", linestyle="", markeredgecolor="black",
                            label="chosen (training-domain)")]
     axes[0][-1].legend(handles=handles, fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def hyperparameters_plot(chosen: Mapping[tuple, Choice | None], path: Path, limit: int = 12) -> Path | None:
@@ -137,7 +138,7 @@ def hyperparameters_plot(chosen: Mapping[tuple, Choice | None], path: Path, limi
         ax.set_title(key, fontsize=9)
     for n in range(len(keys), rows * cols):
         axes[n // cols][n % cols].axis("off")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def importance_plot(importances: Mapping[str, Mapping[str, float]], study_method: Mapping[str, str], path: Path
@@ -161,4 +162,4 @@ def importance_plot(importances: Mapping[str, Mapping[str, float]], study_method
         ax.set_xlabel("importance (fANOVA)")
         studies = sum(1 for s in importances if study_method[s] == method)
         ax.set_title(f"{method} ({studies} studies)", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)

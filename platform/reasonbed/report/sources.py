@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from reasonbed import storage
+from reasonbed.redaction import redact_url  # noqa: F401 - re-exported for the report and dashboard
 from reasonbed.tune.config import protocol
 from reasonbed.tune.records import TrialRecord, load_records, load_zero_shot, read_sweep
 
@@ -133,11 +133,6 @@ def load_sweep(sweep_uri: str) -> SweepData:
     tokens = {loc: read_chain_tokens(loc) for loc in set(trial_chains.values()) if loc}
     zero_shot = sorted(load_zero_shot(sweep_uri), key=lambda r: (r.test_domain, r.seed))
     return SweepData(sweep_uri, sweep, records, domains, methods, trial_chains, uses, tokens, zero_shot)
-
-
-def redact_url(url: str) -> str:
-    """A database URL safe to print: the password of `scheme://user:password@host` masked."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def _sqlite_path(url: str) -> str | None:

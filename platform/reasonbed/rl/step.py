@@ -76,7 +76,7 @@ def rollout_engine(setup: Any) -> Any:
                                   num_cpus=options.rollout_cpus, num_gpus=options.rollout_gpus,
                                   engine_kwargs=dict(options.rollout_engine_kwargs))
         return build_engine(engine_cfg, model=setup.model, start_timeout_s=options.rollout_start_timeout_s,
-                            resources=options.rollout_resources)
+                            resources={**cfg.scale.engine_resources, **options.rollout_resources})
     return build_engine(EngineConfig(name="hf", model=model_cfg, batch_size=16),
                         model=checkpointing.unwrap(setup.model), processor=setup.processor)
 

@@ -31,15 +31,26 @@ def save(directory: str | Path, model: Any, optimizer: Any, scheduler: Any, stat
     (directory / "state.json").write_text(json.dumps(state, indent=2, default=float))
 
 
-def load_adapter_weights(model: Any, adapter_dir: str | Path) -> None:
-    """Load adapter weights (safetensors) into a peft model that has the same LoRA layout."""
-    from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
+def read_adapter_weights(adapter: str | Path) -> dict[str, Any]:
+    """The tensors of an adapter's adapter_model.safetensors, from a local directory or a URI (s3://, gs://)
+    in the run's storage, read through fsspec: no node-local path has to exist on the reading node."""
+    from safetensors.torch import load
 
-    weights = Path(adapter_dir) / "adapter_model.safetensors"
-    if not weights.is_file():
-        raise FileNotFoundError(f"adapter {str(adapter_dir)!r} has no adapter_model.safetensors")
-    result = set_peft_model_state_dict(unwrap(model), load_file(str(weights)))
+    from reasonbed import storage
+
+    fs, path = storage.filesystem(str(adapter))
+    weights = f"{path}/adapter_model.safetensors"
+    if not fs.isfile(weights):
+        raise FileNotFoundError(f"adapter {str(adapter)!r} has no adapter_model.safetensors")
+    with fs.open(weights, "rb") as handle:
+        return load(handle.read())
+
+
+def load_adapter_weights(model: Any, adapter_dir: str | Path) -> None:
+    """Load adapter weights (safetensors; a local directory or a URI) into a peft model of the same LoRA layout."""
+    from peft import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(unwrap(model), read_adapter_weights(adapter_dir))
     unexpected = getattr(result, "unexpected_keys", None)
     if unexpected:
         raise ValueError(f"adapter {str(adapter_dir)!r} does not fit the model: unexpected {unexpected[:3]}")

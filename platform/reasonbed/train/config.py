@@ -8,6 +8,8 @@ from typing import Any, Literal
 from reasonbed.config import ConfigError
 from reasonbed.data.catalog import DataConfig
 from reasonbed.models.configs import LoraConfig, ModelConfig
+from reasonbed.ray_runtime import check_custom_resources
+from reasonbed.tracking import TRACKING_KEYS, TrackingConfig
 
 
 @dataclass
@@ -67,7 +69,15 @@ class ScaleConfig:
     num_workers: int = 1  # data-parallel workers (DDP: gloo on CPU, NCCL on GPU)
     use_gpu: bool = False  # one GPU per worker
     cpus_per_worker: float = 1.0  # CPUs per worker
-    strategy: Literal["ddp", "fsdp"] = "ddp"  # FSDP shards large models over GPUs
+    # ddp (every worker holds the whole model). fsdp is refused until adapter saving, evaluation and GRPO's
+    # reference pass gather sharded parameters; with LoRA, DDP fits 7-8B models (see the memory estimate).
+    strategy: Literal["ddp", "fsdp"] = "ddp"
+    # Custom Ray resources each worker also requests, which pin trainers to a node group: {train_node: 1} on
+    # the clusters of cluster/*.yaml (their training nodes offer one unit per GPU); empty: any node.
+    resources: dict[str, float] = field(default_factory=dict)
+    # Custom Ray resources of each engine actor the run starts (SARR's self-chain engines, GRPO's vLLM rollout
+    # actor), which pin them to a node group: {generation_node: 1} on the clusters of cluster/*.yaml.
+    engine_resources: dict[str, float] = field(default_factory=dict)
     max_failures: int = 2  # worker-group restarts from the last checkpoint before the run fails
     # Checkpoints kept: the best by val_acc (what training-domain validation chooses) plus always the latest.
     keep_checkpoints: int = 2
@@ -80,6 +90,14 @@ class ScaleConfig:
             raise ConfigError(f"scale: num_workers ({self.num_workers}), cpus_per_worker "
                               f"({self.cpus_per_worker}) and keep_checkpoints ({self.keep_checkpoints}) must be "
                               f"positive")
+        if self.strategy == "fsdp":
+            raise ConfigError(
+                "scale.strategy: fsdp is not supported yet (adapter saving, evaluation and GRPO's reference pass "
+                "would read sharded parameters without gathering them): use scale.strategy=ddp; with LoRA a 7-8B "
+                "model fits one 40 GB GPU per worker in bfloat16 with gradient checkpointing (the memory estimate "
+                "printed before training and by --dry-run gives the figures)")
+        check_custom_resources("scale.resources", self.resources)
+        check_custom_resources("scale.engine_resources", self.engine_resources)
         if self.backend == "local" and self.num_workers != 1:
             raise ConfigError(f"scale.backend local runs one worker in this process: scale.num_workers "
                               f"{self.num_workers} needs scale.backend=ray")
@@ -103,22 +121,30 @@ class TrainConfig:
     allow_label_conditioned: bool = False
     # Methods that train on chains refuse to start when fewer of the training images have a kept chain.
     min_chain_coverage: float = 0.5
-    init_adapter: str = ""  # start from this LoRA adapter directory (e.g. an SFT run's adapter)
+    # Start from this LoRA adapter (e.g. an SFT run's adapter): a directory on the driver, copied to the run's
+    # storage for the workers, or a URI in object storage (s3://, gs://) the workers read.
+    init_adapter: str = ""
     seed: int = 0  # seeds model init of LoRA, data order and chain choice
-    run_dir: str = "runs/train"  # where config, metrics.jsonl, adapter and `done` go (local path)
-    storage_path: str = ""  # Ray Train storage for checkpoints (local or s3://); default run_dir/ray
+    run_dir: str = "runs/train"  # where config, metrics.jsonl, adapter and `done` go (local path, on the driver)
+    # Ray Train storage for checkpoints and adapters: s3:// or gs:// (required when the Ray cluster has more
+    # than one node), or a local path on one machine; default run_dir/ray.
+    storage_path: str = ""
     name: str = ""  # run name (default: method-dataset-test_domain-seed)
     ray_address: str = ""  # join this Ray cluster (empty: RAY_ADDRESS or a local Ray)
     fail_at_step: int = 0  # fault injection for tests: the rank-0 worker process exits at this step once
     # A source domain also held out (leave-one-domain-out selection runs): never trained on; all its
     # images are evaluated as part `heldout` (metric heldout_acc). Empty: every source domain trains.
     val_domain: str = ""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow / W&B logging of the finished run
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_chain_coverage <= 1.0:
             raise ConfigError(f"min_chain_coverage: value {self.min_chain_coverage!r} must be in [0, 1]")
         if self.fail_at_step and self.scale.backend == "local":
             raise ConfigError("fail_at_step kills a worker process: it needs scale.backend=ray")
+        if self.scale.backend == "local" and "://" in self.storage_path:
+            raise ConfigError(f"storage_path {self.storage_path!r}: scale.backend=local keeps checkpoints on a "
+                              f"local path; object storage needs scale.backend=ray")
         if self.optim.batch_size % self.scale.num_workers:
             raise ConfigError(
                 f"optim.batch_size {self.optim.batch_size} does not divide over scale.num_workers "
@@ -128,6 +154,11 @@ class TrainConfig:
             raise ConfigError(
                 f"optim.batch_size {self.optim.batch_size} over {self.scale.num_workers} worker(s) gives "
                 f"{per_worker} per worker, which optim.grad_accum {self.optim.grad_accum} does not divide")
+
+    @property
+    def micro_batch(self) -> int:
+        """Examples per forward/backward pass on one worker."""
+        return self.optim.batch_size // self.scale.num_workers // self.optim.grad_accum
 
     @property
     def run_name(self) -> str:
@@ -144,7 +175,7 @@ class TrainConfig:
 
 # Keys a rerun into an existing run directory may change (where and how it runs, not what it trains).
 RESUMABLE_KEYS = ("ray_address", "fail_at_step", "scale.max_failures", "scale.keep_checkpoints", "run_dir",
-                  "storage_path", "name")
+                  "storage_path", "name", *TRACKING_KEYS)
 
 
 def config_hash(cfg: TrainConfig) -> str:

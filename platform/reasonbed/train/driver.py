@@ -18,9 +18,10 @@ from typing import Any
 from reasonbed import storage
 from reasonbed.config import ConfigError
 from reasonbed.data import catalog
-from reasonbed.data.reader import scan
+from reasonbed.data.reader import ImageCheck, check_images, scan
 from reasonbed.data.specs import DatasetSpec
 from reasonbed.data.splits import lodo_split
+from reasonbed.models.configs import check_real_model
 from reasonbed.train.config import TrainConfig
 from reasonbed.train.rundir import RunDir, TrainResult
 
@@ -92,7 +93,14 @@ def prepare_examples(cfg: TrainConfig, spec: DatasetSpec, index: Sequence[dict[s
 
 
 def resolve(cfg: TrainConfig) -> tuple[TrainConfig, DatasetSpec, str, list[dict[str, Any]]]:
-    """Fill defaults that depend on the data (test domain), check it, and scan the index."""
+    """Fill defaults that depend on the data (test domain), check it, and scan the index (data.on_corrupt applied)."""
+    cfg, spec, root, checked = resolve_checked(cfg)
+    return cfg, spec, root, checked.rows
+
+
+def resolve_checked(cfg: TrainConfig) -> tuple[TrainConfig, DatasetSpec, str, ImageCheck]:
+    """resolve(), with the image check's record: the rows kept and the corrupt images skipped."""
+    check_real_model(cfg.model, cfg.data.dataset, cfg.data.dataset in catalog.OFFLINE_GENERATORS)  # before any read
     spec, root = catalog.resolve(cfg.data)
     test_domain = cfg.test_domain or spec.domains[0]
     spec.check_domain(test_domain)
@@ -101,7 +109,58 @@ def resolve(cfg: TrainConfig) -> tuple[TrainConfig, DatasetSpec, str, list[dict[
         if cfg.val_domain == test_domain:
             raise ConfigError(f"val_domain {cfg.val_domain!r} is the test domain: hold out another source domain")
     index = scan(spec, root, storage_options=cfg.data.storage_options)
-    return replace(cfg, test_domain=test_domain), spec, root, index
+    checked = check_images(spec, root, index, cfg.data.storage_options, cfg.data.on_corrupt)  # before any training
+    return replace(cfg, test_domain=test_domain), spec, root, checked
+
+
+def check_storage_for_cluster(cfg: TrainConfig, storage_root: str) -> None:
+    """Checkpoints and adapters must live where every node reads them: on a multi-node cluster a node-local
+    storage path is an error naming the fix (raised before anything is written)."""
+    from reasonbed.ray_runtime import multi_node
+
+    why = multi_node()
+    if why and not storage.is_remote(storage_root):
+        raise ConfigError(
+            f"storage_path: {cfg.storage_path or '(empty: run_dir/ray)'!r} is on the driver's disk, but the Ray "
+            f"cluster is multi-node ({why}): workers on other nodes can neither write checkpoints there nor read "
+            f"adapters from it; set storage_path=s3://BUCKET/PREFIX or gs://BUCKET/PREFIX (credentials from the "
+            f"environment or the nodes' roles)")
+
+
+def stage_init_adapter(cfg: TrainConfig, run: RunDir) -> str:
+    """The init_adapter the workers read: a URI as is; a driver-side directory copied into the run's storage
+    when that is object storage (workers on other nodes cannot read the driver's disk)."""
+    if not cfg.init_adapter or storage.is_remote(cfg.init_adapter):
+        return cfg.init_adapter
+    from pathlib import Path
+
+    local = Path(cfg.init_adapter).expanduser()
+    if not (local / "adapter_model.safetensors").is_file():
+        raise ConfigError(f"init_adapter: {cfg.init_adapter!r} is not a LoRA adapter directory "
+                          f"(no adapter_model.safetensors)")
+    if cfg.scale.backend == "local" or not storage.is_remote(run.storage_root):
+        return str(local.resolve())
+    target = storage.join(run.storage_root, "init_adapter")
+    fs, path = storage.filesystem(target)
+    fs.put(f"{local}/", path, recursive=True)
+    log.info("init_adapter %s copied to the run's storage: %s", local, target)
+    return target
+
+
+def memory_estimate(cfg: TrainConfig, model: Any) -> Any:
+    """The per-worker memory estimate (weights, LoRA, optimizer, activations), None when config.json is not
+    readable. dtype auto is what the workers load: bfloat16 with GPUs (scale.use_gpu), float32 on CPU."""
+    from reasonbed.models.memory import estimate_training_memory
+
+    dtype = model.dtype if model.dtype != "auto" else ("bfloat16" if cfg.scale.use_gpu else "float32")
+    return estimate_training_memory(model, cfg.lora, cfg.micro_batch, dtype=dtype)
+
+
+def log_memory_estimate(cfg: TrainConfig, model: Any) -> None:
+    """Log the memory estimate before training (when config.json is readable)."""
+    estimate = memory_estimate(cfg, model)
+    if estimate is not None:
+        log.info("%s", estimate.summary())
 
 
 def build_trainer(cfg: TrainConfig, loop_config: dict[str, Any], run: RunDir, callbacks: Sequence[Any] = ()) -> Any:
@@ -112,12 +171,14 @@ def build_trainer(cfg: TrainConfig, loop_config: dict[str, Any], run: RunDir, ca
     from reasonbed.train.context import SCORE
     from reasonbed.train.worker import worker_loop
 
+    # checkpoints reach object storage through reasonbed.storage's filesystem (its retries, endpoint, options)
+    filesystem, storage_path = storage.pyarrow_filesystem(cfg.storage_path or str(run.path / "ray"))
     return TorchTrainer(
         worker_loop, train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=cfg.scale.num_workers, use_gpu=cfg.scale.use_gpu,
-                                     resources_per_worker={"CPU": cfg.scale.cpus_per_worker}),
+                                     resources_per_worker={"CPU": cfg.scale.cpus_per_worker, **cfg.scale.resources}),
         run_config=RunConfig(
-            name=cfg.run_name, storage_path=cfg.storage_path or str(run.path / "ray"),
+            name=cfg.run_name, storage_path=storage_path, storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=cfg.scale.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.scale.keep_checkpoints,
                                                checkpoint_score_attribute=SCORE, checkpoint_score_order="max"),
@@ -130,9 +191,15 @@ def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (),
                  chains_override: dict[str, list[str]] | None = None) -> TrainResult:
     """Train one method on one LODO split; returns the run directory and every evaluation report."""
     from reasonbed.methods.base import build_method
-    from reasonbed.models.loading import resolve_model_path
+    from reasonbed.models.loading import resolve_model
 
-    cfg, spec, root, index = resolve(cfg)
+    cfg, spec, root, checked = resolve_checked(cfg)
+    index, skipped = checked.rows, checked.record()
+    if cfg.scale.backend == "ray":
+        from reasonbed.ray_runtime import init_ray
+
+        init_ray(address=cfg.ray_address or None)
+        check_storage_for_cluster(cfg, RunDir(cfg).storage_root)
     run = RunDir.open(cfg)
     if run.done:
         log.info("run %s is done: its result is returned without training again", run.path)
@@ -141,11 +208,15 @@ def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (),
         chains_by_image(cfg.chains, allow_label_conditioned=cfg.allow_label_conditioned) if cfg.chains else None)
     examples, rows = prepare_examples(cfg, spec, index, chains)
     steps = build_method(cfg.method, cfg.method_config, spec.display_names).total_steps(cfg, len(examples))
-    finished = run.finished_checkpoint(steps)
+    finished = run.finished_checkpoint(steps) if run.resuming else None
     if finished:
         log.info("run %s: its storage holds the finished run; finishing the run directory from it", run.path)
-        return run.finish(finished, index)
-    loop_config = {"cfg": cfg, "examples": examples, "eval_rows": rows, "model_path": resolve_model_path(cfg.model),
+        return run.finish(finished, index, skipped)
+    model = resolve_model(cfg.model)
+    log_memory_estimate(cfg, model)
+    # the workers' copy: the detected family, and an init_adapter they can read from any node
+    worker_cfg = replace(cfg, model=replace(cfg.model, family=model.family), init_adapter=stage_init_adapter(cfg, run))
+    loop_config = {"cfg": worker_cfg, "examples": examples, "eval_rows": rows, "model_path": model.path,
                    "data_root": root, "class_names": spec.display_names, "run_dir": str(run.path),
                    "run_name": cfg.run_name, "checkpoint_root": run.storage_root,
                    "super_classes": [spec.super_class(name) for name in spec.classes]}
@@ -155,12 +226,10 @@ def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (),
 
         worker_loop({**loop_config, "local_storage": run.storage_root})
         with LocalContext(run.storage_root, cfg.scale.keep_checkpoints).checkpoint() as final:
-            return run.finish(final, index)
-    from reasonbed.ray_runtime import init_ray
-
-    init_ray(address=cfg.ray_address or None)
+            return run.finish(final, index, skipped)
     result = build_trainer(cfg, loop_config, run, callbacks).fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training run {cfg.run_name!r} ended without a checkpoint")
     # the final (latest) checkpoint, read back from the run's storage (local path or s3://)
-    return run.finish(storage.join(run.storage_root, result.checkpoint.path.rstrip("/").rsplit("/", 1)[-1]), index)
+    return run.finish(storage.join(run.storage_root, result.checkpoint.path.rstrip("/").rsplit("/", 1)[-1]), index,
+                      skipped)

@@ -18,7 +18,7 @@ import json
 import math
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ class TrainResult:
     run_dir: Path
     metrics: list[dict[str, Any]]
     adapter: Path
+    skipped_inputs: dict[str, Any] = field(default_factory=dict)  # data.on_corrupt=skip: count and first paths
 
     @property
     def final(self) -> dict[str, Any]:
@@ -69,13 +70,17 @@ class RunDir:
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
         self.path = Path(cfg.run_dir).resolve()
+        self.resuming = False  # the storage claim was there already (set by `open`)
 
     @property
     def storage_root(self) -> str:
-        """Where the run's checkpoints live: `<storage_path>/<run name>` (Ray) or `<run_dir>/checkpoints` (local)."""
+        """Where the run's checkpoints live: `<storage_path>/<run name>`; without a storage_path,
+        `<run_dir>/ray/<run name>` (Ray) or `<run_dir>/checkpoints` (local)."""
+        if self.cfg.storage_path:
+            return storage.join(self.cfg.storage_path, self.cfg.run_name)
         if self.cfg.scale.backend == "local":
             return str(self.path / "checkpoints")
-        return storage.join(self.cfg.storage_path or str(self.path / "ray"), self.cfg.run_name)
+        return storage.join(str(self.path / "ray"), self.cfg.run_name)
 
     @classmethod
     def open(cls, cfg: TrainConfig) -> RunDir:
@@ -85,15 +90,19 @@ class RunDir:
             differences = config_differences(read_yaml(saved), cfg, RESUMABLE_KEYS)
             if differences:
                 raise _refuse(f"run_dir {str(run.path)!r}", differences)
-        run.claim_storage()
+        run.resuming = run.claim_storage()
         run.path.mkdir(parents=True, exist_ok=True)
         if not run.done:
             shutil.rmtree(run.path / "replicas", ignore_errors=True)  # per-run worker diagnostics, written afresh
         dump_yaml(cfg, saved)
         return run
 
-    def claim_storage(self) -> None:
-        """Write (or check) the config claim in the checkpoint storage location."""
+    def claim_storage(self) -> bool:
+        """Check or write the config claim in the checkpoint storage; True when the claim was there (a resume).
+
+        A fresh claim over checkpoints already in storage is refused: they belong to a run of unknown
+        config (a stage that restored them would silently return another run's result).
+        """
         fs, root = storage.filesystem(self.storage_root)
         claim = f"{root}/{CLAIM}"
         if fs.exists(claim):
@@ -101,9 +110,13 @@ class RunDir:
                 differences = config_differences(yaml.safe_load(handle.read()) or {}, self.cfg, RESUMABLE_KEYS)
             if differences:
                 raise _refuse(f"checkpoint storage {self.storage_root!r}", differences)
-            return
+            return True
+        if fs.exists(root) and fs.glob(f"{root}/checkpoint_*"):
+            raise ConfigError(f"checkpoint storage {self.storage_root!r} holds checkpoints of a run that did not "
+                              f"claim it (no {CLAIM}): give this run its own name or storage_path")
         fs.makedirs(root, exist_ok=True)
         fs.pipe(claim, yaml.safe_dump(to_dict(self.cfg), sort_keys=False).encode())
+        return False
 
     @property
     def done(self) -> bool:
@@ -112,7 +125,10 @@ class RunDir:
     def result(self) -> TrainResult:
         """The result of a finished run, from its files."""
         lines = (self.path / "metrics.jsonl").read_text().splitlines()
-        return TrainResult(self.path, [json.loads(line) for line in lines if line.strip()], self.path / "adapter")
+        saved = self.path / "provenance.json"
+        skipped = json.loads(saved.read_text()).get("skipped_inputs", {}) if saved.is_file() else {}
+        return TrainResult(self.path, [json.loads(line) for line in lines if line.strip()], self.path / "adapter",
+                           skipped)
 
     def finished_checkpoint(self, steps: int) -> str | None:
         """The last checkpoint in storage when it already completes `steps` (the driver stopped before `done`)."""
@@ -124,8 +140,10 @@ class RunDir:
             step = int(json.load(handle).get("step", -1))
         return found[-1] if step >= max(steps, 1) or (steps == 0 and step == 0) else None
 
-    def finish(self, checkpoint: str | Path, index: Sequence[dict[str, Any]]) -> TrainResult:
-        """Copy the final adapter and write metrics, steps, selection, provenance and `done` from a checkpoint."""
+    def finish(self, checkpoint: str | Path, index: Sequence[dict[str, Any]],
+               skipped: dict[str, Any] | None = None) -> TrainResult:
+        """Copy the final adapter and write metrics, steps, selection, provenance (with the inputs skipped, see
+        reasonbed.data.reader.ImageCheck.record) and `done` from a checkpoint."""
         from reasonbed.provenance import provenance
 
         fs, path = storage.filesystem(str(checkpoint))
@@ -144,7 +162,9 @@ class RunDir:
             best = max(enumerate(reports), key=lambda item: (float(item[1].get("val_acc", 0.0)), item[0]))[1]
             keep = ("step", "val_acc", "test_acc", "test_out_acc", "select_on", "checkpoint")
             (self.path / "selected.json").write_text(json.dumps({k: best.get(k) for k in keep}, indent=2))
-        (self.path / "provenance.json").write_text(json.dumps(provenance(self.cfg, index), indent=2))
+        (self.path / "provenance.json").write_text(json.dumps({**provenance(self.cfg, index),
+                                                               "skipped_inputs": skipped or {}}, indent=2))
         (self.path / "done").write_text(json.dumps({k: v for k, v in (reports[-1] if reports else {}).items()
                                                      if plain_metric(v)}, default=float))
-        return TrainResult(self.path, [{k: v for k, v in row.items() if plain_metric(v)} for row in reports], adapter)
+        return TrainResult(self.path, [{k: v for k, v in row.items() if plain_metric(v)} for row in reports], adapter,
+                           skipped or {})

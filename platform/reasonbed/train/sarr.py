@@ -6,7 +6,10 @@ for the training images with the reasoning prompt; chains that are valid and con
 are kept (the generation pipeline's `kept` flag) and MTCT continues from the adapter on them.
 
 Every stage is a training run of its own: its own run directory (`round<r>/`) and its own Ray Train
-name (`<run name>-round<r>`), so no stage can restore another stage's checkpoints. Per-round
+name (`<run name>-round<r>`), so no stage can restore another stage's checkpoints. A stage's adapter
+travels through the run's storage: the next stage's workers (`init_adapter`) and the self-chain engine
+actors read it from the previous stage's final checkpoint (`s3://`/`gs://` on a cluster), never from
+the driver's disk. Per-round
 statistics (kept %, accuracy) go to `sarr_rounds.jsonl`; `metrics.jsonl` holds every stage's reports
 with `round` and `global_step`.
 """
@@ -21,7 +24,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from reasonbed import storage
 from reasonbed.methods.sarr import SARRConfig, SARRMethod
+from reasonbed.train.checkpointing import ADAPTER_DIR
 from reasonbed.train.config import TrainConfig
 from reasonbed.train.driver import chains_by_image, resolve, run_training
 from reasonbed.train.rundir import RunDir, TrainResult, plain_metric
@@ -29,17 +34,25 @@ from reasonbed.train.rundir import RunDir, TrainResult, plain_metric
 log = logging.getLogger(__name__)
 
 
-def self_chains(cfg: TrainConfig, options: SARRConfig, adapter: Path, round_index: int, train_ids: set[str],
+def stage_adapter(result: TrainResult) -> str:
+    """Where the next stage reads a finished stage's adapter: its final checkpoint in the run's storage (a URI
+    on a cluster, readable from every node), else the driver's copy (a run without reports)."""
+    checkpoint = result.final.get("checkpoint")
+    return storage.join(str(checkpoint), ADAPTER_DIR) if checkpoint else str(result.adapter)
+
+
+def self_chains(cfg: TrainConfig, options: SARRConfig, adapter: str, round_index: int, train_ids: set[str],
                 output: Path) -> tuple[dict[str, list[str]], dict[str, Any]]:
-    """Chains the current model writes for the training images, and the generation summary."""
+    """Chains the current model (`adapter`: a URI in the run's storage or a directory) writes for the training
+    images, and the generation summary."""
     from reasonbed.generation.config import GenerationConfig
     from reasonbed.generation.pipeline import run_generation
     from reasonbed.inference.base import EngineConfig, SamplingConfig
-    from reasonbed.models.loading import resolve_model_path
+    from reasonbed.models.loading import resolve_model
 
-    engine = EngineConfig(name=options.engine, model=replace(cfg.model, path=resolve_model_path(cfg.model)),
-                          lora_path=str(adapter), batch_size=16, max_model_len=2048,
-                          num_gpus=1.0 if cfg.scale.use_gpu else 0.0)
+    engine = EngineConfig(name=options.engine, model=resolve_model(cfg.model), lora_path=adapter, batch_size=16,
+                          max_model_len=2048, num_gpus=1.0 if cfg.scale.use_gpu else 0.0,
+                          resources=dict(cfg.scale.engine_resources))
     sampling = SamplingConfig(n=options.candidates, temperature=options.temperature, max_tokens=options.max_tokens,
                               seed=cfg.seed + round_index)
     summary = run_generation(GenerationConfig(data=cfg.data, engine=engine, sampling=sampling, output=str(output),
@@ -73,11 +86,11 @@ def run_sarr(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     rounds: list[dict[str, Any]] = [{"round": 0, "source": "teacher", **_accuracy(result)}]
     for round_index in range(1, options.rounds + 1):
         offset = metrics[-1]["global_step"] if metrics else 0
-        chains, summary = self_chains(cfg, options, result.adapter, round_index, train_ids,
+        chains, summary = self_chains(cfg, options, stage_adapter(result), round_index, train_ids,
                                       run.path / f"round{round_index}-chains")
         if options.keep_teacher_chains:
             chains = {key: teacher.get(key, []) + chains.get(key, []) for key in set(teacher) | set(chains)}
-        stage = stage_config(cfg, options, round_index, init_adapter=str(result.adapter), min_chain_coverage=0.0,
+        stage = stage_config(cfg, options, round_index, init_adapter=stage_adapter(result), min_chain_coverage=0.0,
                              optim=replace(cfg.optim, epochs=options.epochs_per_round, max_steps=0))
         result = run_training(stage, callbacks, chains_override=chains)
         metrics += [{**row, "round": round_index, "global_step": offset + row["step"]} for row in result.metrics]

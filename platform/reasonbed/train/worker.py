@@ -78,13 +78,25 @@ def check_no_leakage(examples: list[dict[str, Any]], rows: list[dict[str, Any]],
                            + (f", held-out domain {val_domain!r})" if val_domain else ")"))
 
 
-def build_model(cfg: Any, model_path: str) -> tuple[Any, Any]:
-    """The model with LoRA (and the initial adapter, if any) and its processor."""
-    from reasonbed.models.loading import load_model_and_processor
+def worker_model(cfg: Any, model_path: str) -> Any:
+    """The model config this worker loads: the driver's resolved path and family, or - for the offline tiny
+    model, when the driver's copy is not on this node - the same tiny model built here (deterministic)."""
+    from reasonbed.models.loading import resolve_model
+
+    if not cfg.model.path and not os.path.isdir(model_path):
+        return resolve_model(cfg.model)
+    return resolve_model(replace(cfg.model, path=model_path))
+
+
+def build_model(cfg: Any, model_cfg: Any) -> tuple[Any, Any]:
+    """The model of `model_cfg` (gradient checkpointing per config) with LoRA, the initial adapter if any (a
+    local path or a URI in the run's storage), and its processor."""
+    from reasonbed.models.loading import load_model_and_processor, set_gradient_checkpointing
     from reasonbed.models.lora import apply_lora
 
-    model, processor = load_model_and_processor(replace(cfg.model, path=model_path))
-    model = apply_lora(model, cfg.lora, cfg.model.family)
+    model, processor = load_model_and_processor(model_cfg)
+    set_gradient_checkpointing(model, model_cfg.gradient_checkpointing)
+    model = apply_lora(model, cfg.lora, model_cfg.family)
     if cfg.init_adapter:
         checkpointing.load_adapter_weights(model, cfg.init_adapter)
     return model, processor
@@ -118,7 +130,9 @@ def set_up_worker(config: dict[str, Any], ctx: Any) -> WorkerSetup:
     check_no_leakage(examples, rows, cfg.test_domain, cfg.val_domain)
     method = build_method(cfg.method, cfg.method_config, config["class_names"])
     seed_everything(cfg.seed)
-    model, processor = build_model(cfg, config["model_path"])
+    model_cfg = worker_model(cfg, config["model_path"])
+    config["model_path"] = model_cfg.path  # this node's copy (GRPO's rollout engine loads it too)
+    model, processor = build_model(cfg, model_cfg)
     processor.tokenizer.padding_side = "right"
     model = ctx.prepare_model(model, cfg.scale.strategy)
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -256,9 +270,10 @@ def worker_loop(config: dict[str, Any]) -> None:
             report(setup, 0, [], started)  # the untrained model (zero-shot), before any step
         for step in range(setup.start_step, setup.steps):
             inject_fault_if_due(setup, step)
+            lr = setup.scheduler.get_last_lr()[0]  # the learning rate this step uses
             row = step_fn(step_indices(len(setup.examples), cfg.optim.batch_size, step, cfg.seed), step)
             done = step + 1
-            row = {"step": done, **row}
+            row = {"step": done, **row, "lr": lr}
             setup.history.append(row)
             window.append(row)
             if (cfg.eval.every and done % cfg.eval.every == 0) or done == setup.steps:

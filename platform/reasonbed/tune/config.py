@@ -8,8 +8,11 @@ from typing import Any, Literal
 
 from reasonbed.config import ConfigError
 from reasonbed.data.catalog import DataConfig
+from reasonbed.tracking import TrackingConfig
 
 ASHA_TIME_ATTR = "examples_seen"  # ASHA's time unit: training examples seen (step x optim.batch_size)
+# Where results are logged and how the driver runs: not in the sweep name's hash.
+NOT_HASHED = ("tracking", "lease_expiry_s", "trial_max_failures")
 
 
 @dataclass
@@ -63,8 +66,19 @@ class SweepConfig:
     # Evaluate the base model (method zero_shot, 0 steps) once per (test domain, trial seed) with the trials'
     # data, split and prompts: the report's "zero-shot (base model)" row. Stored under <sweep>/zero_shot/.
     zero_shot: bool = True
+    # MLflow / W&B: one run per trial, live (Ray Tune's logger callbacks), and the report as an artifact.
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    # Seconds without a heartbeat after which the driver's lease on the sweep (reasonbed.tune.lease) expires
+    # and another driver may take the sweep over; the heartbeat comes every min(30, this / 4) seconds
+    lease_expiry_s: float = 300.0
+    # Restarts of a trial whose driver was lost (e.g. its node died): Tune's trial-level FailureConfig. The
+    # restarted trial reruns its Ray Train run under the same name and storage, which resumes from the run's
+    # last checkpoint (object storage on a cluster), not from step 0.
+    trial_max_failures: int = 2
 
     def __post_init__(self) -> None:
+        if self.trial_max_failures < 0:
+            raise ConfigError(f"trial_max_failures: value {self.trial_max_failures!r} must be >= 0")
         if self.num_samples < 1 or self.max_concurrent_trials < 1 or self.studies_in_parallel < 1:
             raise ConfigError(f"num_samples ({self.num_samples}), max_concurrent_trials "
                               f"({self.max_concurrent_trials}) and studies_in_parallel must be >= 1")
@@ -74,6 +88,9 @@ class SweepConfig:
             raise ConfigError("seeds: at least one trial seed")
         if len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"seeds: trial seeds must be distinct, got {self.seeds}")
+        if self.lease_expiry_s < 10:
+            raise ConfigError(f"lease_expiry_s must be >= 10 seconds (heartbeats come every expiry / 4), got "
+                              f"{self.lease_expiry_s}")
 
 
 def protocol(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,12 @@ the base model is evaluated once per (test domain, trial seed) for the zero-shot
 (reasonbed.tune.zero_shot). The sweep folder is named by a hash of its config, each finished study
 writes a `done` marker, and an interrupted sweep resumes with `Tuner.restore` when the same command
 is run again.
+
+One driver per sweep: the driver holds the sweep's lease (reasonbed.tune.lease) from start to end.
+Ctrl+C or SIGTERM stops the whole sweep (reasonbed.tune.control): the running studies save their state,
+no new study starts, and `SweepInterrupted` says where the state is. Everything a report needs lands in
+the sweep storage while the sweep runs (reasonbed.tune.persist), and `after_study` (the CLI's report
+refresh) runs after every finished study.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +30,16 @@ from typing import Any
 from reasonbed import storage
 from reasonbed.config import ConfigError, to_dict
 from reasonbed.data import catalog
-from reasonbed.tune.config import ASHA_TIME_ATTR, SweepConfig, protocol
+from reasonbed.tune.config import ASHA_TIME_ATTR, NOT_HASHED, SweepConfig, protocol
+from reasonbed.tune.control import (
+    SweepControl,
+    SweepInterrupted,
+    stop_flag,
+    tune_interrupted,
+    watch_stop_flag,
+)
+from reasonbed.tune.lease import Lease
+from reasonbed.tune.persist import backup_study_db, restore_study_db, study_backup_callback, write_json
 from reasonbed.tune.spaces import load_space
 from reasonbed.tune.trial import seeds_of
 
@@ -31,9 +47,13 @@ log = logging.getLogger(__name__)
 
 
 def sweep_name(cfg: SweepConfig, dataset: str) -> str:
+    """`name`, or the dataset and a hash of the config (not of NOT_HASHED keys - `tracking`, `lease_expiry_s`:
+    where results are logged or how the driver runs changes nothing the sweep computes, so an interrupted
+    sweep resumes with them changed)."""
     if cfg.name:
         return cfg.name
-    digest = hashlib.sha1(json.dumps(to_dict(cfg), sort_keys=True, default=str).encode()).hexdigest()[:8]
+    hashed = {key: value for key, value in to_dict(cfg).items() if key not in NOT_HASHED}
+    digest = hashlib.sha1(json.dumps(hashed, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{dataset}-{digest}"
 
 
@@ -58,11 +78,13 @@ def check_resources(cfg: SweepConfig, per_trial_cpus: float, per_trial_gpus: flo
                 f" lower the concurrency or set allow_autoscaling=true on an autoscaling cluster")
 
 
-def _write_text(uri: str, text: str) -> None:
-    fs, path = storage.filesystem(uri)
-    parent = path.rsplit("/", 1)[0]
-    fs.makedirs(parent, exist_ok=True)
-    fs.pipe(path, text.encode())
+def trial_resources(cfg: SweepConfig, method: str, test_domain: str, seed: int) -> dict[str, float]:
+    """What a trial's driver function reserves: next to nothing when it waits on its Ray Train run, the
+    training CPUs when it trains in its own process (train.scale.backend=local)."""
+    from reasonbed.tune.trial import trial_train_config
+
+    scale = trial_train_config({}, cfg, method, test_domain, seed, "").scale
+    return {"CPU": scale.cpus_per_worker} if scale.backend == "local" else {"CPU": 0.01}
 
 
 def _exists(uri: str) -> bool:
@@ -72,9 +94,9 @@ def _exists(uri: str) -> bool:
 
 def prepare_chains(cfg: SweepConfig, sweep_uri: str) -> str:
     """Teacher chains for the methods that need them: given, or generated once into the sweep."""
-    from reasonbed.methods.base import build_method
+    from reasonbed.methods.base import method_class
 
-    needed = [m for m in cfg.methods if build_method(m, {}, ["a", "b"]).needs_chains]
+    needed = [m for m in cfg.methods if method_class(m).needs_chains]
     if not needed or cfg.chains:
         return cfg.chains
     if not cfg.generate_chains:
@@ -93,9 +115,12 @@ def prepare_chains(cfg: SweepConfig, sweep_uri: str) -> str:
 
 
 def _run_study(cfg: SweepConfig, method: str, test_domain: str, seed: int, chains: str, sweep_uri: str,
-               study_url: str) -> dict[str, Any]:
+               study_url: str, stop: Any = None) -> dict[str, Any]:
+    """One study to its end, or until interrupted (`stop`: an Event set once the sweep stops); returns its
+    summary, with `interrupted: true` when it did not finish (its Tune state is saved for a restore)."""
     from ray import tune
 
+    from reasonbed.tracking import tune_callbacks
     from reasonbed.tune.optuna_search import close_abandoned, make_searcher, study_summary
 
     name = study_name(method, test_domain, seed)
@@ -106,8 +131,7 @@ def _run_study(cfg: SweepConfig, method: str, test_domain: str, seed: int, chain
     space = load_space(cfg.search_spaces, method, cfg.data.dataset)
     trainable = tune.with_resources(
         study_trainable(name, sweep=cfg, method=method, test_domain=test_domain, seed=seed, chains=chains,
-                        sweep_uri=sweep_uri),
-        {"CPU": 0.01})  # the driver function only waits on its Ray Train run
+                        sweep_uri=sweep_uri), trial_resources(cfg, method, test_domain, seed))
     filesystem, storage_path = storage.pyarrow_filesystem(sweep_uri)
     experiment = f"{storage_path}/{name}"
     if tune.Tuner.can_restore(experiment, storage_filesystem=filesystem):
@@ -133,16 +157,33 @@ def _run_study(cfg: SweepConfig, method: str, test_domain: str, seed: int, chain
                                         num_samples=cfg.num_samples, max_concurrent_trials=cfg.max_concurrent_trials,
                                         trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
             run_config=tune.RunConfig(name=name, storage_path=storage_path, storage_filesystem=filesystem,
-                                      sync_config=tune.SyncConfig(sync_artifacts=True), verbose=1),
+                                      sync_config=tune.SyncConfig(sync_artifacts=True), verbose=1,
+                                      # a lost trial driver restarts; its Ray Train run resumes from its checkpoint
+                                      failure_config=tune.FailureConfig(max_failures=cfg.trial_max_failures),
+                                      callbacks=[*tune_callbacks(cfg.tracking, sweep_uri.rstrip("/").rsplit("/", 1)[-1]),
+                                                 *[c for c in [study_backup_callback(study_url, sweep_uri)] if c]]
+                                      or None),
         )
+    if stop is not None and stop.is_set():
+        return {"study": name, "interrupted": True}
     results = tuner.fit()
+    if tune_interrupted(results, cfg.num_samples) or (stop is not None and stop.is_set()):
+        log.warning("study %s interrupted: its state is saved in %s", name, study_uri)
+        return {"study": name, "interrupted": True}
     abandoned = close_abandoned(study_url, name)
     errors = [str(result.error) for result in results if result.error]
     summary = {**study_summary(study_url, name), "abandoned": abandoned, "errors": len(errors)}
     if errors:
         raise RuntimeError(f"study {name}: {len(errors)} trial(s) failed; first: {errors[0][:2000]}")
-    _write_text(storage.join(study_uri, "done"), json.dumps(summary))
+    backup_study_db(study_url, sweep_uri)
+    write_json(storage.join(study_uri, "done"), summary)
     return summary
+
+
+def _study_task(flag: Any, *args: Any) -> dict[str, Any]:
+    """_run_study as a Ray task of parallel studies: it stops when the driver sets the StopFlag actor `flag`."""
+    with watch_stop_flag(flag) as seen:
+        return _run_study(*args, stop=seen)
 
 
 LODO_MAX_T = 10**15  # examples: out of reach of any run
@@ -195,17 +236,21 @@ def _storage(url: str) -> Any:
     return rdb_storage(url)
 
 
-def run_sweep(cfg: SweepConfig, local_root: str = "runs") -> dict[str, Any]:
-    """Tune every (method, test domain, seed); returns where results are and per-study summaries."""
-    import ray
+def run_sweep(cfg: SweepConfig, local_root: str = "runs", force: bool = False,
+              after_study: Callable[[str], None] | None = None, control: SweepControl | None = None) -> dict[str, Any]:
+    """Tune every (method, test domain, seed); returns where results are and per-study summaries.
 
-    from reasonbed.methods.base import build_method
+    Holds the sweep's lease throughout (`force`: take it over from a live driver); raises LeaseHeldError
+    when another driver runs the sweep and SweepInterrupted when stopped (Ctrl+C, SIGTERM, lost lease).
+    `after_study(sweep_uri)` runs after every finished study (errors in it are logged, not raised).
+    """
+    from reasonbed.data.reader import check_images, scan
+    from reasonbed.methods.base import method_class
     from reasonbed.models.loading import resolve_model_path
-    from reasonbed.ray_runtime import init_ray
+    from reasonbed.ray_runtime import init_ray, release_placement_groups
     from reasonbed.train.run import TrainConfig  # noqa: F401 - fail early on import problems
     from reasonbed.tune.trial import trial_train_config
     from reasonbed.tune.zero_shot import METHOD as ZERO_SHOT
-    from reasonbed.tune.zero_shot import run_zero_shot
 
     spec, root = catalog.resolve(cfg.data)
     cfg = replace(cfg, data=replace(cfg.data, root=root))
@@ -213,43 +258,97 @@ def run_sweep(cfg: SweepConfig, local_root: str = "runs") -> dict[str, Any]:
     for domain in domains:
         spec.check_domain(domain)
     for method in cfg.methods:
-        build_method(method, {}, spec.display_names)  # unknown method: clear error now
+        method_class(method)  # unknown method: clear error now
         load_space(cfg.search_spaces, method, cfg.data.dataset)  # malformed space: clear error now
     if cfg.zero_shot:
-        build_method(ZERO_SHOT, {}, spec.display_names)  # the zero-shot row's method must exist
+        method_class(ZERO_SHOT)  # the zero-shot row's method must exist
     probe = trial_train_config({}, cfg, cfg.methods[0], domains[0], cfg.seeds[0], "")
-    resolve_model_path(probe.model)  # build the tiny model once, before trials race for it
+    # data.on_corrupt before any study: a corrupt image stops the sweep here (error) or is counted (skip); the
+    # verdict is cached, so the trials do not decode again
+    check_images(spec, root, scan(spec, root, storage_options=cfg.data.storage_options), cfg.data.storage_options,
+                 cfg.data.on_corrupt)
     name = sweep_name(cfg, spec.name)
     sweep_uri = storage.join(cfg.storage, name) if storage.is_remote(cfg.storage) else str(
         Path(cfg.storage).resolve() / name)
     local = Path(local_root).resolve() / name if storage.is_remote(cfg.storage) else Path(sweep_uri)
     local.mkdir(parents=True, exist_ok=True)
     study_url = cfg.study_storage or f"sqlite:///{local / 'optuna.db'}"
-    _storage(study_url)  # create the schema once, before parallel studies race to create it
-    init_ray(address=cfg.ray_address or None)
+    control = control or SweepControl()
+    with Lease(sweep_uri, cfg.lease_expiry_s, force=force, on_lost=control.stop):
+        resolve_model_path(probe.model)  # build the tiny model once, before trials race for it
+        restore_study_db(study_url, sweep_uri)  # a new head or working dir: the study copy comes back first
+        _storage(study_url)  # create the schema once, before parallel studies race to create it
+        init_ray(address=cfg.ray_address or None)
+        with control:  # after init_ray, which sets its own SIGTERM handler
+            try:
+                return _sweep(cfg, spec, domains, probe, name, sweep_uri, local, study_url, control, after_study)
+            except SweepInterrupted as stopped:
+                backup_study_db(study_url, sweep_uri)
+                raise SweepInterrupted(f"sweep {name} stopped ({stopped}); finished trials and the state of the "
+                                       f"interrupted studies are saved in {sweep_uri}") from None
+            finally:  # no trial of this sweep runs any more: what it still holds would starve the next job
+                release_placement_groups()
+
+
+def _sweep(cfg: SweepConfig, spec: Any, domains: list[str], probe: Any, name: str, sweep_uri: str, local: Path,
+           study_url: str, control: SweepControl, after_study: Callable[[str], None] | None) -> dict[str, Any]:
+    """The body of run_sweep, with the lease held and the stop signals handled."""
+    import ray
+
+    from reasonbed.tune.zero_shot import run_zero_shot
+
     check_resources(cfg, probe.scale.num_workers * probe.scale.cpus_per_worker,
                     probe.scale.num_workers if probe.scale.use_gpu else 0)
     chains = prepare_chains(cfg, sweep_uri)
-    _write_text(storage.join(sweep_uri, "sweep.json"), json.dumps(
-        {"name": name, "config": to_dict(cfg), "protocol": protocol(to_dict(cfg)), "study_storage": study_url,
-         "chains": chains, "classes": list(spec.display_names),
-         "seeds": {s: seeds_of(cfg, s).to_dict() for s in cfg.seeds},
-         "studies": [study_name(m, d, s) for m in cfg.methods for d in domains for s in cfg.seeds]},
-        indent=2, default=str))
+    write_json(storage.join(sweep_uri, "sweep.json"),
+               {"name": name, "config": to_dict(cfg), "protocol": protocol(to_dict(cfg)), "study_storage": study_url,
+                "chains": chains, "classes": list(spec.display_names),
+                "seeds": {s: seeds_of(cfg, s).to_dict() for s in cfg.seeds},
+                "studies": [study_name(m, d, s) for m in cfg.methods for d in domains for s in cfg.seeds]})
     jobs = [(m, d, s) for m in cfg.methods for d in domains for s in cfg.seeds]
     log.info("sweep %s: %d studies x %d samples -> %s", name, len(jobs), cfg.num_samples, sweep_uri)
+
+    def finished(summary: dict[str, Any]) -> None:
+        if summary.get("interrupted"):
+            control.stop(f"study {summary['study']} was interrupted")
+            return
+        if after_study is not None:
+            try:
+                after_study(sweep_uri)
+            except Exception as error:  # noqa: BLE001 - a report refresh never stops the sweep
+                log.warning("after study %s: %s", summary.get("study", "?"), error)
+
+    summaries: list[dict[str, Any]] = []
     if cfg.studies_in_parallel > 1:
-        remote = ray.remote(num_cpus=0)(_run_study)
-        summaries = []
-        for start in range(0, len(jobs), cfg.studies_in_parallel):
-            batch = jobs[start:start + cfg.studies_in_parallel]
-            summaries += ray.get([remote.remote(cfg, m, d, s, chains, sweep_uri, study_url) for m, d, s in batch])
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # on the driver's node: a SQLite study is a file of this node
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        remote = ray.remote(num_cpus=0, scheduling_strategy=here)(_study_task)
+        flag = stop_flag()
+        pending: dict[Any, tuple] = {}
+        queue = list(jobs)
+        with control.phase("parallel", flag):
+            while queue or pending:
+                while queue and len(pending) < cfg.studies_in_parallel and not control.stopped:
+                    job = queue.pop(0)
+                    pending[remote.remote(flag, cfg, *job, chains, sweep_uri, study_url)] = job
+                if not pending:
+                    break
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
+                for ref in ready:
+                    pending.pop(ref)
+                    summaries.append(ray.get(ref))
+                    finished(summaries[-1])
     else:
-        summaries = [_run_study(cfg, m, d, s, chains, sweep_uri, study_url) for m, d, s in jobs]
+        for job in jobs:
+            with control.phase("tune"):
+                summaries.append(_run_study(cfg, *job, chains, sweep_uri, study_url))
+            finished(summaries[-1])
+    control.check()
     if cfg.zero_shot:
-        run_zero_shot(cfg, domains, sweep_uri, local)
-    _write_text(storage.join(sweep_uri, "done"), json.dumps({"studies": summaries}, default=str))
-    if storage.is_remote(cfg.storage) and study_url.startswith("sqlite:///"):
-        fs, path = storage.filesystem(storage.join(sweep_uri, "optuna.db"))
-        fs.put(str(local / "optuna.db"), path)
+        run_zero_shot(cfg, domains, sweep_uri, local, control.check)
+        control.check()
+    write_json(storage.join(sweep_uri, "done"), {"studies": summaries})
+    backup_study_db(study_url, sweep_uri)
     return {"sweep": sweep_uri, "local": str(local), "study_storage": study_url, "studies": summaries}

@@ -176,7 +176,7 @@ def load_space(directory: str | Path, method: str, dataset: str) -> SearchSpace:
 def validate_keys(space: SearchSpace, method: str) -> None:
     """Every key must be a TrainConfig (or the method's config) key that accepts its values."""
     from reasonbed.config import load
-    from reasonbed.methods.base import build_method
+    from reasonbed.methods.base import method_class
     from reasonbed.train.config import TrainConfig
 
     for key, param in space.params.items():
@@ -185,7 +185,7 @@ def validate_keys(space: SearchSpace, method: str) -> None:
             values = param.args if param.kind == "choice" else [param.args] if param.kind == "fixed" else param.args
             for value in values:
                 try:
-                    build_method(method, {name: int(value) if param.kind == "int" else value}, ["a", "b"])
+                    method_class(method).parse_options({name: int(value) if param.kind == "int" else value})
                 except ConfigError as error:
                     raise SearchSpaceError(f"{param.source}: params.{key}: {error}") from None
             continue

@@ -21,6 +21,7 @@ from typing import Any
 
 from reasonbed import storage
 from reasonbed.config import flatten, format_override, load, to_dict
+from reasonbed.tune.persist import write_json
 from reasonbed.tune.seeds import TrialSeeds, trial_seeds
 
 DRAW_KEY = "_draw"  # set by optuna_search.StudySearch: the Optuna trial number (0 = the defaults), the draw order
@@ -50,6 +51,17 @@ def trial_train_config(config: dict[str, Any], sweep: Any, method: str, test_dom
     return load(TrainConfig, overrides=overrides, base=base)
 
 
+def run_provenance(cfg: Any, spec: Any, root: str) -> dict[str, Any]:
+    """The provenance record of a trial or zero-shot run: reasonbed.provenance plus the inputs skipped
+    (data.on_corrupt=skip) - the same image check the run itself makes, cached, so it costs no decoding."""
+    from reasonbed.data.reader import check_images, scan
+    from reasonbed.provenance import provenance
+
+    checked = check_images(spec, root, scan(spec, root, storage_options=cfg.data.storage_options),
+                           cfg.data.storage_options, cfg.data.on_corrupt)
+    return {**provenance(cfg, checked.rows), "skipped_inputs": checked.record()}
+
+
 def run_trial(config: dict[str, Any], sweep: Any, method: str, test_domain: str, seed: int, chains: str,
               study: str, sweep_uri: str) -> None:
     """Tune function trainable (bound with tune.with_parameters)."""
@@ -58,8 +70,6 @@ def run_trial(config: dict[str, Any], sweep: Any, method: str, test_domain: str,
 
     import reasonbed  # noqa: F401 - torchvision fix in the trial process
     from reasonbed.data import catalog
-    from reasonbed.data.reader import scan
-    from reasonbed.provenance import provenance
     from reasonbed.train.run import run
 
     context = tune.get_context()
@@ -70,17 +80,21 @@ def run_trial(config: dict[str, Any], sweep: Any, method: str, test_domain: str,
                      else str(trial_dir / "run" / "ray"))
     cfg = replace(cfg, run_dir=str(trial_dir / "run"), name=context.get_trial_id(), storage_path=train_storage)
     spec, root = catalog.resolve(cfg.data)
-    (trial_dir / "trial.json").write_text(json.dumps({
-        "study": study, "method": method, "test_domain": test_domain, "seed": seed,
-        "seeds": seeds_of(sweep, seed).to_dict(), "draw": config.get(DRAW_KEY),
-        "trial_id": context.get_trial_id(), "hparams": {k: v for k, v in config.items() if k not in RESERVED},
-        "cpus": cfg.scale.num_workers * cfg.scale.cpus_per_worker,
-        "gpus": cfg.scale.num_workers if cfg.scale.use_gpu else 0, "chains": chains,
-    }, indent=2, default=str))
-    (trial_dir / "provenance.json").write_text(json.dumps(provenance(cfg, scan(spec, root)), indent=2, default=str))
+    trial_uri = storage.join(sweep_uri, study, trial_dir.name)  # this trial's folder in the sweep storage
+    files = {
+        "trial.json": {
+            "study": study, "method": method, "test_domain": test_domain, "seed": seed,
+            "seeds": seeds_of(sweep, seed).to_dict(), "draw": config.get(DRAW_KEY),
+            "trial_id": context.get_trial_id(), "hparams": {k: v for k, v in config.items() if k not in RESERVED},
+            "cpus": cfg.scale.num_workers * cfg.scale.cpus_per_worker,
+            "gpus": cfg.scale.num_workers if cfg.scale.use_gpu else 0, "chains": chains},
+        "provenance.json": run_provenance(cfg, spec, root),
+    }
+    for file_name, content in files.items():  # in the sweep storage now, not at Tune's next artifact sync
+        (trial_dir / file_name).write_text(json.dumps(content, indent=2, default=str))
+        write_json(storage.join(trial_uri, file_name), content)
     result = run(cfg, callbacks=(TuneReportCallback(),))
     if sweep.lodo_selection:
-        trial_uri = storage.join(sweep_uri, study, trial_dir.name)
         lodo_runs(cfg, spec, result.final, trial_dir, trial_uri, sweep_uri, context.get_trial_id())
 
 
@@ -105,12 +119,5 @@ def lodo_runs(cfg: Any, spec: Any, final: dict[str, Any], trial_dir: Path, trial
             raise RuntimeError(f"LODO run {name}: no heldout_acc in its final report ({sorted(held.final)})")
         record["heldout_acc"][domain] = float(held.final["heldout_acc"])
         record["seconds"] += time.perf_counter() - started
-    _write_json(storage.join(trial_uri, "lodo.json"), record)
+    write_json(storage.join(trial_uri, "lodo.json"), record)
     return record
-
-
-def _write_json(uri: str, content: dict[str, Any]) -> None:
-    fs, path = storage.filesystem(uri)
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with fs.open(path, "w") as handle:
-        handle.write(json.dumps(content, indent=2, default=float))

@@ -15,13 +15,14 @@ import json
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from reasonbed import storage
 from reasonbed.tune.config import SweepConfig
-from reasonbed.tune.trial import seeds_of, trial_train_config
+from reasonbed.tune.trial import run_provenance, seeds_of, trial_train_config
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,12 @@ def _clear(uri: str) -> None:
         fs.rm(path, recursive=True)
 
 
-def run_zero_shot(cfg: SweepConfig, domains: list[str], sweep_uri: str, local: Path) -> list[dict[str, Any]]:
-    """Evaluate the base model per (test domain, trial seed) unless already recorded; returns every record."""
+def run_zero_shot(cfg: SweepConfig, domains: list[str], sweep_uri: str, local: Path,
+                  check: Callable[[], None] | None = None) -> list[dict[str, Any]]:
+    """Evaluate the base model per (test domain, trial seed) unless already recorded; returns every record.
+
+    `check()` runs before each evaluation (the sweep's stop check: it raises once the sweep is stopped)."""
     from reasonbed.data import catalog
-    from reasonbed.data.reader import scan
-    from reasonbed.provenance import provenance
     from reasonbed.train.run import run
 
     records = []
@@ -61,6 +63,8 @@ def run_zero_shot(cfg: SweepConfig, domains: list[str], sweep_uri: str, local: P
             name = zero_shot_name(domain, seed)
             uri = storage.join(sweep_uri, "zero_shot", name, RECORD)
             fs, path = storage.filesystem(uri)
+            if check is not None:
+                check()
             if fs.exists(path):
                 log.info("zero-shot %s is recorded: skipped", name)
                 with fs.open(path, "r") as handle:
@@ -84,7 +88,7 @@ def run_zero_shot(cfg: SweepConfig, domains: list[str], sweep_uri: str, local: P
                 "reports": list(result.metrics), "cpus": train_cfg.scale.num_workers * train_cfg.scale.cpus_per_worker,
                 "gpus": train_cfg.scale.num_workers if train_cfg.scale.use_gpu else 0,
                 "seconds": time.perf_counter() - started,  # wall time of the run (model load + evaluation)
-                "provenance": provenance(train_cfg, scan(spec, root)),
+                "provenance": run_provenance(train_cfg, spec, root),
             }
             fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             with fs.open(path, "w") as handle:

@@ -1,0 +1,101 @@
+"""The one training core, in process (scale.backend=local): run directories and the checkpoint-storage claim,
+every SARR stage a run of its own, the leakage guard on the examples that reach the worker, chain coverage
+and label-conditioned chains."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from reasonbed.config import ConfigError, load
+from reasonbed.data.splits import LeakageError
+from reasonbed.train.config import TrainConfig
+from reasonbed.train.driver import prepare_examples, resolve
+
+LOCAL = {"data": {"dataset": "synthetic_shapes", "images_per_class": 3}, "test_domain": "photo",
+         "scale": {"backend": "local"},
+         "optim": {"batch_size": 8, "max_steps": 2, "lr": 3e-3, "warmup_ratio": 0.0},
+         "eval": {"every": 0, "max_per_domain": 2, "reasoning_max_tokens": 24}}
+
+
+def _cfg(run_dir: Path, *overrides: str) -> TrainConfig:
+    return load(TrainConfig, overrides=[f"run_dir={run_dir}", *overrides], base=copy.deepcopy(LOCAL))
+
+
+def test_reruns_resume_and_other_configs_never_share_a_run(tmp_path, tiny_model_dir):
+    """Same command: the finished run's result, nothing retrained. Another config: refused in the run directory
+    and in the checkpoint storage (the same storage_path and name), and nothing written is lost."""
+    from reasonbed.train.run import run
+
+    shared = [f"model.path={tiny_model_dir}", f"storage_path={tmp_path / 'storage'}", "name=trial-1"]
+    first = run(_cfg(tmp_path / "a", *shared))
+    assert [row["step"] for row in first.metrics] == [2] and (first.run_dir / "done").is_file()
+    assert json.loads((first.run_dir / "selected.json").read_text())["checkpoint"].endswith("checkpoint_step000002")
+    saved = {name: (first.run_dir / name).read_bytes() for name in ("config.yaml", "done", "metrics.jsonl")}
+    again = run(_cfg(tmp_path / "a", *shared))
+    assert again.metrics == first.metrics
+    with pytest.raises(ConfigError, match=r"run_dir .* holds a run with another config \(optim.lr: 0.003 -> 0.01\)"):
+        run(_cfg(tmp_path / "a", *shared, "optim.lr=0.01"))
+    with pytest.raises(ConfigError, match=r"checkpoint storage .*trial-1' holds a run with another config "
+                                          r"\(optim.lr: 0.003 -> 0.01\)"):
+        run(_cfg(tmp_path / "b", *shared, "optim.lr=0.01"))
+    assert {name: (first.run_dir / name).read_bytes() for name in saved} == saved
+    # checkpoints nobody claimed (e.g. written by an older version under this name): never restored
+    (tmp_path / "storage" / "trial-1" / "reasonbed-run.yaml").unlink()
+    with pytest.raises(ConfigError, match="holds checkpoints of a run that did not claim it"):
+        run(_cfg(tmp_path / "c", *shared, "optim.lr=0.01"))
+    # the default name carries a hash of what is trained: two configs never meet under it
+    assert _cfg(tmp_path / "d").run_name != _cfg(tmp_path / "d", "optim.lr=0.01").run_name
+
+
+def test_every_sarr_stage_is_a_run_of_its_own(tmp_path, tiny_model_dir, teacher_chains):
+    """SARR as a sweep trial runs it (storage_path and name set): every round trains from the previous
+    round's adapter under its own name, so its steps advance and its adapter differs."""
+    from reasonbed.train.run import run
+
+    result = run(_cfg(tmp_path / "run", "method=sarr", f"chains={teacher_chains}", f"model.path={tiny_model_dir}",
+                      f"storage_path={tmp_path / 'storage'}", "name=trial-7", "method_config.rounds=1",
+                      "method_config.engine=hf", "method_config.epochs_per_round=0.3",
+                      "method_config.candidates=1", "method_config.max_tokens=24"))
+    rounds = {row["round"]: row for row in result.metrics}
+    assert sorted(rounds) == [0, 1] and rounds[1]["step"] > 0 and rounds[1]["global_step"] > rounds[0]["global_step"]
+    names = sorted(path.name for path in (tmp_path / "storage").iterdir())
+    assert names == ["trial-7", "trial-7-round0", "trial-7-round1"]
+    adapters = [(result.run_dir / f"round{r}" / "adapter" / "adapter_model.safetensors").read_bytes() for r in (0, 1)]
+    assert adapters[0] != adapters[1], "round 1 trained: its adapter is not round 0's"
+    lines = [json.loads(line) for line in (result.run_dir / "sarr_rounds.jsonl").read_text().splitlines()]
+    assert [line["round"] for line in lines] == [0, 1] and lines[1]["steps"] == rounds[1]["step"]
+
+
+def test_leaked_examples_never_reach_training(tmp_path, tiny_model_dir):
+    """The guard runs on what the worker receives: a test-domain image or a source out-part image injected
+    into the examples stops the worker before the model is even loaded."""
+    from reasonbed.train.worker import worker_loop
+
+    cfg, spec, root, index = resolve(_cfg(tmp_path / "run", f"model.path={tiny_model_dir}"))
+    examples, rows = prepare_examples(cfg, spec, index)
+    loop = {"cfg": cfg, "eval_rows": rows, "model_path": str(tiny_model_dir), "data_root": root,
+            "class_names": spec.display_names, "run_dir": str(tmp_path / "run"), "run_name": "x",
+            "checkpoint_root": str(tmp_path / "ck"), "super_classes": [], "local_storage": str(tmp_path / "ck")}
+    test_row = next(row for row in rows if row["role"] == "test")
+    out_row = next(row for row in rows if row["role"] == "source" and row["part"] == "out")
+    for leaked in (test_row, {**out_row, "part": "in"}):
+        with pytest.raises(LeakageError, match="would leak into training"):
+            worker_loop({**loop, "examples": [*examples, {**leaked, "chains": []}]})
+    assert not list((tmp_path / "ck").glob("checkpoint_*")), "refused before any step"
+
+
+def test_chain_coverage_is_checked_before_training(tmp_path, teacher_chains):
+    from reasonbed.train.driver import chains_by_image
+
+    cfg, spec, _, index = resolve(_cfg(tmp_path / "run", "method=mtct", f"chains={teacher_chains}"))
+    chains = chains_by_image(teacher_chains)
+    examples, _ = prepare_examples(cfg, spec, index, chains)
+    assert sum(1 for example in examples if example["chains"]) >= 0.5 * len(examples)
+    few = dict(list(chains.items())[:5])
+    with pytest.raises(ConfigError, match=r"only \d+ of \d+ training images of test domain 'photo' have a kept "
+                                          r"chain .*min_chain_coverage=0.5.*another dataset"):
+        prepare_examples(cfg, spec, index, few)

@@ -1,0 +1,104 @@
+"""Placement (issue 12, item 4): trainers request the training node group, engine actors the generation group.
+
+One mechanism everywhere: the custom resources the cluster configs define (`train_node`, `generation_node`:
+cluster/aws.yaml, cluster/gcp.yaml, cluster/kuberay/), asked for by `scale.resources` (Ray Train workers),
+`engine.resources` (generation and evaluation engine actors), `scale.engine_resources` (the engine actors a
+training run starts: SARR's self-chain engines, GRPO's vLLM rollout actor, plus GRPO's
+`method_config.rollout_resources`). The fast tests check that
+each key reaches Ray; the slow test runs Ray's real autoscaler with the fake multi-node provider mirroring
+cluster/aws.yaml (tests/test_cluster.py's own head): a training job scales up the training group only, a
+generation job the generation group only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reasonbed.cli import cluster_files as rc
+from reasonbed.config import ConfigError, load
+from reasonbed.inference.base import EngineConfig
+from reasonbed.train.config import TrainConfig
+from test_cluster import REPO, OwnRayHead, _head, _monitor_events
+
+CONFIGS = REPO / "configs"
+
+
+def test_resource_keys_are_checked_and_reach_ray(tmp_path: Path) -> None:
+    from reasonbed.train.driver import build_trainer
+    from reasonbed.train.rundir import RunDir
+
+    cfg = load(TrainConfig, overrides=[f"run_dir={tmp_path}", "scale.resources={train_node: 1}"])
+    trainer = build_trainer(cfg, {}, RunDir(cfg))
+    assert trainer.scaling_config.resources_per_worker == {"CPU": 1.0, "train_node": 1}
+    engine = EngineConfig(name="template", num_gpus=1, resources={"generation_node": 1})
+    assert engine.actor_options() == {"num_cpus": 1.0, "num_gpus": 1, "resources": {"generation_node": 1}}
+    assert EngineConfig(name="template").actor_options() == {"num_cpus": 1.0, "num_gpus": None}
+    for bad in ("scale.resources={GPU: 1}", "scale.resources={train_node: 0}", "scale.resources={train_node: x}"):
+        with pytest.raises(ConfigError, match="scale.resources"):
+            load(TrainConfig, overrides=[bad])
+    with pytest.raises(ConfigError, match="engine.resources"):
+        EngineConfig(resources={"CPU": 2})
+    with pytest.raises(ConfigError, match="scale.engine_resources"):
+        load(TrainConfig, overrides=["scale.engine_resources={generation_node: -1}"])
+
+
+def test_example_configs_place_work_on_the_node_groups() -> None:
+    """The GPU configs ask for the groups cluster/*.yaml define, one unit per GPU as the nodes offer them."""
+    train = yaml.safe_load((CONFIGS / "train_qwen2_5_vl_7b.yaml").read_text())
+    sweep = yaml.safe_load((CONFIGS / "tune_pacs_internvl3_8b.yaml").read_text())
+    generate = yaml.safe_load((CONFIGS / "generate_pacs_qwen2_5_vl_7b.yaml").read_text())
+    assert train["scale"]["resources"] == {rc.TRAIN_RESOURCE: 1}
+    assert sweep["train"]["scale"]["resources"] == {rc.TRAIN_RESOURCE: 1}
+    assert sweep["train"]["scale"]["engine_resources"] == {rc.GENERATION_RESOURCE: 1}
+    assert generate["engine"]["resources"] == {rc.GENERATION_RESOURCE: generate["engine"]["num_gpus"]}
+
+
+# ------------------------------------------------------------------------- the fake autoscaler (slow)
+
+
+@pytest.fixture(scope="module")
+def autoscaling_head() -> Iterator[OwnRayHead]:
+    yield from _head("rbpl-", max_workers_per_type=1)
+
+
+def _submit_and_watch(head: OwnRayHead, script: str, *args: str, submission_id: str) -> tuple[str, set[str]]:
+    """Submit a job (runtime_env without working_dir: fake nodes share one session directory); returns its
+    output and the node types the autoscaler launched for it."""
+    deadline = time.monotonic() + 120
+    while head.alive_workers() and time.monotonic() < deadline:  # idle nodes of an earlier job go first
+        time.sleep(1)
+    assert not head.alive_workers()
+    before = len(_monitor_events(head)["launch"])
+    runtime_env = rc.load_runtime_env()
+    del runtime_env["working_dir"]
+    runtime_env["py_modules"] = [str(REPO / module) for module in runtime_env["py_modules"]]
+    env_file = head.root / f"runtime_env.{submission_id}.yaml"
+    env_file.write_text(yaml.safe_dump(runtime_env))
+    proc = head.submit(*args, submission_id=submission_id, runtime_env=str(env_file), script=str(REPO / script))
+    output, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, output[-5000:]
+    return output, {node_type for _, node_type in _monitor_events(head)["launch"][before:]}
+
+
+@pytest.mark.slow
+def test_training_job_scales_the_training_group_only(autoscaling_head: OwnRayHead) -> None:
+    output, launched = _submit_and_watch(
+        autoscaling_head, "jobs/train.py", "--smoke-test", "--method", "direct", "scale.resources={train_node: 1}",
+        "data.images_per_class=2", "optim.batch_size=4", "optim.max_steps=2", "eval.every=0",
+        "eval.max_per_domain=1", submission_id="placement-train")
+    assert '"step": 2' in output
+    assert launched == {"train_8gpu"}, launched
+
+
+@pytest.mark.slow
+def test_generation_job_scales_the_generation_group_only(autoscaling_head: OwnRayHead) -> None:
+    output, launched = _submit_and_watch(
+        autoscaling_head, "jobs/generate_reasoning.py", "--smoke-test", "engine.name=template",
+        "engine.resources={generation_node: 1}", "data.images_per_class=2", submission_id="placement-generate")
+    assert "== template teacher" in output
+    assert launched == {"generation_1gpu"}, launched

@@ -1,0 +1,273 @@
+"""A sweep you can interrupt, resume and share: the driver's lease (local and S3), Ctrl+C through Ray Tune,
+and - slow - a real sweep on S3 stopped by SIGINT, refused to a second driver, and finished by the same command."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from reasonbed import storage
+from reasonbed.tune.control import SweepControl, tune_interrupted
+from reasonbed.tune.lease import LEASE, Holder, Lease, LeaseHeldError, LeaseLostError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _age_lease(uri: str, seconds: float) -> None:
+    """Simulate a driver that stopped heart-beating `seconds` ago (its host was lost)."""
+    fs, path = storage.filesystem(storage.join(uri, LEASE))
+    holder = Holder.from_bytes(fs.cat_file(path))
+    holder.heartbeat -= seconds
+    fs.pipe_file(path, holder.to_bytes())
+
+
+@pytest.fixture(params=["local", "s3"])
+def sweep_uri(request, tmp_path):
+    if request.param == "local":
+        return str(tmp_path / "sweep")
+    bucket = request.getfixturevalue("s3_bucket")
+    return f"s3://{bucket}/leases/{uuid.uuid4().hex[:8]}"
+
+
+def test_second_driver_is_refused_naming_the_first_and_admitted_after_expiry(sweep_uri):
+    first = Lease(sweep_uri, expiry_s=60)
+    first.acquire()
+    try:
+        with pytest.raises(LeaseHeldError) as refused:
+            Lease(sweep_uri, expiry_s=60).acquire()
+        message = str(refused.value)
+        assert f"pid {os.getpid()}" in message and "last heartbeat" in message and "--force" in message
+        assert first.holder.host in message
+        _age_lease(sweep_uri, 120)  # no heartbeat for longer than the expiry
+        second = Lease(sweep_uri, expiry_s=60)
+        second.acquire()  # admitted without --force: an expired lease is taken over on its own
+        with pytest.raises(LeaseLostError, match="taken over"):
+            first.refresh()  # the first driver learns it at its next heartbeat
+        second.release()
+        fs, path = storage.filesystem(storage.join(sweep_uri, LEASE))
+        assert not fs.exists(path)  # released on a clean exit
+    finally:
+        first._stop.set()
+
+
+def test_force_takes_a_live_lease_and_the_old_driver_stops(sweep_uri):
+    lost = threading.Event()
+    first = Lease(sweep_uri, expiry_s=10, on_lost=lambda reason: lost.set())  # heartbeats every 2.5 s
+    first.acquire()
+    with pytest.raises(LeaseHeldError):
+        Lease(sweep_uri, expiry_s=10).acquire()
+    second = Lease(sweep_uri, expiry_s=10, force=True)
+    second.acquire()
+    assert lost.wait(10), "the driver that lost its lease was not told"
+    assert "taken over" in first.lost
+    first.release()  # leaves the new holder's lease alone
+    current = second.read()
+    assert current is not None and current.token == second.holder.token
+    second.release()
+
+
+def test_lease_of_a_dead_driver_on_this_host_is_taken_at_once(sweep_uri):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    holder = Holder.mine(300)
+    holder.pid = int(dead.stdout)
+    storage.write_bytes(storage.join(sweep_uri, LEASE), holder.to_bytes())
+    lease = Lease(sweep_uri, expiry_s=300)
+    lease.acquire()  # no waiting for the 300 s expiry: that process is gone
+    assert lease.read().token == lease.holder.token
+    lease.release()
+
+
+def test_two_drivers_racing_for_a_new_lease_one_wins(sweep_uri):
+    leases = [Lease(sweep_uri, expiry_s=60) for _ in range(4)]
+    outcomes: list[str] = []
+    barrier = threading.Barrier(len(leases))
+
+    def race(lease: Lease) -> None:
+        barrier.wait()
+        try:
+            lease.acquire()
+            outcomes.append("won")
+        except LeaseHeldError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=race, args=(lease,)) for lease in leases]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["refused"] * 3 + ["won"]
+    winner = next(lease for lease in leases if lease._thread is not None)
+    assert winner.read().token == winner.holder.token
+    for lease in leases:
+        lease._stop.set()
+    winner.release()
+
+
+def _slow_trial(config):
+    from ray import tune
+
+    for step in range(config.get("steps", 600)):
+        time.sleep(0.1)
+        tune.report({"step": step, "score": config["x"] * step})
+
+
+def test_sigint_ends_a_tune_fit_gracefully_and_stops_the_sweep(tmp_path, ray_session):
+    from ray import cloudpickle, tune
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the trial function travels by value
+    control = SweepControl()
+    tuner = tune.Tuner(_slow_trial, param_space={"x": tune.grid_search([1, 2])},
+                       tune_config=tune.TuneConfig(metric="score", mode="max", max_concurrent_trials=1),
+                       run_config=tune.RunConfig(name="interrupt", storage_path=str(tmp_path), verbose=0))
+    with control:
+        threading.Timer(8.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+        started = time.monotonic()
+        with control.phase("tune"):
+            results = tuner.fit()
+    assert time.monotonic() - started < 50  # not the 60 s of one trial, let alone two
+    assert control.stopped and "SIGINT" in control.reason
+    assert tune_interrupted(results, expected=2)  # Tune saved its state with unfinished trials: restorable
+    assert not any(result.metrics.get("done") for result in results)
+    assert tune.Tuner.can_restore(str(tmp_path / "interrupt"))
+    assert signal.getsignal(signal.SIGINT) is not control._on_signal  # handlers given back
+
+
+def test_a_finished_fit_is_not_taken_for_an_interrupted_one(tmp_path, ray_session):
+    from ray import cloudpickle, tune
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    tuner = tune.Tuner(_slow_trial, param_space={"x": tune.grid_search([1, 2]), "steps": 3},
+                       tune_config=tune.TuneConfig(metric="score", mode="max"),
+                       run_config=tune.RunConfig(name="finished", storage_path=str(tmp_path), verbose=0))
+    results = tuner.fit()
+    assert not tune_interrupted(results, expected=2)
+    assert tune_interrupted(results, expected=3)  # a trial the search never created
+
+
+def test_control_raises_outside_a_tune_run_and_blocks_new_studies():
+    from reasonbed.tune.control import SweepInterrupted
+
+    with SweepControl() as control:
+        with pytest.raises(SweepInterrupted, match="SIGTERM"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises here
+        with pytest.raises(SweepInterrupted), control.phase("tune"):
+            pytest.fail("a study started after the stop")
+
+
+def _s3():
+    import s3fs
+
+    return s3fs.S3FileSystem()
+
+
+def _wait_for(predicate, what: str, process: subprocess.Popen | None = None, timeout: float = 600) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        if process is not None and process.poll() is not None:
+            pytest.fail(f"the driver ended (status {process.returncode}) before {what}")
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+@pytest.mark.slow
+def test_sigint_stops_an_s3_sweep_a_second_driver_is_refused_and_the_same_command_finishes_it(
+        tmp_path, s3_bucket, ray_session):
+    import optuna
+
+    from reasonbed.tune.records import load_records
+
+    sweep = f"{s3_bucket}/sweeps/ctl"
+    command = [sys.executable, str(REPO / "jobs" / "tune.py"), "--smoke-test", f"--storage=s3://{s3_bucket}/sweeps",
+               "--name=ctl", "methods=[direct]", "test_domains=[photo,sketch,cartoon]", "num_samples=2",
+               "studies_in_parallel=1", "zero_shot=false", "train.optim.max_steps=6", "train.eval.every=3",
+               "asha.grace_period=48", "asha.max_t=96", "lease_expiry_s=60"]
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    log = tmp_path / "first.log"
+    with open(log, "w") as handle:
+        first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=handle, stderr=subprocess.STDOUT)
+    fs = _s3()
+    try:
+        _wait_for(lambda: fs.exists(f"{sweep}/{LEASE}"), "the lease", first)
+        second = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert second.returncode == 3, second.stderr[-3000:]
+        assert "another driver runs this sweep" in second.stderr and f"pid {first.pid}" in second.stderr
+        assert "last heartbeat" in second.stderr and "--force" in second.stderr
+
+        # after the first study: its report and the Optuna study are in the sweep storage, the sweep still runs
+        _wait_for(lambda: fs.exists(f"{sweep}/report/report.html") and fs.exists(f"{sweep}/optuna.db"),
+                  "the report and the study copy", first)
+        assert first.poll() is None, "the sweep ended before its report could be seen in s3://"
+        assert fs.exists(f"{sweep}/direct-photo-s0/done")
+        assert fs.exists(f"{sweep}/report/trials.csv") and fs.exists(f"{sweep}/report/report.md")
+
+        _wait_for(lambda: fs.glob(f"{sweep}/direct-sketch-s0/trial_*/trial.json"), "a trial of study 2", first)
+        first.send_signal(signal.SIGINT)
+        first.wait(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    output = log.read_text()
+    assert first.returncode == 130, output[-4000:]
+    assert "stopped (SIGINT received)" in output and "Resume with the same command:" in output
+    fs.invalidate_cache()
+    assert not fs.exists(f"{sweep}/direct-sketch-s0/done")
+    assert not fs.exists(f"{sweep}/direct-cartoon-s0"), "a new study started after Ctrl+C"
+    assert not fs.exists(f"{sweep}/{LEASE}"), "the lease was not released"
+
+    again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    assert again.returncode == 0, again.stderr[-4000:]
+    fs.invalidate_cache()
+    assert all(fs.exists(f"{sweep}/direct-{d}-s0/done") for d in ("photo", "sketch", "cartoon"))
+    records = load_records(f"s3://{sweep}")
+    assert len(records) == 6 and len({r.trial_id for r in records}) == 6
+    assert all(r.status in ("completed", "stopped") for r in records)
+    study_db = tmp_path / "study.db"
+    fs.get(f"{sweep}/optuna.db", str(study_db))
+    for domain in ("photo", "sketch", "cartoon"):
+        trials = optuna.load_study(study_name=f"direct-{domain}-s0", storage=f"sqlite:///{study_db}").trials
+        assert sorted(t.state.name for t in trials if t.state.name != "PRUNED") == ["COMPLETE"] * len(
+            [t for t in trials if t.state.name != "PRUNED"]) and len(trials) == 2
+    assert "- trials: 6" in fs.cat_file(f"{sweep}/report/report.md").decode()
+
+
+@pytest.mark.slow
+def test_sigint_stops_every_parallel_study_and_the_same_command_finishes_the_sweep(tmp_path, ray_session):
+    from reasonbed.tune.records import load_records
+
+    sweep = tmp_path / "runs" / "parallel"
+    command = [sys.executable, str(REPO / "jobs" / "tune.py"), "--smoke-test", f"--storage={tmp_path / 'runs'}",
+               "--name=parallel", "methods=[direct]", "test_domains=[photo,sketch,cartoon]", "num_samples=1",
+               "studies_in_parallel=2", "zero_shot=false", "train.optim.max_steps=6", "train.eval.every=3",
+               "asha.grace_period=48", "asha.max_t=96"]
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    try:
+        _wait_for(lambda: all(list((sweep / f"direct-{d}-s0").glob("trial_*/trial.json")) for d in ("photo", "sketch")),
+                  "a trial in each of the two parallel studies", first)
+        first.send_signal(signal.SIGINT)
+        output, _ = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 130, output[-4000:]
+    assert output.count("interrupted: its state is saved") >= 2 or "Experiment has been interrupted" in output
+    assert not (sweep / "direct-photo-s0" / "done").exists() and not (sweep / "direct-sketch-s0" / "done").exists()
+    assert not (sweep / "direct-cartoon-s0").exists(), "a new study started after Ctrl+C"
+    assert not (sweep / LEASE).exists()
+    again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert all((sweep / f"direct-{d}-s0" / "done").exists() for d in ("photo", "sketch", "cartoon"))
+    records = load_records(str(sweep))
+    assert len(records) == 3 and all(r.status in ("completed", "stopped") for r in records)
