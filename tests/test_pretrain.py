@@ -68,9 +68,9 @@ def test_corpus_texts_are_true_and_options_vary():
 
 
 def test_corpus_encoder_equals_training_encoding():
+    from reasonbed.models.encoding import encode_pathway
     from reasonbed.models.families import get_family
     from reasonbed.models.tiny import MAX_PIXELS, MIN_PIXELS, build_tokenizer
-    from reasonbed.train.encoding import encode_pathway
 
     family = get_family("qwen2_vl")
     processor = family.tiny_processor(build_tokenizer(family), MIN_PIXELS, MAX_PIXELS)
@@ -157,8 +157,8 @@ def test_every_family_can_be_pretrained(tmp_path: Path, family: str):
 
 @pytest.fixture(scope="module")
 def shapes_zero_shot(tiny_model_dir: Path) -> dict:
+    from reasonbed.evaluation.zeroshot import zero_shot
     from reasonbed.models.loading import load_model_and_processor
-    from reasonbed.models.zeroshot import zero_shot
 
     model, processor = load_model_and_processor(ModelConfig(path=str(tiny_model_dir)))
     return zero_shot(model, processor, "synthetic_shapes", chains=24)
@@ -178,8 +178,8 @@ def test_greedy_chains_are_valid_in_at_least_half_the_cases(shapes_zero_shot: di
 
 
 def test_digits_zero_shot_above_chance_on_every_angle(tiny_model_dir: Path):
+    from reasonbed.evaluation.zeroshot import zero_shot
     from reasonbed.models.loading import load_model_and_processor
-    from reasonbed.models.zeroshot import zero_shot
 
     model, processor = load_model_and_processor(ModelConfig(path=str(tiny_model_dir)))
     result = zero_shot(model, processor, "rotated_digits", chains=0, max_per_domain=60)

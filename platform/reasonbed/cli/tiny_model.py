@@ -58,9 +58,9 @@ def execute(resolved: dict[str, Any], args: argparse.Namespace) -> int:  # noqa:
                             pretrained=resolved["pretrained"])
     print(path, flush=True)
     if resolved["datasets"]:
+        from reasonbed.evaluation.zeroshot import format_report, zero_shot
         from reasonbed.models.configs import ModelConfig
         from reasonbed.models.loading import load_model_and_processor
-        from reasonbed.models.zeroshot import format_report, zero_shot
 
         model, processor = load_model_and_processor(ModelConfig(family=resolved["family"], path=str(path)))
         for dataset in resolved["datasets"]:

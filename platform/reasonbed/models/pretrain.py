@@ -9,7 +9,7 @@ disjoint from the benchmarks' and richer than them), in two stages, as real MLLM
    throw-away linear heads on its pooled output (a ViT trained from scratch learns far faster from
    labels than through a language model: CLIP/SigLIP-style supervision, cheap because no text runs);
 2. image-text: the whole model learns the corpus' texts through the family's chat template, encoded
-   exactly as training and evaluation encode them (`reasonbed.train.encoding`; loss on the answer
+   exactly as training and evaluation encode them (`reasonbed.models.encoding`; loss on the answer
    tokens only): captions, questions about one attribute, RD-MLDG's classification prompt over
    varied option lists answered with one option, and short five-tag chains answering the reasoning
    prompt, true for the image.
@@ -42,7 +42,7 @@ from reasonbed.models.corpus import (
     sample_attributes,
     text_weights,
 )
-from reasonbed.train.encoding import TEXT_KEYS, append_target, collate, encode_prompt, text_target_ids
+from reasonbed.models.encoding import TEXT_KEYS, append_target, collate, encode_prompt, text_target_ids
 
 RECIPE_VERSION = 1
 
@@ -92,7 +92,7 @@ def encode_images(processor: Any, images: Sequence[Any], chunk: int = 64) -> lis
 
     The images share one size, so each one owns an equal share of every vision tensor's first dimension.
     """
-    from reasonbed.models.loading import build_chat_prompt
+    from reasonbed.models.encoding import build_chat_prompt
 
     chat = build_chat_prompt(processor, "")
     encoded: list[dict[str, Any]] = []
@@ -115,7 +115,7 @@ class CorpusEncoder:
 
     A prompt's encoding depends on its image only through the image's size, the same for every corpus
     image, so each distinct prompt goes through the processor once and is reused; `item()` equals
-    `reasonbed.train.encoding.encode_pathway` on that example (tests/test_pretrain.py checks it).
+    `reasonbed.models.encoding.encode_pathway` on that example (tests/test_pretrain.py checks it).
     """
 
     def __init__(self, processor: Any, images: Sequence[Any]) -> None:

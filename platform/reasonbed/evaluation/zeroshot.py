@@ -47,9 +47,9 @@ def zero_shot(model: Any, processor: Any, dataset: str = "synthetic_shapes", dat
     from reasonbed.generation.validate import judge
     from reasonbed.inference.base import Request, SamplingConfig
     from reasonbed.inference.sampling import generate
+    from reasonbed.models.encoding import decode_image
     from reasonbed.prompts import reasoning_prompt
     from reasonbed.train.data import ImageStore
-    from reasonbed.train.encoding import decode_image
     from reasonbed.train.evaluate import count_correct, eval_rows, metrics_from_counts
 
     spec, root, rows = benchmark_rows(dataset, data_root)
