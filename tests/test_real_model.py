@@ -24,7 +24,7 @@ FAMILIES = ["qwen2_vl", "qwen2_5_vl", "internvl3"]
 
 
 def _tiny(family: str) -> str:
-    return str(build_tiny_model(family, "tiny"))
+    return str(build_tiny_model(family, "tiny", pretrained=family == "qwen2_vl"))  # others: architecture facts
 
 
 # ------------------------------------------------------------------------------------------- dtype

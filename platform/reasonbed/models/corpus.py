@@ -201,15 +201,25 @@ def caption(attrs: dict[str, Any]) -> str:
     return f"A {attrs['style']} image of {shape_figures(attrs)}."
 
 
-def shape_chain(attrs: dict[str, Any], options: list[str], rng: random.Random) -> str:
+def shape_chain_stages(attrs: dict[str, Any], rng: random.Random) -> dict[str, str]:
+    """The five stages of a true chain about a shape image (attributes shape, word, count, colour, style).
+
+    One way to write a true chain: the corpus teaches it, and the template teacher of the synthetic
+    benchmark (`reasonbed.inference.template`) writes its chains with it, as a larger model of the
+    same family would (teacher and student share a language; only the benchmark's images are new).
+    """
     word, style = attrs["word"], attrs["style"]
-    return format_chain({
+    return {
         "SUMMARY": rng.choice(SHAPE_SUMMARIES),
         "CAPTION": caption(attrs),
         "REASONING": f"Each figure has {SHAPE_FACTS[attrs['shape']]}. Among the options, that is {_article(word)}.",
         "REFLECTION": rng.choice(SHAPE_REFLECTIONS).format(style=style, shape=word),
         "CONCLUSION": word,
-    })
+    }
+
+
+def shape_chain(attrs: dict[str, Any], options: list[str], rng: random.Random) -> str:  # noqa: ARG001
+    return format_chain(shape_chain_stages(attrs, rng))
 
 
 def digit_chain(attrs: dict[str, Any], options: list[str], rng: random.Random) -> str:
