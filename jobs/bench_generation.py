@@ -135,7 +135,8 @@ def raw_vllm_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     from reasonbed.inference.vllm_engine import request_seed
     from reasonbed.models.configs import ModelConfig
-    from reasonbed.models.loading import build_chat_prompt, load_processor
+    from reasonbed.models.encoding import build_chat_prompt
+    from reasonbed.models.loading import load_processor
 
     processor = load_processor(ModelConfig(path=spec["model"]), spec["model"])
     started = time.perf_counter()

@@ -33,6 +33,9 @@ for _name, _sub in {
 }.items():
     os.environ[_name] = str(_SESSION_ROOT / _sub)
     (_SESSION_ROOT / _sub).mkdir(parents=True, exist_ok=True)
+# Developers may keep the pretrained tiny models between sessions (CI builds them fresh, once per session).
+if os.environ.get("REASONBED_TEST_MODEL_CACHE"):
+    os.environ["REASONBED_CACHE"] = os.environ["REASONBED_TEST_MODEL_CACHE"]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")

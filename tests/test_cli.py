@@ -182,7 +182,7 @@ def test_dry_run_redacts_secrets(capsys: pytest.CaptureFixture[str]) -> None:
     assert resolved["study_storage"] == "postgresql://bob:***@db:5432/optuna"
     assert resolved["data"]["storage_options"] == {"key": "***", "secret": "***", "client_kwargs": {"region_name": "x"}}
     assert resolved["generation"]["engine"]["api_key_env"] == "MY_KEY"  # names a variable, not a secret
-    assert resolved["data"]["images_per_class"] == 4  # ... and ordinary values stay
+    assert resolved["data"]["images_per_class"] == 12  # ... and ordinary values stay
 
 
 @pytest.mark.parametrize(("key", "secret"), [("api_key", True), ("hf_token", True), ("aws_secret_access_key", True),

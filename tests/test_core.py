@@ -1,6 +1,6 @@
 """The one training core, in process (scale.backend=local): run directories and the checkpoint-storage claim,
-every SARR stage a run of its own, the leakage guard on the examples that reach the worker, chain coverage
-and label-conditioned chains."""
+the leakage guard on the examples that reach the worker, chain coverage
+and label-conditioned chains (every SARR stage a run of its own: tests/test_methods.py)."""
 
 from __future__ import annotations
 
@@ -49,25 +49,6 @@ def test_reruns_resume_and_other_configs_never_share_a_run(tmp_path, tiny_model_
         run(_cfg(tmp_path / "c", *shared, "optim.lr=0.01"))
     # the default name carries a hash of what is trained: two configs never meet under it
     assert _cfg(tmp_path / "d").run_name != _cfg(tmp_path / "d", "optim.lr=0.01").run_name
-
-
-def test_every_sarr_stage_is_a_run_of_its_own(tmp_path, tiny_model_dir, teacher_chains):
-    """SARR as a sweep trial runs it (storage_path and name set): every round trains from the previous
-    round's adapter under its own name, so its steps advance and its adapter differs."""
-    from reasonbed.train.run import run
-
-    result = run(_cfg(tmp_path / "run", "method=sarr", f"chains={teacher_chains}", f"model.path={tiny_model_dir}",
-                      f"storage_path={tmp_path / 'storage'}", "name=trial-7", "method_config.rounds=1",
-                      "method_config.engine=hf", "method_config.epochs_per_round=0.3",
-                      "method_config.candidates=1", "method_config.max_tokens=24"))
-    rounds = {row["round"]: row for row in result.metrics}
-    assert sorted(rounds) == [0, 1] and rounds[1]["step"] > 0 and rounds[1]["global_step"] > rounds[0]["global_step"]
-    names = sorted(path.name for path in (tmp_path / "storage").iterdir())
-    assert names == ["trial-7", "trial-7-round0", "trial-7-round1"]
-    adapters = [(result.run_dir / f"round{r}" / "adapter" / "adapter_model.safetensors").read_bytes() for r in (0, 1)]
-    assert adapters[0] != adapters[1], "round 1 trained: its adapter is not round 0's"
-    lines = [json.loads(line) for line in (result.run_dir / "sarr_rounds.jsonl").read_text().splitlines()]
-    assert [line["round"] for line in lines] == [0, 1] and lines[1]["steps"] == rounds[1]["step"]
 
 
 def test_leaked_examples_never_reach_training(tmp_path, tiny_model_dir):

@@ -160,7 +160,7 @@ def test_adapter_for_another_base_model_is_refused(tmp_path, tiny_model_dir):
         load_model_and_processor,
     )
 
-    other = build_tiny_model("qwen2_5_vl")
+    other = build_tiny_model("qwen2_5_vl", pretrained=False)  # CI pretrains qwen2_vl only
     model, _ = load_model_and_processor(ModelConfig(family="qwen2_5_vl", path=str(other)))
     apply_lora(model, LoraConfig(), "qwen2_5_vl").save_pretrained(tmp_path / "run" / "adapter")
     adapter = resolve_adapter(str(tmp_path / "run"))  # a run directory resolves to its adapter/

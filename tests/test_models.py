@@ -67,6 +67,7 @@ def test_tiny_model_dir_is_complete(tiny_model_dir: Path):
         assert (tiny_model_dir / name).is_file(), name
     marker = json.loads((tiny_model_dir / MARKER).read_text())
     assert marker["parameters"] < 1_000_000
+    assert marker["spec"]["pretrain"]["version"] >= 1 and marker["pretraining"]["text_loss"] > 0  # pretrained
     config = json.loads((tiny_model_dir / "config.json").read_text())
     tokenizer = json.loads((tiny_model_dir / "tokenizer.json").read_text())
     added = {token["content"]: token["id"] for token in tokenizer["added_tokens"]}
@@ -94,7 +95,7 @@ def test_chat_prompt_has_one_image_placeholder(tiny_model_dir: Path):
 
 @pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_transformers_loads_and_generates(family: str, tiny_model_dir: Path):
-    path = tiny_model_dir if family == "qwen2_vl" else build_tiny_model(family, "tiny")
+    path = tiny_model_dir if family == "qwen2_vl" else build_tiny_model(family, "tiny", pretrained=False)
     model, processor = load_model_and_processor(ModelConfig(family=family, path=str(path)))
     assert type(model).__name__ == get_family(family).model_class_name
     prompt_ids, new_ids = _hf_greedy(model, processor, _image())
@@ -141,24 +142,28 @@ def test_parameter_counts(family: str):
 
 
 def test_build_is_deterministic_and_cached(tmp_path: Path, tiny_model_dir: Path):
-    first = build_tiny_model("qwen2_vl", "tiny", out=tmp_path / "a", seed=0)
-    second = build_tiny_model("qwen2_vl", "tiny", out=tmp_path / "b", seed=0)
-    other = build_tiny_model("qwen2_vl", "tiny", out=tmp_path / "c", seed=1)
+    """The random model (pretrained=False; the pretrained build's determinism is in tests/test_pretrain.py)."""
+    first = build_tiny_model("qwen2_vl", "tiny", out=tmp_path / "a", seed=0, pretrained=False)
+    second = build_tiny_model("qwen2_vl", "tiny", out=tmp_path / "b", seed=0, pretrained=False)
+    other = build_tiny_model("qwen2_vl", "tiny", out=tmp_path / "c", seed=1, pretrained=False)
     for name in ("model.safetensors", "config.json", "tokenizer.json", "processor_config.json"):
         assert _sha256(first / name) == _sha256(second / name), name
-    assert _sha256(first / "model.safetensors") == _sha256(tiny_model_dir / "model.safetensors")
+    cached = build_tiny_model("qwen2_vl", "tiny", pretrained=False)
+    assert _sha256(first / "model.safetensors") == _sha256(cached / "model.safetensors")
     assert _sha256(first / "model.safetensors") != _sha256(other / "model.safetensors")
     assert _sha256(first / "tokenizer.json") == _sha256(other / "tokenizer.json")
+    assert _sha256(first / "tokenizer.json") == _sha256(tiny_model_dir / "tokenizer.json")
 
     # Cache hits return at once and leave the files untouched.
     weights = tiny_model_dir / "model.safetensors"
     mtime = weights.stat().st_mtime_ns
     started = time.perf_counter()
     assert build_tiny_model("qwen2_vl", "tiny") == tiny_model_dir
-    assert build_tiny_model("qwen2_vl", "tiny", out=first) == first
+    assert build_tiny_model("qwen2_vl", "tiny", pretrained=False) == cached
+    assert build_tiny_model("qwen2_vl", "tiny", out=first, pretrained=False) == first
     assert time.perf_counter() - started < 1.0
     assert weights.stat().st_mtime_ns == mtime
-    assert build_tiny_model("qwen2_vl", "tiny", seed=1) != tiny_model_dir  # the seed is in the hash
+    assert build_tiny_model("qwen2_vl", "tiny", seed=1, pretrained=False) != cached  # the seed is in the hash
     assert not list(tmp_path.glob(".*tmp-*"))  # no staging directories left behind
 
 

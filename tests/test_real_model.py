@@ -24,7 +24,7 @@ FAMILIES = ["qwen2_vl", "qwen2_5_vl", "internvl3"]
 
 
 def _tiny(family: str) -> str:
-    return str(build_tiny_model(family, "tiny"))
+    return str(build_tiny_model(family, "tiny", pretrained=family == "qwen2_vl"))  # others: architecture facts
 
 
 # ------------------------------------------------------------------------------------------- dtype
@@ -58,7 +58,7 @@ def test_tiny_model_loads_in_the_resolved_dtype() -> None:
 
 
 def _batch(processor):
-    from reasonbed.train.encoding import collate, encode_pathway
+    from reasonbed.models.encoding import collate, encode_pathway
 
     image = Image.new("RGB", (56, 56), (200, 40, 30))
     items = [encode_pathway(processor, image, "What is it?", answer) for answer in ("a red square", "red")]

@@ -28,7 +28,7 @@ from reasonbed.data.catalog import cache_dir
 from reasonbed.evaluation.plan import ResolvedModel
 from reasonbed.evaluation.sampling import Item
 from reasonbed.inference.base import build_engine
-from reasonbed.models.loading import build_chat_prompt
+from reasonbed.models.encoding import build_chat_prompt
 
 log = logging.getLogger(__name__)
 FEATURE_VERSION = 1

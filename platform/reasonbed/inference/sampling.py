@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from reasonbed.inference.base import Completion, Request, SamplingConfig
-from reasonbed.models.loading import build_chat_prompt
+from reasonbed.models.encoding import build_chat_prompt
 
 
 def _device(model: Any) -> Any:

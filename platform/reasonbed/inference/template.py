@@ -1,7 +1,9 @@
 """A template teacher for the synthetic benchmark: true five-stage chains from known attributes.
 
 It reads each image's attributes (shape, colour, count, style) from the benchmark's metadata and
-writes chains whose every statement is true, with wording varied per candidate. With
+writes chains whose every statement is true, with wording varied per candidate, in the words the
+tiny models' pretraining corpus uses (`reasonbed.models.corpus.shape_chain_stages`: a teacher of the
+student's family; with foreign wording the <1M-parameter student spends its fine-tuning on phrasing). With
 `template_noise` > 0 a seeded fraction of candidates is spoiled (a missing stage or a wrong
 conclusion), so rejection sampling has something to reject on CPU runs.
 """
@@ -12,48 +14,10 @@ import random
 from typing import Any, ClassVar
 
 from reasonbed.data.specs import DatasetError
-from reasonbed.data.synthetic import SHAPE_FACTS, read_metadata
+from reasonbed.data.synthetic import read_metadata
 from reasonbed.inference.base import Completion, EngineConfig, Request, SamplingConfig
+from reasonbed.models.corpus import shape_chain_stages
 from reasonbed.prompts import STAGES, format_chain
-
-_COUNT_WORDS = {1: "one", 2: "two", 3: "three"}
-_STYLE_WORDS = {
-    "photo": "a photo-like style with shading on a textured background",
-    "sketch": "a sketch style with black outlines only on a white background",
-    "cartoon": "a flat cartoon style with bright fills and thick black outlines",
-    "painting": "a noisy painting style with blurred brush strokes",
-}
-_SUMMARIES = (
-    "I will describe the figures in the image, compare their outline with each option, and pick one.",
-    "The task is to name the shape; I will look at the outline of the figures and match it to the options.",
-    "I will find the figures, count their corners and curves, and choose the matching option.",
-)
-_REFLECTIONS = (
-    "The {style} style changes colour and texture but not the outline, so the outline is the reliable cue.",
-    "Colour and the number of figures do not decide the class; the outline does, and it fits a {shape}.",
-    "Checking again: every figure has the same outline, and it is the outline of a {shape}.",
-)
-
-
-def _plural(shape: str, count: int) -> str:
-    if count == 1:
-        return f"a {shape}" if shape[0] not in "aeiou" else f"an {shape}"
-    return f"{_COUNT_WORDS[count]} {shape}{'es' if shape.endswith('s') else 's'}"
-
-
-def true_chain(attributes: dict[str, Any], options: list[str], rng: random.Random) -> dict[str, str]:
-    """The five stages of a true chain about an image with these attributes."""
-    shape, count, style, colour = attributes["shape"], int(attributes["count"]), attributes["style"], attributes["colour"]
-    figures = _plural(shape, count)
-    coloured = figures if colour == "none" else f"{figures} in {colour}"
-    return {
-        "SUMMARY": rng.choice(_SUMMARIES),
-        "CAPTION": f"The image is drawn in {_STYLE_WORDS[style]} and shows {coloured}.",
-        "REASONING": (f"Each figure has {SHAPE_FACTS[shape]}. Among the options ({', '.join(options)}), "
-                      f"that outline belongs to {shape}."),
-        "REFLECTION": rng.choice(_REFLECTIONS).format(style=style, shape=shape),
-        "CONCLUSION": shape,
-    }
 
 
 class TemplateEngine:
@@ -87,7 +51,9 @@ class TemplateEngine:
             candidates = []
             for index in range(sampling.n):
                 rng = random.Random(f"{sampling.seed}/{path}/{request.meta.get('candidate_offset', 0) + index}")
-                stages = true_chain(self.metadata[path], options, rng)
+                attributes = self.metadata[path]
+                stages = shape_chain_stages({**attributes, "kind": "shape", "word": attributes["shape"],
+                                             "count": int(attributes["count"])}, rng)
                 if rng.random() < self.noise:
                     if rng.random() < 0.5:
                         stages.pop(rng.choice(STAGES[:-1]))

@@ -20,7 +20,8 @@ import threading
 from typing import Any, ClassVar
 
 from reasonbed.inference.base import Completion, EngineConfig, Request, SamplingConfig
-from reasonbed.models.loading import build_chat_prompt, load_processor, resolve_model_path, weights_dtype
+from reasonbed.models.encoding import build_chat_prompt
+from reasonbed.models.loading import load_processor, resolve_model_path, weights_dtype
 from reasonbed.models.lora import local_adapter
 
 

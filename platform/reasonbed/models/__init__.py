@@ -7,9 +7,9 @@ Public entry points (heavy libraries are imported only when these are called):
 """
 
 from reasonbed.models.configs import LoraConfig, ModelConfig
+from reasonbed.models.encoding import build_chat_prompt
 from reasonbed.models.families import FAMILIES, ModelFamily, get_family
 from reasonbed.models.loading import (
-    build_chat_prompt,
     load_model_and_processor,
     load_processor,
     resolve_model_path,

@@ -66,8 +66,11 @@ class ModelConfig:
     max_image_pixels: int = 0
     # Size of the factory's tiny model when path is "": tiny (<1M params) or small (20-60M).
     tiny_size: str = "tiny"
-    # Seed of the factory's tiny model when path is "" (random initialisation).
+    # Seed of the factory's tiny model when path is "" (initialisation and pretraining corpus).
     tiny_seed: int = 0
+    # Pretrain the factory's tiny model (size tiny) on the generated image-text corpus before use
+    # (reasonbed.models.pretrain); false: the randomly initialised model. The small size is never pretrained.
+    tiny_pretrained: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.gradient_checkpointing, bool):

@@ -1,16 +1,15 @@
 """Loading models: where a model lives (a path, a hub id, or the offline factory's tiny model), its
 family (detected from the checkpoint's config.json), the weights dtype, loading it with its processor
-in transformers, gradient checkpointing, and the chat prompt of one user turn.
+in transformers and gradient checkpointing (the chat prompt of one user turn is `reasonbed.models.encoding`'s).
 
 `resolve_model_path`, `resolve_model`, `weights_dtype`, `load_processor`, `load_model_and_processor`,
-`set_gradient_checkpointing` and `build_chat_prompt` are what the rest of the platform calls; the facts
+and `set_gradient_checkpointing` are what the rest of the platform calls; the facts
 of each architecture live in `reasonbed.models.families`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,8 @@ def resolve_model_path(cfg: ModelConfig) -> str:
     A path that can only be local and does not exist raises `ConfigError` naming it.
     """
     if not cfg.path:
-        return str(build_tiny_model(cfg.family, size=cfg.tiny_size, seed=cfg.tiny_seed))
+        return str(build_tiny_model(cfg.family, size=cfg.tiny_size, seed=cfg.tiny_seed,
+                                    pretrained=cfg.tiny_pretrained))
     local = Path(cfg.path).expanduser()
     if local.exists():
         if not (local / "config.json").is_file():
@@ -122,29 +122,3 @@ def set_gradient_checkpointing(model: Any, setting: str) -> bool:
     model.enable_input_require_grads()
     log.info("gradient checkpointing on (%s, %.2fB parameters)", setting, parameters / 1e9)
     return True
-
-
-def build_chat_prompt(processor: Any, text: str, system: str | None = None, with_image: bool = True,
-                      examples: Sequence[tuple[str, str]] = ()) -> str:
-    """The templated prompt string for one user turn (one image placeholder, then `text`).
-
-    It ends with the assistant header, ready for generation; the same string works for
-    transformers (pass it with the image to the processor) and vLLM (with multi_modal_data).
-
-    `examples` are in-context examples as (user text, answer) pairs: each becomes an earlier user turn
-    (its own image placeholder, then the text) answered by an assistant turn, so the images go in
-    order: the examples' first, the query's last. Earlier turns, not images interleaved in one turn:
-    the Qwen2-VL/Qwen2.5-VL and InternVL3 chat templates all render multi-turn image conversations
-    (the form their instruction data has), and the model then answers the query in exactly the turn
-    format the examples showed. With no examples the string is the single-turn one, unchanged.
-    """
-    messages: list[dict[str, Any]] = []
-    if system is not None:
-        messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
-    for example_text, answer in examples:
-        messages.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": example_text}]})
-        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
-    content: list[dict[str, str]] = [{"type": "image"}] if with_image else []
-    content.append({"type": "text", "text": text})
-    messages.append({"role": "user", "content": content})
-    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -1,43 +1,54 @@
-"""The offline tiny-model factory: randomly initialised MLLMs of a real architecture, no hub needed.
+"""The offline tiny-model factory: pretrained MLLMs of a real architecture, built on CPU, no hub needed.
 
-`build_tiny_model(family, size, out, seed)` writes, in Hugging Face format, a model of the family's
-real architecture at a tiny (<1M parameters) or small (20-60M) size, a byte-level BPE tokenizer
-trained locally (`reasonbed.models.tokenizer`) with the family's special tokens and chat template,
-and the family's processor (patch 14, merge 2, images of 56x56 to 224x224 pixels). Both transformers
-and vLLM load the result.
+`build_tiny_model(family, size, out, seed, pretrained=True)` writes, in Hugging Face format, a model
+of the family's real architecture at a tiny (<1M parameters) or small (20-60M) size, a byte-level BPE
+tokenizer trained locally (`reasonbed.models.tokenizer`) with the family's special tokens and chat
+template, and the family's processor (patch 14, merge 2, images of 56x56 to 224x224 pixels). Both
+transformers and vLLM load the result. The `tiny` size is then pretrained (all weights) on the
+generated image-text corpus of `reasonbed.models.pretrain` (a few minutes on 2 cores), so it sees and
+speaks before any DG method touches it; `pretrained=False` keeps the random initialisation. The
+`small` size (throughput benchmarks only) is never pretrained: `pretrained` does not apply to it.
 
-Builds are deterministic (same seed, same bytes) and cached: without `out` the directory is
-`$REASONBED_CACHE/tiny-models/<family>-<size>-<hash>` (REASONBED_CACHE defaults to
-~/.cache/reasonbed), where the hash covers the architecture, tokenizer, processor, seed and factory
-version. A build is written to a temporary sibling directory, completed with a marker file, and
-renamed into place, so a directory with the marker is always complete and is reused as is.
+Builds are deterministic (same seed and recipe, same bytes on a machine) and cached: without `out`
+the directory is `$REASONBED_CACHE/tiny-models/<family>-<size>[-random]-<hash>` (REASONBED_CACHE
+defaults to ~/.cache/reasonbed), where the hash covers the architecture, tokenizer, processor, seed,
+pretraining recipe and factory version. A build is written to a temporary sibling directory,
+completed with a marker file, and renamed into place, so a directory with the marker is always
+complete and is reused as is. A file lock beside the target makes concurrent builds of one model
+(tests, Ray workers, sweep trials) build it once: the others wait, then reuse it.
 
-Command line (once the CLI is in place): python -m reasonbed tiny-model --family qwen2_vl --size tiny --out DIR
+Command line: python -m reasonbed tiny-model --family qwen2_vl --size tiny [--random] [--out DIR]
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reasonbed.config import ConfigError
 from reasonbed.models.families import ModelFamily, get_family
 from reasonbed.models.tokenizer import corpus, train_bpe_tokenizer
 
-FACTORY_VERSION = 2
+if TYPE_CHECKING:
+    from reasonbed.models.pretrain import PretrainRecipe
+
+FACTORY_VERSION = 3
 # The output head is drawn with a larger std than transformers' default (0.02): with a frozen random
 # head that small, a tiny model's logits stay near uniform and a LoRA-only fine-tune cannot reach
 # confident answers (per-token loss plateaus near 4.4 nats on a 6-class toy task; with 0.1 it falls
 # below 0.05 in 50 steps). Pretrained models do not have this problem.
 OUTPUT_HEAD_STD = 0.1
 SIZES = ("tiny", "small")
-TOKENIZER_VOCAB_SIZE = 1024  # target; the built-in corpus yields a little less
+PRETRAINED_SIZES = ("tiny",)  # sizes the factory pretrains; the others stay random
+TOKENIZER_VOCAB_SIZE = 2048  # target; the built-in corpus yields fewer (about 1,230)
 MIN_PIXELS = 56 * 56
 MAX_PIXELS = 224 * 224
 MARKER = "reasonbed_tiny_model.json"
@@ -52,8 +63,13 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def tiny_model_spec(family: str, size: str = "tiny", seed: int = 0) -> dict[str, Any]:
-    """Everything a build depends on, as plain data (what the cache hash covers)."""
+def tiny_model_spec(family: str, size: str = "tiny", seed: int = 0, pretrained: bool = True,
+                    recipe: PretrainRecipe | None = None) -> dict[str, Any]:
+    """Everything a build depends on, as plain data (what the cache hash covers).
+
+    `pretrain` holds the recipe when the build pretrains (`pretrained` and a size that is pretrained),
+    else None; `recipe` defaults to `reasonbed.models.pretrain.PretrainRecipe()`.
+    """
     fam = get_family(family)
     if size not in SIZES:
         raise ConfigError(f"size: value {size!r} is not allowed; allowed: {', '.join(SIZES)}")
@@ -71,7 +87,14 @@ def tiny_model_spec(family: str, size: str = "tiny", seed: int = 0) -> dict[str,
         "output_head_std": OUTPUT_HEAD_STD,
         "chat_template_sha256": _sha(fam.chat_template),
         "transformers": version("transformers"),
+        "pretrain": _recipe(recipe).as_dict() if pretrained and size in PRETRAINED_SIZES else None,
     }
+
+
+def _recipe(recipe: PretrainRecipe | None) -> PretrainRecipe:
+    from reasonbed.models.pretrain import PretrainRecipe
+
+    return recipe if recipe is not None else PretrainRecipe()
 
 
 def tiny_model_hash(spec: dict[str, Any]) -> str:
@@ -143,28 +166,60 @@ def count_parameters(family: str, size: str = "tiny") -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
 
-def _write(directory: Path, spec: dict[str, Any], digest: str) -> None:
+def _write(directory: Path, spec: dict[str, Any], digest: str, recipe: PretrainRecipe | None,
+           progress: Callable[[str], None]) -> None:
     family = get_family(spec["family"])
     tokenizer = build_tokenizer(family)
     model = instantiate_tiny_model(family, spec["size"], tokenizer, spec["seed"])
-    model.save_pretrained(directory)
     processor = family.tiny_processor(tokenizer, MIN_PIXELS, MAX_PIXELS)
+    pretraining = None
+    if spec["pretrain"] is not None:
+        from reasonbed.models.pretrain import pretrain
+
+        pretraining = pretrain(model, processor, _recipe(recipe), spec["seed"],
+                               name=f"{spec['family']}-{spec['size']}", progress=progress)
+    model.save_pretrained(directory)
     processor.save_pretrained(directory)
     parameters = sum(parameter.numel() for parameter in model.parameters())
-    marker = {"hash": digest, "parameters": parameters, "spec": spec}
+    marker = {"hash": digest, "parameters": parameters, "spec": spec, "pretraining": pretraining,
+              "built_by_pid": os.getpid()}
     (directory / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
 
 
-def build_tiny_model(family: str, size: str = "tiny", out: str | Path | None = None, seed: int = 0) -> Path:
+@contextlib.contextmanager
+def _build_lock(target: Path, progress: Callable[[str], None]) -> Iterator[None]:
+    """An exclusive lock on `.<target name>.lock` beside `target`; says so when it has to wait."""
+    import fcntl
+
+    with open(target.parent / f".{target.name}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(f"waiting for another process that is building {target}")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def build_tiny_model(family: str, size: str = "tiny", out: str | Path | None = None, seed: int = 0,
+                     pretrained: bool = True, recipe: PretrainRecipe | None = None,
+                     progress: Callable[[str], None] | None = None) -> Path:
     """Build (or reuse) the tiny model of `family` at `size`; returns its directory.
 
-    Without `out` the model goes to the content-addressed cache directory. With `out`, a complete
-    build with the same hash there is reused; an earlier factory build is replaced; any other
-    non-empty directory is left alone and raises `ConfigError`.
+    `pretrained` (the `tiny` size only) pretrains it by `recipe` (default: the factory's recipe);
+    `progress` receives the pretraining's progress lines (default: stderr). Without `out` the model
+    goes to the content-addressed cache directory. With `out`, a complete build with the same hash
+    there is reused; an earlier factory build is replaced; any other non-empty directory is left
+    alone and raises `ConfigError`. Concurrent builds of one target build it once (a file lock).
     """
-    spec = tiny_model_spec(family, size, seed)
+    from reasonbed.models.pretrain import stderr_progress
+
+    spec = tiny_model_spec(family, size, seed, pretrained, recipe)
     digest = tiny_model_hash(spec)
-    target = Path(out) if out is not None else cache_root() / "tiny-models" / f"{family}-{size}-{digest}"
+    name = f"{family}-{size}-{digest}" if spec["pretrain"] is not None else f"{family}-{size}-random-{digest}"
+    target = Path(out) if out is not None else cache_root() / "tiny-models" / name
     target = target.expanduser().absolute()
     if _is_complete(target, digest):
         return target
@@ -173,9 +228,19 @@ def build_tiny_model(family: str, size: str = "tiny", out: str | Path | None = N
     if target.is_dir() and any(target.iterdir()) and not (target / MARKER).exists():
         raise ConfigError(f"out: directory {str(target)!r} is not empty and holds no tiny-model build")
     target.parent.mkdir(parents=True, exist_ok=True)
+    progress = progress or stderr_progress
+    with _build_lock(target, progress):
+        if _is_complete(target, digest):  # built by the process this one waited for
+            return target
+        return _build_into(target, spec, digest, recipe, progress)
+
+
+def _build_into(target: Path, spec: dict[str, Any], digest: str, recipe: PretrainRecipe | None,
+                progress: Callable[[str], None]) -> Path:
+    """Write a build into a staging sibling of `target` and rename it into place."""
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        _write(staging, spec, digest)
+        _write(staging, spec, digest, recipe, progress)
         if target.exists():  # empty, incomplete or stale factory build
             if _is_complete(target, digest):  # another process finished first
                 return target

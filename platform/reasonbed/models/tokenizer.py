@@ -3,8 +3,9 @@
 `train_bpe_tokenizer(special_tokens, vocab_size)` trains a `tokenizers` BPE with the Qwen2
 pre-tokenizer (the same regex split, byte-level alphabet, NFC normalizer and decoder as
 `transformers.Qwen2Tokenizer`) on a small built-in English corpus that holds DomainBed class names,
-domain names, the classification prompt and the reasoning-chain tags, so that the tiny models can
-spell everything the platform asks and answers. The special tokens come first (ids 0..n-1), in the
+domain names, the classification prompt and the reasoning-chain tags, and on every template of the
+pretraining corpus (`reasonbed.models.corpus.tokenizer_texts`), so that the tiny models can spell
+everything the platform asks and answers, in few tokens. The special tokens come first (ids 0..n-1), in the
 order given. Training is deterministic: the same arguments give the same vocabulary and merges.
 """
 
@@ -62,7 +63,9 @@ Yes. No. The correct option is shown above. Please think carefully before you an
 
 
 def corpus() -> str:
-    """The built-in English training text (deterministic)."""
+    """The built-in English training text and the pretraining corpus' templates (deterministic)."""
+    from reasonbed.models.corpus import tokenizer_texts
+
     classes = CLASS_NAMES.split()
     domains = DOMAIN_WORDS.split()
     lines = [_PROSE, CLASS_NAMES, DOMAIN_WORDS, " ".join(REASONING_TAGS)]
@@ -75,6 +78,7 @@ def corpus() -> str:
                 other=classes[(index + 3) % len(classes)],
             )
         )
+    lines.extend(tokenizer_texts())
     return "\n".join(lines)
 
 

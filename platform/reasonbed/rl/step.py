@@ -6,7 +6,7 @@
    the live policy through the one sampling path), plus G for a transformed view when the consistency
    reward is on, and broadcasts them (torch.distributed, gloo or NCCL) to every rank;
 2. each rank scores its share of the prompts with the weighted rewards and normalises them per group;
-3. each rank encodes prompt+completion (reasonbed.train.encoding: the prompt and image once per group),
+3. each rank encodes prompt+completion (reasonbed.models.encoding: the prompt and image once per group),
    computes reference log-probs with the adapter disabled (the base model: no second copy), old
    log-probs (only when `iterations` > 1; with 1 they equal the current ones), and takes `iterations`
    optimizer steps (reasonbed.train.step.optimizer_step) on the clipped-ratio + KL loss, micro-batched by
@@ -24,12 +24,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reasonbed.inference.base import Completion, EngineConfig, Request, SamplingConfig, build_engine
+from reasonbed.models.encoding import append_target, collate, decode_image, encode_prompt
 from reasonbed.rewards import score
 from reasonbed.rewards.builtin import parse_answer
 from reasonbed.rl.grpo import group_advantages, grpo_loss
 from reasonbed.train import checkpointing
 from reasonbed.train.data import worker_share
-from reasonbed.train.encoding import append_target, collate, decode_image, encode_prompt
 from reasonbed.train.losses import token_logps
 from reasonbed.train.step import forward_logits, optimizer_step
 

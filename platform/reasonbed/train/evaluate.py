@@ -23,8 +23,8 @@ from typing import Any
 
 from reasonbed.inference.base import Request, SamplingConfig
 from reasonbed.inference.sampling import generate
+from reasonbed.models.encoding import decode_image
 from reasonbed.prompts import classification_prompt, parse_chain, parse_class, reasoning_prompt
-from reasonbed.train.encoding import decode_image
 
 PROMPTS = ("direct", "reasoning")
 

@@ -17,8 +17,8 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from reasonbed.models.encoding import collate, decode_image, encode_pathway
 from reasonbed.train.data import worker_share
-from reasonbed.train.encoding import collate, decode_image, encode_pathway
 from reasonbed.train.losses import pathway_loss, token_nll
 
 

@@ -1,5 +1,7 @@
 """Tensors for training: a chat-templated prompt with one image, then a target, the loss only on the target.
 
+`build_chat_prompt` renders one user turn (and optional in-context turns) with the family's chat template.
+
 `encode_prompt` runs the family's processor on one (image, prompt) pair; `append_target` adds target
 token ids after it with labels that are -100 on every prompt and image position, so a loss covers only
 the target. Supervised pathways (`encode_pathway`: target text + end token) and GRPO completions (the
@@ -13,9 +15,34 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from reasonbed.models.loading import build_chat_prompt
-
 TEXT_KEYS = ("input_ids", "attention_mask", "labels")
+
+
+
+def build_chat_prompt(processor: Any, text: str, system: str | None = None, with_image: bool = True,
+                      examples: Sequence[tuple[str, str]] = ()) -> str:
+    """The templated prompt string for one user turn (one image placeholder, then `text`).
+
+    It ends with the assistant header, ready for generation; the same string works for
+    transformers (pass it with the image to the processor) and vLLM (with multi_modal_data).
+
+    `examples` are in-context examples as (user text, answer) pairs: each becomes an earlier user turn
+    (its own image placeholder, then the text) answered by an assistant turn, so the images go in
+    order: the examples' first, the query's last. Earlier turns, not images interleaved in one turn:
+    the Qwen2-VL/Qwen2.5-VL and InternVL3 chat templates all render multi-turn image conversations
+    (the form their instruction data has), and the model then answers the query in exactly the turn
+    format the examples showed. With no examples the string is the single-turn one, unchanged.
+    """
+    messages: list[dict[str, Any]] = []
+    if system is not None:
+        messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
+    for example_text, answer in examples:
+        messages.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": example_text}]})
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    content: list[dict[str, str]] = [{"type": "image"}] if with_image else []
+    content.append({"type": "text", "text": text})
+    messages.append({"role": "user", "content": content})
+    return processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def decode_image(data: bytes) -> Any:

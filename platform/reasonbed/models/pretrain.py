@@ -1,0 +1,307 @@
+"""The pretraining recipe of the offline tiny models: what they learn before any DG method touches them.
+
+Real MLLMs arrive pretrained; a random tiny model learns nothing within a CPU budget, so no test could
+tell a correct method from a broken one. The factory (`reasonbed.models.tiny`) therefore trains ALL
+weights of a freshly built tiny model on the generated corpus of `reasonbed.models.corpus` (images
+disjoint from the benchmarks' and richer than them), in two stages, as real MLLMs are built:
+
+1. vision: the vision encoder learns to tell shape, digit, colour, count and style apart, through
+   throw-away linear heads on its pooled output (a ViT trained from scratch learns far faster from
+   labels than through a language model: CLIP/SigLIP-style supervision, cheap because no text runs);
+2. image-text: the whole model learns the corpus' texts through the family's chat template, encoded
+   exactly as training and evaluation encode them (`reasonbed.models.encoding`; loss on the answer
+   tokens only): captions, questions about one attribute, RD-MLDG's classification prompt over
+   varied option lists answered with one option, and short five-tag chains answering the reasoning
+   prompt, true for the image.
+
+So the model sees shapes and digits in 56-pixel images, speaks about them, picks from the options it
+is given and writes well-formed chains, before any fine-tuning.
+
+Calibration (measured in docs/training.md, "The tiny world"): CALIBRATION
+Everything is deterministic for a seed (corpus, order, initialisation; torch runs on a fixed
+number of threads), and every field of `PretrainRecipe` enters the factory's cache hash.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from reasonbed.models.corpus import (
+    ATTRIBUTES,
+    CorpusSpec,
+    attribute_labels,
+    example_text,
+    option_pools,
+    render_image,
+    sample_attributes,
+    text_weights,
+)
+from reasonbed.models.encoding import TEXT_KEYS, append_target, collate, encode_prompt, text_target_ids
+
+RECIPE_VERSION = 1
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PretrainRecipe:
+    """Corpus and optimisation of the pretraining; every field enters the factory's cache hash."""
+
+    corpus: CorpusSpec = field(default_factory=CorpusSpec)  # what the corpus draws (images, texts)
+    vision_steps: int = 1500  # stage 1: steps training the vision encoder on attribute labels
+    vision_batch_size: int = 64  # stage 1: images per step
+    vision_lr: float = 2e-3  # stage 1: peak AdamW learning rate (warmup, then cosine decay)
+    steps: int = 800  # stage 2: image-text steps training all weights
+    batch_size: int = 32  # stage 2: examples per step, all of one kind of text (little padding)
+    chain_batch_size: int = 16  # stage 2: examples per chain step (a chain example is ~3x longer than others)
+    lr: float = 1e-3  # stage 2: peak AdamW learning rate (warmup, then cosine decay)
+    vision_lr_scale: float = 0.1  # stage 2: the vision encoder's learning rate, relative to lr
+    warmup_steps: int = 50  # linear warmup steps of each stage
+    weight_decay: float = 0.01  # AdamW weight decay (matrices only)
+    max_grad_norm: float = 1.0  # gradient clipping
+    # torch threads while pretraining; fixed, since the bytes of a build depend on it. One: two threads are
+    # only ~20% faster on 2 idle cores and several times slower when another process competes for them.
+    threads: int = 1
+    version: int = RECIPE_VERSION  # bumped when the recipe's code changes what it builds
+
+    def __post_init__(self) -> None:
+        counts = (self.vision_steps, self.steps, self.warmup_steps)
+        if min(counts) < 0 or min(self.vision_batch_size, self.batch_size, self.chain_batch_size, self.threads) < 1:
+            raise ValueError(f"pretrain recipe: vision_steps, steps, warmup_steps ({counts}) must be >= 0, "
+                             f"batch sizes and threads >= 1")
+        if self.lr <= 0 or self.vision_lr <= 0 or self.vision_lr_scale < 0:
+            raise ValueError(f"pretrain recipe: lr ({self.lr}) and vision_lr ({self.vision_lr}) must be > 0, "
+                             f"vision_lr_scale ({self.vision_lr_scale}) >= 0")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def stderr_progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def encode_images(processor: Any, images: Sequence[Any], chunk: int = 64) -> list[dict[str, Any]]:
+    """Each image's vision tensors (what the processor returns beside the tokens), `chunk` images per call.
+
+    The images share one size, so each one owns an equal share of every vision tensor's first dimension.
+    """
+    from reasonbed.models.encoding import build_chat_prompt
+
+    chat = build_chat_prompt(processor, "")
+    encoded: list[dict[str, Any]] = []
+    for start in range(0, len(images), chunk):
+        part = list(images[start:start + chunk])
+        output = processor(text=[chat] * len(part), images=part, return_tensors="pt")
+        shape = output["input_ids"].shape
+        vision = {key: value for key, value in output.items()
+                  if key not in TEXT_KEYS and not (value.dim() == 2 and value.shape == shape)}
+        for key, value in vision.items():
+            if value.shape[0] % len(part):
+                raise ValueError(f"pretraining corpus: {key} of {len(part)} images does not split evenly")
+        encoded.extend({key: value.chunk(len(part))[index] for key, value in vision.items()}
+                       for index in range(len(part)))
+    return encoded
+
+
+class CorpusEncoder:
+    """The corpus pre-encoded once: each image's vision tensors, each distinct prompt and target's tokens.
+
+    A prompt's encoding depends on its image only through the image's size, the same for every corpus
+    image, so each distinct prompt goes through the processor once and is reused; `item()` equals
+    `reasonbed.models.encoding.encode_pathway` on that example (tests/test_pretrain.py checks it).
+    """
+
+    def __init__(self, processor: Any, images: Sequence[Any]) -> None:
+        sizes = {image.size for image in images}
+        if len(sizes) != 1:
+            raise ValueError(f"pretraining corpus: images must share one size, got {sorted(sizes)}")
+        self.processor = processor
+        self.reference = images[0]
+        self.vision = encode_images(processor, images)
+        self.prompts: dict[str, dict[str, Any]] = {}
+        self.targets: dict[str, list[int]] = {}
+
+    def prompt(self, prompt: str) -> dict[str, Any]:
+        """The processor's encoding of the templated `prompt` with a corpus-sized image (cached)."""
+        if prompt not in self.prompts:
+            self.prompts[prompt] = encode_prompt(self.processor, self.reference, prompt)
+        return self.prompts[prompt]
+
+    def target(self, target: str) -> list[int]:
+        """The ids of `target` and the end token (cached)."""
+        if target not in self.targets:
+            self.targets[target] = text_target_ids(self.processor.tokenizer, target)
+        return self.targets[target]
+
+    def item(self, image_index: int, prompt: str, target: str) -> dict[str, Any]:
+        """Unbatched tensors of one example: prompt (labels -100) + target + end token, and its image."""
+        return append_target({**self.prompt(prompt), **self.vision[image_index]}, self.target(target))
+
+
+def text_schedule(recipe: PretrainRecipe, attributes: list[dict[str, Any]], seed: int
+                  ) -> list[list[tuple[int, str, str]]]:
+    """Every image-text step's batch: (image index, prompt, target) of one kind of text, drawn from the seed."""
+    spec = recipe.corpus
+    pools = option_pools(spec, seed)
+    kinds = [kind for kind, _ in spec.kind_weights]
+    weights = [weight for _, weight in spec.kind_weights]
+    rng = random.Random(f"corpus/{seed}/schedule")
+    cumulative = list(itertools.accumulate(text_weights(spec, attributes)))
+    steps = []
+    for _ in range(recipe.steps):
+        kind = rng.choices(kinds, weights)[0]
+        size = recipe.chain_batch_size if kind == "chain" else recipe.batch_size
+        chosen = rng.choices(range(len(attributes)), cum_weights=cumulative, k=size)
+        steps.append([(index, *example_text(kind, attributes[index], pools, rng)) for index in chosen])
+    return steps
+
+
+def image_features(model: Any, vision: Sequence[dict[str, Any]]) -> Any:
+    """The vision encoder's output tokens of each image (its vision tensors), mean-pooled to one vector."""
+    import torch
+
+    output = model.get_image_features(**{key: torch.cat([item[key] for item in vision]) for key in vision[0]})
+    pooled = getattr(output, "pooler_output", None)
+    features = pooled if pooled is not None else output.last_hidden_state
+    if isinstance(features, (list, tuple)):
+        return torch.stack([part.reshape(-1, part.shape[-1]).mean(0) for part in features])
+    return features.reshape(len(vision), -1, features.shape[-1]).mean(1)
+
+
+class _Reporter:
+    """A progress line every `every` seconds and at a stage's last step: step/total, loss, elapsed, eta."""
+
+    def __init__(self, name: str, stage: str, total: int, started: float, progress: Progress, every: float) -> None:
+        self.name, self.stage, self.total, self.started = name, stage, total, started
+        self.progress, self.every = progress, every
+        self.stage_started = self.last = time.perf_counter()
+        self.window: list[float] = []
+        self.final: float | None = None
+
+    def step(self, step: int, loss: float) -> None:
+        self.window.append(loss)
+        now = time.perf_counter()
+        if now - self.last >= self.every or step == self.total:
+            eta = (now - self.stage_started) / step * (self.total - step)
+            self.final = sum(self.window) / len(self.window)
+            self.progress(f"pretraining {self.name}: {self.stage} step {step}/{self.total} loss {self.final:.3f} "
+                          f"elapsed {now - self.started:.0f}s eta {eta:.0f}s")
+            self.last, self.window = now, []
+
+    def final_loss(self) -> float | None:
+        """The mean loss of the last reported window (None when the stage had no steps)."""
+        return None if self.final is None else round(self.final, 4)
+
+
+def vision_parameters(model: Any, encoder: CorpusEncoder) -> set[int]:
+    """The ids of the parameters an image's features depend on (vision encoder and projector)."""
+    model.zero_grad(set_to_none=True)
+    image_features(model, encoder.vision[:1]).sum().backward()
+    found = {id(parameter) for parameter in model.parameters() if parameter.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return found
+
+
+def _optimizer(model: Any, extra: Sequence[Any], lr: float, recipe: PretrainRecipe, steps: int,
+               scaled: set[int] = frozenset(), scale: float = 1.0) -> tuple[Any, Any]:
+    """AdamW (decay on matrices other than embeddings; parameters in `scaled` at lr x scale) and its schedule."""
+    import torch
+    from transformers import get_scheduler
+
+    groups: dict[tuple[bool, bool], list[Any]] = {}
+    for name, parameter in [*model.named_parameters(), *(("extra", p) for p in extra)]:
+        key = (parameter.dim() >= 2 and "embed" not in name, id(parameter) in scaled)
+        groups.setdefault(key, []).append(parameter)
+    optimizer = torch.optim.AdamW([{"params": params, "weight_decay": recipe.weight_decay if decay else 0.0,
+                                    "lr": lr * (scale if is_scaled else 1.0)}
+                                   for (decay, is_scaled), params in sorted(groups.items())], lr=lr, betas=(0.9, 0.95))
+    return optimizer, get_scheduler("cosine", optimizer, num_warmup_steps=min(recipe.warmup_steps, steps),
+                                    num_training_steps=max(steps, 1))
+
+
+def _update(model: Any, extra: Sequence[Any], loss: Any, optimizer: Any, scheduler: Any, clip: float) -> float:
+    import torch
+
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in itertools.chain(model.parameters(), extra) if p.grad is not None], clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+def train_vision(model: Any, encoder: CorpusEncoder, attributes: list[dict[str, Any]], recipe: PretrainRecipe,
+                 seed: int, report: _Reporter) -> Any:
+    """Stage 1: the vision encoder on every image's attribute labels, through linear heads (returned, then dropped)."""
+    import torch
+
+    labels = torch.tensor([attribute_labels(attrs) for attrs in attributes])
+    sizes = [len(names) for names in ATTRIBUTES.values()]
+    hidden = image_features(model, encoder.vision[:1]).shape[-1]
+    head = torch.nn.Linear(hidden, sum(sizes))
+    optimizer, scheduler = _optimizer(model, list(head.parameters()), recipe.vision_lr, recipe, recipe.vision_steps)
+    rng = random.Random(f"corpus/{seed}/vision")
+    for step in range(1, recipe.vision_steps + 1):
+        chosen = [rng.randrange(len(attributes)) for _ in range(recipe.vision_batch_size)]
+        features = image_features(model, [encoder.vision[i] for i in chosen])
+        logits = head(features).split(sizes, dim=-1)
+        targets = labels[chosen]
+        loss = sum(torch.nn.functional.cross_entropy(part, targets[:, index], ignore_index=-100)
+                   for index, part in enumerate(logits) if bool((targets[:, index] != -100).any()))
+        report.step(step, _update(model, head.parameters(), loss, optimizer, scheduler, recipe.max_grad_norm))
+    return head
+
+
+def train_text(model: Any, encoder: CorpusEncoder, batches: list[list[tuple[int, str, str]]],
+               recipe: PretrainRecipe, report: _Reporter) -> None:
+    """Stage 2: all weights on the image-text examples (loss on the answer tokens only)."""
+    pad = encoder.processor.tokenizer.pad_token_id
+    optimizer, scheduler = _optimizer(model, [], recipe.lr, recipe, recipe.steps, vision_parameters(model, encoder),
+                                      recipe.vision_lr_scale)
+    for step, batch in enumerate(batches, start=1):
+        tensors = collate([encoder.item(*example) for example in batch], pad)
+        labels = tensors.pop("labels")
+        loss = model(**tensors, labels=labels).loss
+        report.step(step, _update(model, [], loss, optimizer, scheduler, recipe.max_grad_norm))
+
+
+def pretrain(model: Any, processor: Any, recipe: PretrainRecipe, seed: int, name: str = "tiny model",
+             progress: Progress = stderr_progress, every: float = 5.0) -> dict[str, Any]:
+    """Pretrain all of `model`'s weights by `recipe` (deterministic for `seed`); returns what it measured.
+
+    Progress lines (stage, step/total, loss, elapsed, eta) go to `progress` every `every` seconds.
+    """
+    import torch
+
+    started = time.perf_counter()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(recipe.threads)
+    try:
+        attributes = sample_attributes(recipe.corpus, seed)
+        images = [render_image(attrs, index, seed, recipe.corpus.image_size) for index, attrs in enumerate(attributes)]
+        encoder = CorpusEncoder(processor, images)
+        batches = text_schedule(recipe, attributes, seed)
+        for batch in batches:  # every distinct prompt and target through the processor once, up front
+            for _index, prompt, target in batch:
+                encoder.prompt(prompt), encoder.target(target)
+        progress(f"pretraining {name}: {len(images)} corpus images, {len(encoder.prompts)} prompts, "
+                 f"{len(encoder.targets)} targets encoded in {time.perf_counter() - started:.0f}s")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model.train()
+            vision = _Reporter(name, "vision", recipe.vision_steps, started, progress, every)
+            train_vision(model, encoder, attributes, recipe, seed, vision)
+            text = _Reporter(name, "image-text", recipe.steps, started, progress, every)
+            train_text(model, encoder, batches, recipe, text)
+            model.eval()
+    finally:
+        torch.set_num_threads(threads)
+    return {"seconds": round(time.perf_counter() - started, 1), "images": len(images), "prompts": len(encoder.prompts),
+            "vision_loss": vision.final_loss(), "text_loss": text.final_loss()}

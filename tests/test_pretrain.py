@@ -1,0 +1,186 @@
+"""The tiny world that learns: pretraining corpus, recipe, factory build (cache, lock, random flag), calibration.
+
+Cheap recipes (a few steps on a few dozen images) test the machinery; the session's pretrained
+qwen2_vl tiny model (`tiny_model_dir`, built once per session with the factory's own recipe) tests
+the calibration the rest of the suite relies on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from reasonbed.data.drawing import ALL_SHAPES, BENCHMARK_SHAPES
+from reasonbed.generation.validate import judge
+from reasonbed.models.configs import ModelConfig
+from reasonbed.models.corpus import (
+    DIGIT_NAMES,
+    KINDS,
+    CorpusSpec,
+    example_text,
+    option_pools,
+    render_image,
+    sample_attributes,
+)
+from reasonbed.models.loading import resolve_model_path
+from reasonbed.models.pretrain import CorpusEncoder, PretrainRecipe
+from reasonbed.models.tiny import MARKER, build_tiny_model, tiny_model_hash, tiny_model_spec
+
+REPO = Path(__file__).resolve().parents[1]
+# A recipe that exercises every stage in seconds.
+QUICK = PretrainRecipe(corpus=CorpusSpec(shape_images=24, digit_images=8, option_lists=2), vision_steps=3,
+                       vision_batch_size=8, steps=4, batch_size=4, warmup_steps=1)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_corpus_texts_are_true_and_options_vary():
+    spec = CorpusSpec(shape_images=60, digit_images=20)
+    attributes = sample_attributes(spec, seed=5)
+    assert attributes == sample_attributes(spec, seed=5) and attributes != sample_attributes(spec, seed=6)
+    assert {a["shape"] for a in attributes if a["kind"] == "shape"} - set(BENCHMARK_SHAPES)  # more shapes
+    pools = option_pools(spec, seed=5)
+    rng = random.Random(0)
+    option_lists = set()
+    for attrs in attributes:
+        names = DIGIT_NAMES if attrs["kind"] == "digit" else ALL_SHAPES
+        answer = DIGIT_NAMES[attrs["digit"]] if attrs["kind"] == "digit" else attrs["shape"]
+        prompt, target = example_text("classify", attrs, pools, rng)
+        options = prompt.split("options: ", 1)[1].split(". Answer", 1)[0].split(", ")
+        option_lists.add(tuple(options))
+        assert answer in options and target == answer and set(options) <= set(names)
+        prompt, chain = example_text("chain", attrs, pools, rng)
+        verdict = judge(chain, options, options.index(answer))
+        assert verdict["kept"], (chain, verdict)
+        for kind in KINDS:
+            assert example_text(kind, attrs, pools, rng)[1]
+    sizes = {len(options) for options in option_lists}
+    assert len(option_lists) > 20 and min(sizes) == 2 and max(sizes) >= 8  # varied subsets, sizes and orders
+
+
+def test_corpus_encoder_equals_training_encoding():
+    from reasonbed.models.encoding import encode_pathway
+    from reasonbed.models.families import get_family
+    from reasonbed.models.tiny import MAX_PIXELS, MIN_PIXELS, build_tokenizer
+
+    family = get_family("qwen2_vl")
+    processor = family.tiny_processor(build_tokenizer(family), MIN_PIXELS, MAX_PIXELS)
+    spec = CorpusSpec(shape_images=6, digit_images=2)
+    attributes = sample_attributes(spec, seed=1)
+    images = [render_image(attrs, index, 1, spec.image_size) for index, attrs in enumerate(attributes)]
+    encoder = CorpusEncoder(processor, images)
+    pools, rng = option_pools(spec, seed=1), random.Random(1)
+    for index, attrs in enumerate(attributes):
+        prompt, target = example_text(KINDS[index % len(KINDS)], attrs, pools, rng)
+        fast, slow = encoder.item(index, prompt, target), encode_pathway(processor, images[index], prompt, target)
+        assert fast.keys() == slow.keys()
+        for key in slow:
+            assert fast[key].equal(slow[key]), key
+
+
+def test_build_is_deterministic_cached_by_recipe_and_shows_progress(tmp_path: Path, capfd):
+    first = build_tiny_model("qwen2_vl", out=tmp_path / "a", recipe=QUICK)
+    progress = capfd.readouterr().err
+    assert "vision step 3/3" in progress and "image-text step 4/4" in progress
+    assert "loss" in progress and "elapsed" in progress and "eta" in progress
+    second = build_tiny_model("qwen2_vl", out=tmp_path / "b", recipe=QUICK)
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        assert _sha(first / name) == _sha(second / name), name
+    marker = json.loads((first / MARKER).read_text())
+    assert marker["spec"]["pretrain"] == json.loads(json.dumps(QUICK.as_dict())) and marker["pretraining"]["text_loss"] > 0
+
+    random_model = build_tiny_model("qwen2_vl", out=tmp_path / "r", pretrained=False)
+    assert _sha(random_model / "model.safetensors") != _sha(first / "model.safetensors")  # it did train
+
+    # The recipe is in the cache hash: a cache hit returns at once, a changed recipe builds anew.
+    cached = build_tiny_model("qwen2_vl", recipe=QUICK)
+    started = time.perf_counter()
+    assert build_tiny_model("qwen2_vl", recipe=QUICK) == cached
+    assert time.perf_counter() - started < 1.0
+    assert _sha(cached / "model.safetensors") == _sha(first / "model.safetensors")
+    changed = PretrainRecipe(**{**QUICK.__dict__, "lr": QUICK.lr / 2})
+    assert tiny_model_hash(tiny_model_spec("qwen2_vl", recipe=changed)) != tiny_model_hash(
+        tiny_model_spec("qwen2_vl", recipe=QUICK))
+    assert tiny_model_hash(tiny_model_spec("qwen2_vl", "small")) == tiny_model_hash(
+        tiny_model_spec("qwen2_vl", "small", pretrained=False))  # the small size is never pretrained
+
+
+def test_random_model_reachable_by_flag(tmp_path: Path, tiny_model_dir: Path):
+    random_dir = Path(resolve_model_path(ModelConfig(tiny_pretrained=False)))
+    assert random_dir != tiny_model_dir and "-random-" in random_dir.name
+    assert json.loads((random_dir / MARKER).read_text())["spec"]["pretrain"] is None
+    assert json.loads((tiny_model_dir / MARKER).read_text())["spec"]["pretrain"] is not None
+    assert Path(resolve_model_path(ModelConfig())) == tiny_model_dir
+    command = [sys.executable, "-m", "reasonbed", "tiny-model", "--random", "--no-eval"]
+    shown = subprocess.run(command, capture_output=True, text=True, check=True, cwd=REPO).stdout.split()
+    assert shown == [str(random_dir)]
+
+
+def test_concurrent_builds_build_once(tmp_path: Path):
+    """Two processes ask for one model at once: one builds it, the other waits and reuses it."""
+    script = (
+        "import sys; from reasonbed.models.corpus import CorpusSpec; from reasonbed.models.pretrain import "
+        "PretrainRecipe; from reasonbed.models.tiny import build_tiny_model; "
+        "recipe = PretrainRecipe(corpus=CorpusSpec(shape_images=24, digit_images=8, option_lists=2), vision_steps=3, "
+        "vision_batch_size=8, steps=30, batch_size=4, warmup_steps=1); "
+        f"print(build_tiny_model('qwen2_vl', out={str(tmp_path / 'model')!r}, recipe=recipe))"
+    )
+    processes = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, cwd=REPO) for _ in range(2)]
+    results = [process.communicate(timeout=600) for process in processes]
+    assert all(process.returncode == 0 for process in processes), results
+    assert {out.strip() for out, _ in results} == {str(tmp_path / "model")}
+    built = [err for _, err in results if "image-text step 30/30" in err]
+    waited = [err for _, err in results if "waiting for another process" in err]
+    assert len(built) == 1 and len(waited) == 1, results
+    assert json.loads((tmp_path / "model" / MARKER).read_text())["built_by_pid"] in {p.pid for p in processes}
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "internvl3"])
+def test_every_family_can_be_pretrained(tmp_path: Path, family: str):
+    from reasonbed.models.loading import load_model_and_processor
+
+    path = build_tiny_model(family, out=tmp_path / family, recipe=QUICK, progress=lambda line: None)
+    assert json.loads((path / MARKER).read_text())["pretraining"]["vision_loss"] > 0
+    model, _ = load_model_and_processor(ModelConfig(family=family, path=str(path)))
+    assert type(model).__name__.endswith("ForConditionalGeneration")
+
+
+@pytest.fixture(scope="module")
+def shapes_zero_shot(tiny_model_dir: Path) -> dict:
+    from reasonbed.evaluation.zeroshot import zero_shot
+    from reasonbed.models.loading import load_model_and_processor
+
+    model, processor = load_model_and_processor(ModelConfig(path=str(tiny_model_dir)))
+    return zero_shot(model, processor, "synthetic_shapes", chains=24)
+
+
+def test_zero_shot_above_chance_everywhere_and_below_ceiling_somewhere(shapes_zero_shot: dict):
+    accuracy, chance = shapes_zero_shot["accuracy"], shapes_zero_shot["chance"]
+    assert all(n >= 48 for n in shapes_zero_shot["images_per_domain"].values())
+    assert min(accuracy.values()) > chance + 0.05, accuracy
+    assert min(accuracy.values()) < 0.8 * max(accuracy.values()), accuracy  # one style is clearly harder
+
+
+def test_greedy_chains_are_valid_in_at_least_half_the_cases(shapes_zero_shot: dict):
+    chains = shapes_zero_shot["chains"]
+    assert chains["valid"] >= 0.5 and chains["kept"] > 0, chains
+    assert chains["tokens"]["max"] <= 120, chains
+
+
+def test_digits_zero_shot_above_chance_on_every_angle(tiny_model_dir: Path):
+    from reasonbed.evaluation.zeroshot import zero_shot
+    from reasonbed.models.loading import load_model_and_processor
+
+    model, processor = load_model_and_processor(ModelConfig(path=str(tiny_model_dir)))
+    result = zero_shot(model, processor, "rotated_digits", chains=0, max_per_domain=60)
+    assert min(result["accuracy"].values()) > result["chance"] + 0.03, result["accuracy"]
