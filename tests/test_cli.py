@@ -24,7 +24,7 @@ from reasonbed.cli.confighelp import describe, field_comments, field_help, metho
 from reasonbed.cli.resolved import redact, secret_key
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG_COMMANDS = ("generate", "train", "rl", "tune", "splits", "predict")
+CONFIG_COMMANDS = ("generate", "train", "rl", "tune", "splits", "predict", "evaluate")
 
 
 @dataclass
@@ -93,6 +93,7 @@ def test_every_field_of_every_reachable_config_class_carries_a_comment() -> None
     import typing
 
     from reasonbed.data.catalog import DataConfig
+    from reasonbed.evaluation.config import EvalConfig
     from reasonbed.generation.config import GenerationConfig
     from reasonbed.methods.base import METHODS
     from reasonbed.share.export import ExportConfig
@@ -100,7 +101,7 @@ def test_every_field_of_every_reachable_config_class_carries_a_comment() -> None
     from reasonbed.train.config import TrainConfig
     from reasonbed.tune.config import SweepConfig
 
-    todo = [DataConfig, GenerationConfig, TrainConfig, SweepConfig, PredictConfig, ExportConfig,
+    todo = [DataConfig, EvalConfig, GenerationConfig, TrainConfig, SweepConfig, PredictConfig, ExportConfig,
             *(METHODS.get(name).config_class for name in METHODS.names())]
     seen: set[type] = set()
     missing = []

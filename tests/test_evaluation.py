@@ -220,5 +220,5 @@ def test_dry_run_prints_the_resolved_config_and_starts_nothing(tmp_path, capsys)
     assert [(m["model"]["path"], m["model"]["family"], m["adapter"]) for m in printed["models"]] == [
         ("/models/base", "qwen2_5_vl", ""), ("/models/base", "qwen2_5_vl", "runs/mtct"),
         ("/models/base", "qwen2_5_vl", "runs/sarr")]
-    assert printed["shots"] == [0, 4] and printed["prompts"] == ["direct"] and printed["queries_per_domain"] == 6
+    assert printed["shots"] == [0, 4] and printed["prompts"] == ["direct"] and printed["queries_per_domain"] == 12
     assert not out.exists()

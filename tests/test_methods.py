@@ -67,6 +67,10 @@ def test_supervised_method_beats_the_base_model(method, tmp_path, tiny_model_dir
     print(method, "validation accuracy by step:", curve)
     assert base["step"] == 0 and evaluations[-1]["step"] == result.final["step"] > 0
     assert selected["val_acc"] >= base["val_acc"] + MIN_GAIN[method], curve
+    prompt = "reasoning" if method == "reasoning" else "direct"  # a method's numbers come from its own prompt
+    chosen = next(row for row in evaluations if row["step"] == selected["step"])
+    assert selected["select_on"] == prompt and selected["val_acc"] == chosen["val_acc"] == chosen[f"val_acc_{prompt}"]
+    assert f"truncated/{prompt}" in evaluations[-1]
 
 
 def test_sarr_round_keeps_self_chains_and_trains_as_a_sweep_trial(tmp_path, tiny_model_dir, chains):
@@ -83,6 +87,7 @@ def test_sarr_round_keeps_self_chains_and_trains_as_a_sweep_trial(tmp_path, tiny
     assert rounds[1]["images_with_kept_chain"] > 0 and rounds[1]["kept_pct"] > 0, rounds[1]
     assert sorted(path.name for path in (tmp_path / "storage").iterdir()) == ["trial-7", "trial-7-round0",
                                                                                "trial-7-round1"]
+    assert {row.get("round") for row in _evaluations(result.run_dir)} == {0, 1}  # every stage's reports
     adapters = [(result.run_dir / f"round{r}" / "adapter" / "adapter_model.safetensors").read_bytes() for r in (0, 1)]
     assert adapters[0] != adapters[1], "round 1 trained: its adapter is not round 0's"
     base = _evaluations(result.run_dir / "round0")[0]

@@ -65,7 +65,8 @@ def test_parse_class_names_inside_names_separators_and_irregular_plurals():
     assert parse_class("two mice", OFFICE) == OFFICE.index("mouse")
     assert parse_class("a battery", OFFICE) == OFFICE.index("batteries")
     assert parse_class("a computer, a mouse", OFFICE) is None, "two classes named apart"
-    assert parse_class("people", PACS) is None, "people/person is not a plural pair"
+    assert parse_class("three people", PACS) == PACS.index("person")  # irregular plural
+    assert parse_class("a person", PACS) == PACS.index("person")
 
 
 # --- every class of every built-in spec, written in many ways -------------------------------------

@@ -40,7 +40,7 @@ DOMAINS = ("photo", "sketch", "cartoon")
 TEST_DOMAINS = ("photo", "sketch")
 SEEDS = (0, 1)
 TOTAL_STEPS = 16
-TOKENS = {"completion_tokens": 12345, "prompt_tokens": 6789}
+TOKENS = {"completion_tokens": 12345, "prompt_tokens": 6789, "label_conditioned_candidates": 7, "label_conditioned_kept": 3}
 SHA = "ab" * 32
 PRUNED_STUDY = "mtct-sketch-s1"  # its stopped trial is PRUNED in Optuna: too few COMPLETE for importances
 ERRORED = "mtct-photo-s1"  # its second trial errored after a report with the study's best val_acc
@@ -120,7 +120,11 @@ def write_sweep(root: Path) -> tuple[Path, dict[str, list[dict[str, Any]]]]:
                 (directory / "error.txt").write_text("RuntimeError: worker died")
             (directory / "provenance.json").write_text(json.dumps({
                 "config": {"method": method}, "code_version": "c0ffee1+dirty", "packages": {"optuna": "5.0.0"},
-                "data_manifest_sha256": SHA, "images": 72}))
+                "data_manifest_sha256": SHA, "images": 72,
+                "skipped_inputs": {"on_corrupt": "skip", "skipped": 2,
+                                   "first": [{"path": "photo/dog/bad.png", "reason": "truncated"}],
+                                   **({"dropped_examples": {"count": 3, "first": ["cartoon/dog/a.png"]}}
+                                      if method == "mtct" else {})}}))
             _event_file(directory, reports)
             if method == "direct":  # leave-one-domain-out runs; the stopped trial's (higher) ones must not count
                 sources = [d for d in DOMAINS if d != domain]
@@ -209,6 +213,10 @@ def test_markdown_tables_match_hand_computation(report: Path, sweep: tuple[Path,
     hours = sum(60.0 * (k + 1) * (n + 1) for n, k in ((0, 1), (1, 0))) * 2 / 3600 * len(TEST_DOMAINS) * len(SEEDS)
     assert mtct[5:] == ["8", f"{hours:.3f}", "0.000", "12,345 (prompt 6,789)"]
     assert _cells(honest, "direct")[-1] == "0"
+    assert "Label-conditioned teacher chains" in markdown and "7 candidates, 3 kept" in markdown
+    # inputs a run did not train on: corrupt images skipped, training images without a usable chain
+    assert "**2 corrupt image(s) skipped**" in markdown and "`photo/dog/bad.png`" in markdown
+    assert "**up to 3 training image(s) per run had no usable kept chain and were left out** (8 of 16 runs" in markdown
     # protocol, prompt, statistics and chance under every table
     for note in ("search **Optuna TPE**, 2 draws per study", "ASHA on val_acc (grace 128 examples",
                  "trial seeds 0, 1", "Prompt (`eval.select_on`): `direct`", "standard error over trial seeds",
@@ -243,6 +251,8 @@ def test_trials_table(report: Path) -> None:
                    "code_version", "data_manifest_sha256", "hp.optim.lr", "hp.lora.r"):
         assert column in frame.columns, column
     assert sorted(frame["status"].value_counts().items()) == [("completed", 8), ("errored", 1), ("stopped", 7)]
+    assert set(frame["skipped_inputs"]) == {2}
+    assert dict(frame.groupby("method")["dropped_examples"].max()) == {"direct": 0, "mtct": 3}
     for column in ("search", "early_stopping", "num_samples", "seeds", "select_on", "split_seed", "sampler_seed",
                    "train_seed", "test_out_acc", "examples_seen"):
         assert column in frame.columns, column

@@ -223,7 +223,7 @@ def test_sweep_with_lodo_selection_runs_and_reports_it(tmp_path, ray_session):
     run_dir = Path(records[0].path) / "lodo" / "sketch"
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert "acc/direct/sketch/heldout" in metrics[-1] and "acc/direct/sketch/in" not in metrics[-1]
-    assert "heldout_acc" in metrics[-1] and "acc/direct/photo/test" in metrics[-1]
+    assert "heldout_acc" in metrics[-1] and "acc/direct/photo/in" in metrics[-1] and "acc/direct/photo/out" in metrics[-1]
     report = build_report(outcome["sweep"], tmp_path / "report")
     markdown = (report.parent / "report.md").read_text()
     table = markdown.split("### Leave-one-domain-out selection")[1].split("\n\n")[1]

@@ -43,7 +43,7 @@ IRREGULAR_PLURALS = {
     "knife": "knives", "mouse": "mice", "shelf": "shelves", "leaf": "leaves", "wolf": "wolves", "half": "halves",
     "wife": "wives", "life": "lives", "calf": "calves", "loaf": "loaves", "scarf": "scarves", "thief": "thieves",
     "goose": "geese", "tooth": "teeth", "foot": "feet", "man": "men", "woman": "women", "child": "children",
-    "ox": "oxen",
+    "ox": "oxen", "person": "people",
 }
 IRREGULAR_SINGULARS = {plural: singular for singular, plural in IRREGULAR_PLURALS.items()}
 _WORD = re.compile(r"[a-z0-9]+")
@@ -64,9 +64,9 @@ def singular(word: str) -> str:
     return word
 
 
-def plural(word: str) -> str:
-    """English plural of a lower-case singular word."""
-    if word in IRREGULAR_PLURALS:
+def plural(word: str, irregular: bool = True) -> str:
+    """English plural of a lower-case singular word (`irregular=False`: the regular rules only, "persons")."""
+    if irregular and word in IRREGULAR_PLURALS:
         return IRREGULAR_PLURALS[word]
     if len(word) > 1 and word.endswith("y") and word[-2] not in "aeiou":
         return word[:-1] + "ies"
@@ -93,7 +93,7 @@ def _forms(class_names: tuple[str, ...]) -> dict[str, frozenset[int]]:
         if not words:
             continue
         head, last = "".join(words[:-1]), words[-1]
-        for variant in {last, singular(last), plural(last), plural(singular(last))}:
+        for variant in {last, singular(last), plural(last), plural(singular(last)), plural(singular(last), False)}:
             forms.setdefault(head + variant, set()).add(index)
     return {form: frozenset(indices) for form, indices in forms.items()}
 
@@ -143,7 +143,7 @@ def parse_class(text: str | None, class_names: Sequence[str]) -> int | None:
     extra words. Class names inside a longer one: the longest match wins ("desk lamp", not "lamp"), and
     class names written as one compound noun (joined only by spaces, hyphens or underscores) name its
     last word, the head noun: "computer mouse" is a mouse, "bike helmet" a helmet. Two classes named
-    apart ("a pen and a pencil", "dog, horse") are unparseable; "people" is not read as "person".
+    apart ("a pen and a pencil", "dog, horse") are unparseable; "people" is the plural of "person".
     """
     if not text:
         return None

@@ -26,9 +26,10 @@ FLAGS = {
     "queries": "queries_per_domain", "seed": "seed",
 }
 SMOKE = {
-    "data": {"dataset": "synthetic_shapes", "images_per_class": 4},
+    "data": {"dataset": "synthetic_shapes", "images_per_class": 6},
     "engine": {"batch_size": 16, "max_model_len": 2048},  # vllm (hf where vLLM is not installed)
-    "shots": [0, 2], "queries_per_domain": 6, "max_tokens_direct": 8, "max_tokens_reasoning": 48,
+    # the pretrained tiny model's chains run about 80-90 tokens (docs/training.md, "The tiny world")
+    "shots": [0, 2], "queries_per_domain": 12, "max_tokens_direct": 8, "max_tokens_reasoning": 128,
 }
 
 

@@ -9,6 +9,7 @@ from reasonbed.config import ConfigError
 from reasonbed.data.catalog import DataConfig
 from reasonbed.inference.base import EngineConfig, check_multi_image
 from reasonbed.models.configs import ModelConfig
+from reasonbed.tracking import TrackingConfig
 
 # In-context conditions (k > 0 examples each) and the k = 0 domain-knowledge prompt; the plain
 # zero-shot prompt (k = 0, no knowledge) is always evaluated: it is every condition's k = 0 point.
@@ -70,6 +71,7 @@ class EvalConfig:
     output: str = ""  # directory or s3:// URL for the report, the predictions shards and the probe results
     shard_size: int = 64  # queries per predictions shard (the unit of resume)
     ray_address: str = ""  # join this Ray cluster (empty: RAY_ADDRESS or a local Ray)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow / W&B logging of the report
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.conditions if name not in CONDITIONS]

@@ -2,13 +2,7 @@
 the prompt and the linear-probe diagnosis, for several models side by side (docs/evaluation.md).
 `run_evaluation(cfg)` is the body of the `evaluate` command (reasonbed.cli.evaluate).
 
-One machine (tiny model, synthetic benchmark, local Ray, CPU, vLLM):
-    python jobs/evaluate_ood.py --smoke-test --output runs/ood-smoke
-A base model against fine-tuned adapters (adapter dirs or training run dirs), on PACS, on a cluster:
-    ray job submit --address http://HEAD:8265 --runtime-env cluster/runtime_env.yaml -- \
-        python jobs/evaluate_ood.py --dataset pacs --data-root /data/PACS \
-        --model OpenGVLab/InternVL3-8B-hf --family internvl3 --adapter /mnt/runs/mtct-sketch \
-        --actors 4 --num-gpus 1 --output /mnt/runs/ood-pacs engine.max_model_len=8192
+The commands (one machine; a base model against fine-tuned adapters on a cluster) are in docs/evaluation.md.
 `--dry-run` prints the resolved config and starts nothing. Anything else is a key=value override of
 reasonbed.evaluation.config.EvalConfig, e.g. `shots=[0,2,4,8] conditions=[target,label_shift]
 prompts=[direct] queries_per_domain=100 probe.enabled=false`.
@@ -21,6 +15,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from reasonbed.config import ConfigError
 from reasonbed.evaluation.config import EvalConfig
@@ -90,9 +85,25 @@ def run_evaluation(cfg: EvalConfig) -> str:
     inputs = ReportInputs(cfg, spec, models, domains, predictions, probe_rows, feature_seconds, skipped, nuisance,
                           record, time.perf_counter() - started)
     report = write_report(inputs, out)
+    if cfg.tracking.enabled:
+        _track(cfg, spec.name, predictions, out, record["config"],
+               Path(tempfile.gettempdir()) if remote else out)
     if not remote:
         return str(report)
     fs, path = storage.filesystem(cfg.output)
     fs.put(f"{out}/", path, recursive=True)
     shutil.rmtree(out, ignore_errors=True)
     return storage.join(cfg.output, report.name)
+
+
+def _track(cfg: EvalConfig, dataset: str, predictions: Any, out: Path, config: dict[str, Any],
+           directory: Path) -> None:
+    """Log the evaluation to MLflow / W&B: its config, accuracy per (model, prompt, condition, k), the report."""
+    from reasonbed.tracking import log_run
+
+    accuracy = predictions.groupby(["model", "prompt", "condition", "k"])["correct"].mean()
+    metrics = {f"acc/{model}/{prompt}/{condition}/k{k}": float(value)
+               for (model, prompt, condition, k), value in accuracy.items()}
+    log_run(cfg.tracking, f"evaluate-{dataset}", config, [{"step": 0, **metrics}],
+            [out / name for name in ("report.md", "report.html", "config.yaml")], kind="evaluation",
+            directory=directory, default_experiment=f"{dataset}-ood")

@@ -17,7 +17,14 @@ disjoint from the benchmarks' and richer than them), in two stages, as real MLLM
 So the model sees shapes and digits in 56-pixel images, speaks about them, picks from the options it
 is given and writes well-formed chains, before any fine-tuning.
 
-Calibration (measured in docs/training.md, "The tiny world"): CALIBRATION
+Calibration (measured in docs/training.md, "The tiny world"): the base model must see and speak, yet leave
+fine-tuning room on every domain, as a real MLLM does. Two knobs of the corpus do it: the image-text stage
+shows crosses and triangles ten times less often than other shapes (`CorpusSpec.text_rarity`: the long tail
+of web image-text data), and painting and photo images are drawn 1.5 times as often as other styles (they
+are the hardest to see). The default recipe gives the qwen2_vl `tiny` model a zero-shot accuracy of 0.42 on
+synthetic_shapes (cartoon 0.54, painting 0.28, photo 0.42, sketch 0.46; chance 0.17) and 0.49 on
+rotated_digits (0.35 upright to 0.58 at 60 degrees; chance 0.10), and valid five-tag chains in 81% (shapes)
+and 100% (digits) of greedy reasoning-prompt completions; it builds in 3 min 18 s on 2 cores.
 Everything is deterministic for a seed (corpus, order, initialisation; torch runs on a fixed
 number of threads), and every field of `PretrainRecipe` enters the factory's cache hash.
 """

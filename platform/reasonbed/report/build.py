@@ -31,6 +31,7 @@ from reasonbed.report.sections import (
     ORACLE_NOTE,
     chosen_table,
     importance_blocks,
+    label_conditioned_text,
     results_tables,
     tokens_text,
 )
@@ -68,6 +69,7 @@ def trials_frame(data: SweepData, chosen: dict[str, dict[tuple, Choice | None]])
             "uses_chains": data.uses_chains.get(r.path, False),
             **{f"chosen_{sel}_step": steps.get(key) for sel, steps in picked.items()},
             "skipped_inputs": int((r.provenance.get("skipped_inputs") or {}).get("skipped") or 0),
+            "dropped_examples": _dropped(r.provenance),
             "code_version": r.provenance.get("code_version"),
             "data_manifest_sha256": r.provenance.get("data_manifest_sha256"), "path": r.path,
         }
@@ -110,6 +112,20 @@ def study_importances(storage_url: str | None, studies: Sequence[str]) -> tuple[
     return importances, skipped
 
 
+def _dropped(provenance: dict[str, Any]) -> int:
+    return int(((provenance.get("skipped_inputs") or {}).get("dropped_examples") or {}).get("count") or 0)
+
+
+def dropped_text(data: SweepData) -> str:
+    """Training images the runs left out for want of a usable kept chain (from each run's provenance)."""
+    counts = [_dropped(r.provenance) for r in data.records]
+    if not any(counts):
+        return "none"
+    runs = sum(1 for count in counts if count)
+    return (f"**up to {max(counts)} training image(s) per run had no usable kept chain and were left out** "
+            f"({runs} of {len(counts)} runs; per run: trials.csv `dropped_examples`)")
+
+
 def skipped_text(data: SweepData, first: int = 5) -> str:
     """The corrupt images the runs skipped (data.on_corrupt=skip, from each run's provenance), said in one line."""
     paths: dict[str, str] = {}
@@ -149,6 +165,7 @@ def _overview(data: SweepData, storage_url: str | None) -> str:
         f"{protocol['early_stopping']}, trial seeds {', '.join(map(str, protocol['seeds'])) or '?'}",
         f"- zero-shot evaluations: {len(data.zero_shot)}",
         f"- skipped inputs: {skipped_text(data)}",
+        f"- training images without a usable chain: {dropped_text(data)}",
         f"- Optuna storage read: `{redact_url(storage_url) if storage_url else 'none found'}`",
         f"- generated: {now}",
     ]
@@ -181,7 +198,7 @@ def build_blocks(data: SweepData, out_dir: Path, storage_url: str | None) -> tup
                            "trial's resources) and the teacher's generated tokens of the chains its trials trained on "
                            "(from `<chains>/manifest.json`, prompt tokens in brackets; a chains output shared by "
                            "several methods is counted in each row, once in the sweep total: "
-                           f"{tokens_text(data.total_tokens())}).",
+                           f"{tokens_text(data.total_tokens())}). {label_conditioned_text(data.total_tokens())}",
                            tables["training_domain"], ORACLE_NOTE, tables["oracle"], tables["leave_one_domain_out"]]
     blocks += image(accuracy, "Test accuracy per test domain and method (left: training-domain validation; "
                               "right: ORACLE); error bars: standard error over trial seeds; dashed: chance")

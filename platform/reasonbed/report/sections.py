@@ -44,6 +44,13 @@ def tokens_text(tokens: Mapping[str, int]) -> str:
     return f"{tokens.get('completion_tokens', 0):,} (prompt {tokens.get('prompt_tokens', 0):,})"
 
 
+def label_conditioned_text(counts: Mapping[str, int]) -> str:
+    """How many teacher chains saw the label in their prompt (training leaves them out by default)."""
+    return (f"Label-conditioned teacher chains (the prompt named the label; left out of training unless "
+            f"`allow_label_conditioned`): {counts.get('label_conditioned_candidates', 0):,} candidates, "
+            f"{counts.get('label_conditioned_kept', 0):,} kept.")
+
+
 def protocol_note(data: SweepData) -> str:
     p = data.protocol
     seeds = ", ".join(str(seed) for seed in p["seeds"]) or "?"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,7 @@ class SweepData:
 
 
 def _sum_tokens(parts: Any) -> dict[str, int]:
-    total = {"completion_tokens": 0, "prompt_tokens": 0}
+    total = dict.fromkeys(CHAIN_COUNTS, 0)
     for part in parts:
         for key in total:
             total[key] += int(part.get(key) or 0)
@@ -94,8 +95,14 @@ def _chains_uri(sweep_uri: str, location: str) -> str:
     return storage.join(sweep_uri, location)
 
 
+# What the report reads from a chains manifest's summary: the teacher's tokens, and the chains whose prompt
+# named the label (label-conditioned: training leaves them out unless allow_label_conditioned).
+CHAIN_COUNTS = ("completion_tokens", "prompt_tokens", "label_conditioned_candidates", "label_conditioned_kept")
+
+
 def read_chain_tokens(chains_uri: str) -> dict[str, int]:
-    """prompt/completion token counts from `<chains>/manifest.json` ("summary"); empty when absent."""
+    """Token and label-conditioned chain counts (CHAIN_COUNTS) from `<chains>/manifest.json`'s summary;
+    empty when absent."""
     try:
         fs, base = storage.filesystem(chains_uri)
         path = f"{base}/manifest.json"
@@ -106,8 +113,7 @@ def read_chain_tokens(chains_uri: str) -> dict[str, int]:
     except (OSError, ValueError) as error:
         log.warning("cannot read the chains manifest under %s: %s", chains_uri, error)
         return {}
-    return {"completion_tokens": int(summary.get("completion_tokens") or 0),
-            "prompt_tokens": int(summary.get("prompt_tokens") or 0)}
+    return {key: int(summary.get(key) or 0) for key in CHAIN_COUNTS}
 
 
 def load_sweep(sweep_uri: str) -> SweepData:
@@ -142,11 +148,14 @@ def _sqlite_path(url: str) -> str | None:
 def resolve_study_storage(sweep_uri: str, sweep: dict[str, Any], tmp_dir: str | Path) -> str | None:
     """The Optuna storage URL to read the sweep's studies from, or None when there is none.
 
-    A non-SQLite URL (e.g. postgresql://) is used as it is. A SQLite path that exists here is used
+    A non-SQLite URL (e.g. postgresql://) is used as it is; sweep.json keeps it with its password masked,
+    so for such a URL the reader sets REASONBED_STUDY_STORAGE to the full one. A SQLite path that exists here is used
     as it is; otherwise the sweep folder's `optuna.db` (copied there by remote sweeps) is used,
     downloaded into `tmp_dir` when the sweep is on an object store.
     """
     url = str(sweep.get("study_storage") or "")
+    if ":***@" in url:  # sweep.json never holds a database password: the reader supplies the full URL
+        url = os.environ.get("REASONBED_STUDY_STORAGE", "")
     path = _sqlite_path(url) if url else None
     if url and path is None:
         return url

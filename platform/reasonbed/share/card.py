@@ -103,5 +103,5 @@ def model_card(chosen: Chosen, info: Mapping[str, Any]) -> str:
                   f"# vLLM: vllm.LLM(model=\"{info['base_model']}\", enable_lora=True, "
                   "enable_tower_connector_lora=True) with LoRARequest(\"adapter\", 1, \"THIS_DIR\")"]
     lines += ["```", "", "Batch predictions: `reasonbed predict --model BASE --adapter THIS_DIR --data FOLDER "
-              "--output preds.parquet` (with the merged model: `--model THIS_DIR`); serving: docs/serving.md.", ""]
+              "--out preds.parquet` (with the merged model: `--model THIS_DIR`); serving: docs/serving.md.", ""]
     return "\n".join(lines)

@@ -92,6 +92,17 @@ def prepare_examples(cfg: TrainConfig, spec: DatasetSpec, index: Sequence[dict[s
     return examples, rows
 
 
+def dropped_examples(rows: Sequence[dict[str, Any]], examples: Sequence[dict[str, Any]], first: int = 5
+                     ) -> dict[str, Any]:
+    """The training images (source in parts) a method left out (no kept chain it can use): count and first ids."""
+    used = {example["id"] for example in examples}
+    dropped = [row["id"] for row in rows if row["role"] == "source" and row["part"] == "in" and row["id"] not in used]
+    if dropped:
+        log.warning("%d of %d training images have no usable kept chain and are left out: %s%s", len(dropped),
+                    len(dropped) + len(used), ", ".join(dropped[:first]), " ..." if len(dropped) > first else "")
+    return {"count": len(dropped), "first": dropped[:first]}
+
+
 def resolve(cfg: TrainConfig) -> tuple[TrainConfig, DatasetSpec, str, list[dict[str, Any]]]:
     """Fill defaults that depend on the data (test domain), check it, and scan the index (data.on_corrupt applied)."""
     cfg, spec, root, checked = resolve_checked(cfg)
@@ -207,6 +218,7 @@ def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (),
     chains = chains_override if chains_override is not None else (
         chains_by_image(cfg.chains, allow_label_conditioned=cfg.allow_label_conditioned) if cfg.chains else None)
     examples, rows = prepare_examples(cfg, spec, index, chains)
+    skipped = {**skipped, "dropped_examples": dropped_examples(rows, examples)}
     steps = build_method(cfg.method, cfg.method_config, spec.display_names).total_steps(cfg, len(examples))
     finished = run.finished_checkpoint(steps) if run.resuming else None
     if finished:

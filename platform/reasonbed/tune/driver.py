@@ -30,6 +30,7 @@ from typing import Any
 from reasonbed import storage
 from reasonbed.config import ConfigError, to_dict
 from reasonbed.data import catalog
+from reasonbed.redaction import redact, redact_url
 from reasonbed.tune.config import ASHA_TIME_ATTR, NOT_HASHED, SweepConfig, protocol
 from reasonbed.tune.control import (
     SweepControl,
@@ -301,7 +302,8 @@ def _sweep(cfg: SweepConfig, spec: Any, domains: list[str], probe: Any, name: st
                     probe.scale.num_workers if probe.scale.use_gpu else 0)
     chains = prepare_chains(cfg, sweep_uri)
     write_json(storage.join(sweep_uri, "sweep.json"),
-               {"name": name, "config": to_dict(cfg), "protocol": protocol(to_dict(cfg)), "study_storage": study_url,
+               {"name": name, "config": redact(to_dict(cfg)), "protocol": protocol(to_dict(cfg)),
+                "study_storage": redact_url(study_url),  # shared with the sweep: no database password
                 "chains": chains, "classes": list(spec.display_names),
                 "seeds": {s: seeds_of(cfg, s).to_dict() for s in cfg.seeds},
                 "studies": [study_name(m, d, s) for m in cfg.methods for d in domains for s in cfg.seeds]})

@@ -53,13 +53,21 @@ def trial_train_config(config: dict[str, Any], sweep: Any, method: str, test_dom
 
 def run_provenance(cfg: Any, spec: Any, root: str) -> dict[str, Any]:
     """The provenance record of a trial or zero-shot run: reasonbed.provenance plus the inputs skipped
-    (data.on_corrupt=skip) - the same image check the run itself makes, cached, so it costs no decoding."""
+    (data.on_corrupt=skip) - the same image check the run itself makes, cached, so it costs no decoding - and
+    the training images left out for want of a usable kept chain (as the run itself will leave them out)."""
     from reasonbed.data.reader import check_images, scan
+    from reasonbed.methods.base import method_class
     from reasonbed.provenance import provenance
+    from reasonbed.train.driver import chains_by_image, dropped_examples, prepare_examples
 
     checked = check_images(spec, root, scan(spec, root, storage_options=cfg.data.storage_options),
                            cfg.data.storage_options, cfg.data.on_corrupt)
-    return {**provenance(cfg, checked.rows), "skipped_inputs": checked.record()}
+    skipped = checked.record()
+    if cfg.chains and method_class(cfg.method).needs_chains:  # training images without a usable kept chain
+        chains = chains_by_image(cfg.chains, allow_label_conditioned=cfg.allow_label_conditioned)
+        examples, rows = prepare_examples(cfg, spec, checked.rows, chains)
+        skipped["dropped_examples"] = dropped_examples(rows, examples)
+    return {**provenance(cfg, checked.rows), "skipped_inputs": skipped}
 
 
 def run_trial(config: dict[str, Any], sweep: Any, method: str, test_domain: str, seed: int, chains: str,
