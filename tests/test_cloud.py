@@ -48,6 +48,20 @@ def test_gs_storage_counts_as_object_storage_on_a_multi_node_cluster(tmp_path: P
     check_storage_for_cluster(local, RunDir(local).storage_root)  # one machine: a local path is fine
 
 
+def test_a_sweep_on_a_multi_node_cluster_needs_object_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import reasonbed.ray_runtime as ray_runtime
+    from reasonbed.tune.config import SweepConfig
+    from reasonbed.tune.driver import check_sweep_storage
+
+    monkeypatch.setattr(ray_runtime, "multi_node", lambda: "3 nodes")
+    check_sweep_storage(load(SweepConfig, overrides=["storage=gs://bucket/sweeps"]))  # every node writes there
+    with pytest.raises(ConfigError, match=r"storage: '.*' is on the driver's disk, but the Ray cluster is multi-node "
+                                          r"\(3 nodes\).*--storage s3://BUCKET/PREFIX"):
+        check_sweep_storage(load(SweepConfig, overrides=[f"storage={tmp_path}"]))
+    monkeypatch.setattr(ray_runtime, "multi_node", lambda: "")
+    check_sweep_storage(load(SweepConfig, overrides=[f"storage={tmp_path}"]))  # one node: a local folder is fine
+
+
 # ------------------------------------------------------------------------------- gs:// end to end
 
 
@@ -147,7 +161,8 @@ def test_code_version_without_git(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     assert provenance.code_version() == provenance.git_commit()  # in this checkout: the commit
     monkeypatch.setattr(provenance, "git_commit", lambda path=None: None)  # e.g. a runtime_env upload
     monkeypatch.setenv(provenance.CODE_VERSION_ENV, "0123abc")
-    assert provenance.code_version() == "0123abc"
+    version = provenance.code_version()
+    assert version == f"0123abc+package-sha256:{provenance.package_digest()[:16]}"  # named, and what ran
     monkeypatch.delenv(provenance.CODE_VERSION_ENV)
     version = provenance.code_version()
     assert version.startswith("package-sha256:") and len(version) == len("package-sha256:") + 16

@@ -48,10 +48,20 @@ def package_digest(root: Path | None = None) -> str:
 
 
 def code_version() -> str:
-    """The git commit (+dirty), else $REASONBED_CODE_VERSION, else `package-sha256:<16 hex>` of the package."""
+    """The git commit (+dirty), else `$REASONBED_CODE_VERSION+package-sha256:<16 hex>`, else the package digest.
+
+    Without git the digest of the code that runs is always part of it: an image baked with one commit's
+    REASONBED_CODE_VERSION that runs code uploaded by `ray job submit` (runtime_env py_modules shadow the
+    image's package) records a digest that differs from the image's own.
+    """
     import os
 
-    return git_commit() or os.environ.get(CODE_VERSION_ENV, "").strip() or f"package-sha256:{package_digest()[:16]}"
+    commit = git_commit()
+    if commit:
+        return commit
+    digest = f"package-sha256:{package_digest()[:16]}"
+    named = os.environ.get(CODE_VERSION_ENV, "").strip()
+    return f"{named}+{digest}" if named else digest
 
 
 def package_versions() -> dict[str, str]:

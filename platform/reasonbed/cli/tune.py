@@ -124,6 +124,9 @@ def execute(cfg: Any, args: argparse.Namespace) -> int:
     except SweepInterrupted as stopped:
         print(f"{stopped}. {hint}", file=sys.stderr)
         return EXIT_CODE
+    except KeyboardInterrupt:  # Ctrl+C while the sweep was still being set up (model build, lease, Ray start)
+        print(f"sweep stopped before its first study started. {hint}", file=sys.stderr)
+        return EXIT_CODE
     report = publish_report(outcome["sweep"], local_copy(outcome["sweep"]))
     if cfg.tracking.enabled:
         from reasonbed.tracking import log_run

@@ -280,6 +280,7 @@ def run_sweep(cfg: SweepConfig, local_root: str = "runs", force: bool = False,
         restore_study_db(study_url, sweep_uri)  # a new head or working dir: the study copy comes back first
         _storage(study_url)  # create the schema once, before parallel studies race to create it
         init_ray(address=cfg.ray_address or None)
+        check_sweep_storage(cfg)
         with control:  # after init_ray, which sets its own SIGTERM handler
             try:
                 return _sweep(cfg, spec, domains, probe, name, sweep_uri, local, study_url, control, after_study)
@@ -289,6 +290,18 @@ def run_sweep(cfg: SweepConfig, local_root: str = "runs", force: bool = False,
                                        f"interrupted studies are saved in {sweep_uri}") from None
             finally:  # no trial of this sweep runs any more: what it still holds would starve the next job
                 release_placement_groups()
+
+
+def check_sweep_storage(cfg: SweepConfig) -> None:
+    """On a multi-node cluster the sweep's storage must be object storage: trials on other nodes write their
+    checkpoints and records there (an error naming the fix, before any trial starts)."""
+    from reasonbed.ray_runtime import multi_node
+
+    why = multi_node()
+    if why and not storage.is_remote(cfg.storage):
+        raise ConfigError(f"storage: {cfg.storage!r} is on the driver's disk, but the Ray cluster is multi-node "
+                          f"({why}): trials on other nodes cannot write there; use --storage s3://BUCKET/PREFIX "
+                          f"or gs://BUCKET/PREFIX")
 
 
 def _sweep(cfg: SweepConfig, spec: Any, domains: list[str], probe: Any, name: str, sweep_uri: str, local: Path,
