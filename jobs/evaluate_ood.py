@@ -7,7 +7,8 @@ PACS on a real model, base against a trained adapter, on a cluster:
     ray job submit --address http://HEAD:8265 --runtime-env cluster/runtime_env.yaml -- \
         python jobs/evaluate_ood.py --dataset pacs --data-root /data/PACS \
         --model OpenGVLab/InternVL3-8B-hf --family internvl3 --dtype bfloat16 --adapter /mnt/runs/mtct-sketch \
-        --actors 4 --num-gpus 1 --output s3://bucket/reasonbed/ood-pacs engine.max_model_len=8192
+        --actors 4 --num-gpus 1 --output s3://bucket/reasonbed/ood-pacs engine.max_model_len=8192 \
+        'engine.resources={generation_node: 1}'
 `--dry-run` prints the resolved config and starts nothing; `--help-config` lists every key (docs/evaluation.md).
 """
 

@@ -15,7 +15,8 @@ rollout GPU on the generation group, checkpoints on S3):
         --model OpenGVLab/InternVL3-8B-hf --family internvl3 --dtype bfloat16 \
         --init-adapter runs/mtct-sketch/adapter --workers 8 --gpu --group-size 8 \
         --run-dir runs/grpo-sketch --storage s3://bucket/reasonbed/train \
-        method_config.rollout_gpus=1 'method_config.rollout_resources={generation_node: 1}'
+        method_config.rollout_gpus=1 'method_config.rollout_resources={generation_node: 1}' \
+        'scale.resources={train_node: 1}'
 Anything else is a key=value override of reasonbed.train.config.TrainConfig (method_config.* are the
 fields of reasonbed.methods.grpo.GRPOConfig), e.g.
 `method_config.rewards=[format,accuracy,hierarchy,consistency] method_config.reward_weights=[0.2,1,0.5,0.3]`;

@@ -15,7 +15,8 @@ Real data on a cluster (bf16 InternVL3-8B, 8 GPUs per trial, chains generated fi
         generation.engine.model.path=Qwen/Qwen2.5-VL-7B-Instruct generation.engine.model.family=qwen2_5_vl \
         generation.engine.model.dtype=bfloat16 generation.engine.num_gpus=1 generation.engine.actors=4 \
         train.model.path=OpenGVLab/InternVL3-8B-hf train.model.family=internvl3 train.model.dtype=bfloat16 \
-        train.scale.num_workers=8 allow_autoscaling=true
+        train.scale.num_workers=8 allow_autoscaling=true 'train.scale.resources={train_node: 1}' \
+        'generation.engine.resources={generation_node: 1}'
 Rerunning the same command resumes an interrupted sweep. Other key=value overrides set
 reasonbed.tune.config.SweepConfig fields (train.<TrainConfig key>=... for every trial); `--help-config`
 lists every key, `--dry-run` prints the resolved config and starts nothing.

@@ -11,7 +11,8 @@ chains from jobs/generate_reasoning.py):
         python jobs/tune_office_home.py --data-root s3://bucket/data/OfficeHome --chains s3://bucket/chains/office_home \
         --storage s3://bucket/reasonbed/runs --methods direct,mtct,sarr --num-samples 20 --seeds 0,1,2 \
         --max-concurrent-trials 2 --gpu train.model.path=OpenGVLab/InternVL3-8B-hf \
-        train.model.family=internvl3 train.model.dtype=bfloat16 train.scale.num_workers=8 allow_autoscaling=true
+        train.model.family=internvl3 train.model.dtype=bfloat16 train.scale.num_workers=8 allow_autoscaling=true \
+        'train.scale.resources={train_node: 1}'
 Rerunning the same command resumes an interrupted sweep. Other key=value overrides set
 reasonbed.tune.config.SweepConfig fields (train.<TrainConfig key>=... for every trial); `--help-config`
 lists every key, `--dry-run` prints the resolved config and starts nothing.

@@ -188,18 +188,22 @@ def _real_run_problems(command: Documented, resolved: dict[str, Any]) -> list[st
     problems = []
     if "models" in resolved:  # OOD evaluation: the first model is the base one
         model, gpus, store = resolved["models"][0]["model"], resolved["engine"]["num_gpus"] > 0, resolved["output"]
+        placement = resolved["engine"]["resources"]
     elif "engine" in resolved:  # generation
         model, gpus, store = resolved["engine"]["model"], resolved["engine"]["num_gpus"] > 0, resolved["output"]
+        placement = resolved["engine"]["resources"]
     elif "methods" in resolved:  # sweep: the per-trial training config, and the teacher if chains are generated
         train = flatten(resolved["train"])
         model = {key[len("model."):]: value for key, value in train.items() if key.startswith("model.")}
         gpus, store = bool(train.get("scale.use_gpu")), resolved["storage"]
+        placement = {key: value for key, value in train.items() if key.startswith("scale.resources.")}
         if resolved["generate_chains"] and not resolved["chains"]:
             engine = flatten(resolved["generation"])
             if not engine.get("engine.model.path") or not engine.get("engine.num_gpus"):
                 problems.append("generate_chains without a teacher model and GPUs (generation.engine.*)")
     else:  # train / rl
         model, gpus, store = resolved["model"], resolved["scale"]["use_gpu"], resolved["storage_path"]
+        placement = resolved["scale"]["resources"]
     if not model.get("path") or not model.get("family"):
         problems.append("no model path and family")
     if model.get("dtype", "") in FLOAT32:
@@ -208,6 +212,9 @@ def _real_run_problems(command: Documented, resolved: dict[str, Any]) -> list[st
         problems.append("no GPUs")
     if command.cluster and not str(store).startswith(CLOUD):
         problems.append(f"results on {store!r}, not object storage")
+    if command.cluster and gpus and not placement:  # docs/cluster.md: each job asks for its node group
+        problems.append("no node group asked for (scale.resources={train_node: 1} / engine.resources="
+                        "{generation_node: 1})")
     return problems
 
 
