@@ -118,3 +118,20 @@ def test_zero_shot_row_leads_every_table_without_selection():
         assert rows[0].zero_shot and rows[0].method == ZERO_SHOT_ROW and rows[0].trials == 0
         assert format_mean(rows[0].cells["photo"]) == "30.0 ± 3.5" and rows[0].select_on == "direct"
         assert [row.method for row in rows[1:]] == ["direct"]
+
+
+def test_a_reasoning_method_is_compared_with_the_base_model_on_its_own_prompt():
+    """A row scored on the reasoning prompt gets a zero-shot row read on that prompt; direct keeps its own."""
+    from reasonbed.tune.records import ZERO_SHOT_ROW
+    from reasonbed.tune.zero_shot import method_prompts
+
+    both = {"test_acc_direct": 0.4, "test_acc_reasoning": 0.2}
+    zero = [TrialRecord("zero_shot", ZERO_SHOT_ROW, "photo", 0, "zero_shot-photo-s0", {},
+                        [_report(0, 0.3, 0.4, 0.9, **both)], "completed", cpus=2, lodo={})]
+    records = [_record("a", [_report(4, 0.9, 0.8, 0.1)]),
+               _record("b", [_report(4, 0.9, 0.6, 0.1, select_on="reasoning")], method="reasoning")]
+    rows = results_table(records, ["photo"], "training_domain", zero_shot=zero)
+    baselines = {row.select_on: row.cells["photo"].values for row in rows if row.zero_shot}
+    assert baselines == {"direct": (0.4,), "reasoning": (0.2,)} and [r.method for r in rows[2:]] == ["direct",
+                                                                                                       "reasoning"]
+    assert "reasoning" in method_prompts("reasoning") and method_prompts("direct") == {"direct"}

@@ -200,10 +200,25 @@ def results_table(records: Sequence[TrialRecord], domains: Sequence[str], select
     trial seeds, with the cost of all the method's trials."""
     choices = select(records, selection)
     rows = []
-    if zero_shot:
-        picks = [(r.test_domain, r.last) for r in zero_shot if r.reports]
-        rows.append(_row(zero_shot[0].method, domains, picks, zero_shot, zero_shot=True))
     for method in sorted({record.method for record in records}):
         picks = [(c.test_domain, c.report) for (m, _, _), c in choices.items() if m == method and c is not None]
         rows.append(_row(method, domains, picks, [r for r in records if r.method == method]))
-    return rows
+    if not zero_shot:
+        return rows
+    # the base model on each prompt the methods' numbers come from (a reasoning method is compared with the
+    # base model's reasoning-prompt accuracy), when its evaluation has that prompt's accuracy
+    baselines = []
+    prompts = sorted({prompt for row in rows for prompt in row.select_on.split("/") if prompt}) or [""]
+    for prompt in prompts:
+        picks = [(r.test_domain, _on_prompt(r.last, prompt)) for r in zero_shot if r.reports]
+        row = _row(zero_shot[0].method, domains, picks, zero_shot, zero_shot=True)
+        if row.select_on not in {baseline.select_on for baseline in baselines}:
+            baselines.append(row)
+    return [*baselines, *rows]
+
+
+def _on_prompt(report: Mapping[str, Any], prompt: str) -> Mapping[str, Any]:
+    """A zero-shot report read on `prompt` (test_acc_<prompt>), or as it is when it lacks that prompt."""
+    if not prompt or f"test_acc_{prompt}" not in report:
+        return report
+    return {**report, "test_acc": report[f"test_acc_{prompt}"], "select_on": prompt}

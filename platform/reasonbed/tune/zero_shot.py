@@ -35,10 +35,21 @@ def zero_shot_name(test_domain: str, seed: int) -> str:
     return f"{test_domain.replace(' ', '_')}-s{seed}"
 
 
+def method_prompts(method: str) -> set[str]:
+    """The prompts a method scores on (class facts: its eval prompt and, with default options, the prompt it trains)."""
+    from reasonbed.methods.base import method_class
+
+    cls = method_class(method)
+    return {cls.eval_prompt, str(getattr(cls.parse_options({}), "prompt", cls.eval_prompt))}
+
+
 def zero_shot_config(cfg: SweepConfig, test_domain: str, seed: int, run_dir: Path, train_storage: str) -> Any:
     """The TrainConfig of one zero-shot evaluation: a trial's, with method zero_shot and a run of its own."""
     base = trial_train_config({}, cfg, cfg.methods[0], test_domain, seed, "")
-    return replace(base, method=METHOD, method_config={}, chains="", run_dir=str(run_dir),
+    # every prompt a swept method's numbers may come from, so each method row has its base-model row
+    prompts = {base.eval.select_on} | {prompt for method in cfg.methods for prompt in method_prompts(method)}
+    evaluation = replace(base.eval, reasoning=base.eval.reasoning or "reasoning" in prompts)
+    return replace(base, method=METHOD, method_config={}, chains="", run_dir=str(run_dir), eval=evaluation,
                    name=f"{METHOD}-{zero_shot_name(test_domain, seed)}", storage_path=train_storage)
 
 
