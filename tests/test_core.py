@@ -80,3 +80,33 @@ def test_chain_coverage_is_checked_before_training(tmp_path, teacher_chains):
     with pytest.raises(ConfigError, match=r"only \d+ of \d+ training images of test domain 'photo' have a kept "
                                           r"chain .*min_chain_coverage=0.5.*another dataset"):
         prepare_examples(cfg, spec, index, few)
+
+
+def test_retention_keeps_the_checkpoint_training_domain_validation_picks(tmp_path):
+    """keep_checkpoints=1 on a falling validation curve: the best-val_acc checkpoint (the one selection reports)
+    and the latest (resume) survive; every other is deleted."""
+    from reasonbed.train.context import LocalContext
+
+    context = LocalContext(tmp_path / "storage", keep=1)
+    for step, val_acc in enumerate([0.2, 0.9, 0.5, 0.4, 0.3], start=1):
+        state = tmp_path / f"state{step}"
+        state.mkdir()
+        (state / "state.json").write_text("{}")
+        context.report({"step": step, "val_acc": val_acc}, str(state), step)
+    kept = [json.loads((path / "metrics.json").read_text())["step"] for path in context.checkpoints()]
+    assert kept == [2, 5]
+
+
+def test_a_stage_that_restores_a_finished_checkpoint_fails(tmp_path, tiny_model_dir):
+    """A fresh stage whose storage already holds a checkpoint at or past its own total steps (another stage's,
+    under the same name) is an error, never a run that trains nothing and returns the other stage's adapter."""
+    from reasonbed.train.worker import worker_loop
+
+    cfg, spec, root, index = resolve(_cfg(tmp_path / "run", f"model.path={tiny_model_dir}"))
+    examples, rows = prepare_examples(cfg, spec, index)
+    loop = {"cfg": cfg, "examples": examples, "eval_rows": rows, "model_path": str(tiny_model_dir), "data_root": root,
+            "class_names": spec.display_names, "run_dir": str(tmp_path / "run"), "run_name": "stage",
+            "checkpoint_root": str(tmp_path / "ck"), "super_classes": [], "local_storage": str(tmp_path / "ck")}
+    worker_loop(loop)  # the first stage trains its 2 steps
+    with pytest.raises(RuntimeError, match=r"restored a checkpoint at step 2, at or past its 2 steps"):
+        worker_loop({**loop, "run_dir": str(tmp_path / "next-stage")})
