@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
+from reasonbed import cli
 from reasonbed.config import load
 from reasonbed.data import synthetic
 from reasonbed.evaluation.config import EvalConfig
@@ -76,12 +78,16 @@ def evaluated(shapes, tiny_model_dir, tmp_path_factory, ray_session):
     lora = peft_lora_config(LoraConfig(), "qwen2_vl")
     lora.init_lora_weights = False  # a non-zero update, so the adapter visibly changes the answers
     peft.get_peft_model(model, lora).save_pretrained(work / "train-run" / "adapter")
-    cfg = load(EvalConfig, overrides=[
-        f"data.root={shapes}", f"output={work / 'out'}", "engine.name=hf", "engine.batch_size=12",
+    overrides = [
+        f"data.root={shapes}", "engine.name=hf", "engine.batch_size=12",
         "shots=[0,2]", "queries_per_domain=3", "prompts=[direct]", "max_tokens_direct=6",
         f'models=[{{model: {{path: "{tiny_model_dir}"}}, name: base}}, '
-        f'{{model: {{path: "{tiny_model_dir}"}}, adapter: "{work / "train-run"}", name: tuned}}]'])
-    report = Path(run_evaluation(cfg))
+        f'{{model: {{path: "{tiny_model_dir}"}}, adapter: "{work / "train-run"}", name: tuned}}]']
+    # the documented smoke command (`evaluate --smoke-test --output DIR`), on the hf engine and two models
+    assert cli.main(["evaluate", "--smoke-test", "--output", str(work / "out"), *overrides]) == 0
+    cfg = load(EvalConfig, base=yaml.safe_load((work / "out" / "config.yaml").read_text()))  # what the CLI ran
+    report = work / "out" / "report.md"
+    assert report.is_file() and (work / "out" / "report.html").is_file()
     return cfg, report, run_evaluation
 
 
