@@ -40,6 +40,10 @@ def test_dtype_auto_is_float32_on_cpu_and_bfloat16_on_a_bf16_gpu(monkeypatch: py
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert weights_dtype("auto") == "bfloat16"
+    from reasonbed.inference.base import EngineConfig
+    from reasonbed.inference.vllm_engine import engine_arguments
+
+    assert engine_arguments(EngineConfig(model=ModelConfig()), "/models/x")["dtype"] == "bfloat16"  # the teacher too
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # e.g. a V100 / T4
     assert weights_dtype("auto") == "float32"
 
