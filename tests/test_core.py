@@ -67,6 +67,13 @@ def test_leaked_examples_never_reach_training(tmp_path, tiny_model_dir):
         with pytest.raises(LeakageError, match="would leak into training"):
             worker_loop({**loop, "examples": [*examples, {**leaked, "chains": []}]})
     assert not list((tmp_path / "ck").glob("checkpoint_*")), "refused before any step"
+    # a leave-one-domain-out run: an image of the held-out source domain, passed off as an in-part image
+    cfg, spec, root, index = resolve(_cfg(tmp_path / "lodo", f"model.path={tiny_model_dir}", "val_domain=cartoon"))
+    examples, rows = prepare_examples(cfg, spec, index)
+    heldout = next(row for row in rows if row["role"] == "heldout")
+    with pytest.raises(LeakageError, match=r"held-out domain 'cartoon'"):
+        worker_loop({**loop, "cfg": cfg, "eval_rows": rows, "examples": [*examples, {**heldout, "part": "in",
+                                                                                       "chains": []}]})
 
 
 def test_chain_coverage_is_checked_before_training(tmp_path, teacher_chains):

@@ -28,7 +28,7 @@ FLAGS = {
 SMOKE = {
     "data": {"dataset": "synthetic_shapes", "images_per_class": 4},
     "optim": {"batch_size": 8, "epochs": 1.0, "lr": 2e-3, "warmup_ratio": 0.0},
-    "eval": {"every": 4, "max_per_domain": 6, "reasoning_max_tokens": 48},
+    "eval": {"every": 4, "max_per_domain": 6, "reasoning_max_tokens": 128},  # tiny-model chains: ~80-90 tokens
     "method_config": {},
 }
 

@@ -49,7 +49,7 @@ class EvalConfig:
     # auto = the method's own (reasoning for `reasoning`, the policy's prompt for `grpo`, else direct).
     select_on: Literal["auto", "direct", "reasoning"] = "auto"
     direct_max_tokens: int = 12  # generation budget of a direct answer (an option name)
-    reasoning_max_tokens: int = 320  # generation budget of a reasoning chain (cut chains are counted: truncated/P)
+    reasoning_max_tokens: int = 512  # generation budget of a reasoning chain (the teacher configs write up to 512; cut chains are counted: truncated/P)
     batch_size: int = 16  # images per generate call
 
     def __post_init__(self) -> None:
