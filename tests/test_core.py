@@ -76,6 +76,7 @@ def test_leaked_examples_never_reach_training(tmp_path, tiny_model_dir):
                                                                                        "chains": []}]})
 
 
+@pytest.mark.slow  # teacher_chains: a template-teacher generation on Ray Data (about 25 s)
 def test_chain_coverage_is_checked_before_training(tmp_path, teacher_chains):
     from reasonbed.train.driver import chains_by_image
 
