@@ -118,3 +118,20 @@ def test_a_stage_that_restores_a_finished_checkpoint_fails(tmp_path, tiny_model_
     worker_loop(loop)  # the first stage trains its 2 steps
     with pytest.raises(RuntimeError, match=r"restored a checkpoint at step 2, at or past its 2 steps"):
         worker_loop({**loop, "run_dir": str(tmp_path / "next-stage")})
+
+
+def test_a_finished_checkpoint_in_object_storage_is_named_by_its_uri(tmp_path, s3_bucket):
+    """A driver that stopped between the last checkpoint and `done`: the rerun finishes from the checkpoint in
+    storage, which must be read from s3://, not from a local path of the same name (fs.glob drops the protocol)."""
+    from reasonbed import storage
+    from reasonbed.train.rundir import RunDir
+
+    run = RunDir(_cfg(tmp_path / "run", f"storage_path=s3://{s3_bucket}/core", "name=finished", "scale.backend=ray"))
+    fs, root = storage.filesystem(run.storage_root)
+    for step in (2, 4):
+        fs.pipe(f"{root}/checkpoint_step{step:06d}/state.json", json.dumps({"step": step}).encode())
+    assert run.finished_checkpoint(6) is None
+    found = run.finished_checkpoint(4)
+    assert found == storage.join(run.storage_root, "checkpoint_step000004") and found.startswith("s3://")
+    fs, path = storage.filesystem(found)
+    assert json.loads(fs.cat(f"{path}/state.json"))["step"] == 4
