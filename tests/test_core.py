@@ -37,6 +37,7 @@ def test_reruns_resume_and_other_configs_never_share_a_run(tmp_path, tiny_model_
     saved = {name: (first.run_dir / name).read_bytes() for name in ("config.yaml", "done", "metrics.jsonl")}
     again = run(_cfg(tmp_path / "a", *shared))
     assert again.metrics == first.metrics
+    assert first.trained and not again.trained  # a sweep trial reports such a result to Tune itself
     with pytest.raises(ConfigError, match=r"run_dir .* holds a run with another config \(optim.lr: 0.003 -> 0.01\)"):
         run(_cfg(tmp_path / "a", *shared, "optim.lr=0.01"))
     with pytest.raises(ConfigError, match=r"checkpoint storage .*trial-1' holds a run with another config "

@@ -5,9 +5,11 @@ by SIGINT and finished."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -204,11 +206,16 @@ def test_an_s3_sweep_is_refused_stopped_moved_killed_and_finished_each_trial_onc
     local_db = tmp_path / "runs" / "ctl" / "optuna.db"  # the driver's study file (local_root runs/ in its cwd)
     fs = _s3()
 
-    def finished_trials(study: str) -> list:
+    def finished_trials(study: str) -> int:
+        """Finished trials of `study` in the driver's study file, read-only (never created or changed here)."""
         if not local_db.exists():
-            return []
-        trials = optuna.load_study(study_name=study, storage=f"sqlite:///{local_db}").trials
-        return [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+            return 0
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{local_db}?mode=ro", uri=True)) as db:
+                return db.execute("SELECT count(*) FROM trials JOIN studies USING (study_id) WHERE study_name = ? "
+                                  "AND state IN ('COMPLETE', 'PRUNED')", (study,)).fetchone()[0]
+        except sqlite3.Error:  # being downloaded or created
+            return 0
 
     log = tmp_path / "first.log"
     with open(log, "w") as handle:
@@ -246,9 +253,10 @@ def test_an_s3_sweep_is_refused_stopped_moved_killed_and_finished_each_trial_onc
     # a new head node: the driver's local study file is gone; the same command restores it from s3:// first
     assert local_db.is_file()
     shutil.rmtree(tmp_path / "runs")
-    third = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(tmp_path / "third.log", "w") as handle:
+        third = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=handle, stderr=subprocess.STDOUT)
     try:
-        _wait_for(lambda: len(finished_trials("direct-photo-s0")) == 2, "the study copy downloaded", third)
+        _wait_for(lambda: finished_trials("direct-photo-s0") == 2, "the study copy downloaded", third)
         _wait_for(lambda: finished_trials("direct-sketch-s0") and fs.glob(
             f"{sweep}/direct-sketch-s0/experiment_state-*.json"), "a finished trial of the resumed study", third)
     finally:
@@ -261,6 +269,7 @@ def test_an_s3_sweep_is_refused_stopped_moved_killed_and_finished_each_trial_onc
     assert again.returncode == 0, again.stderr[-4000:]  # the dead driver's lease (this host) is taken at once
     fs.invalidate_cache()
     assert all(fs.exists(f"{sweep}/direct-{d}-s0/done") for d in domains)
+    storage.filesystem(f"s3://{sweep}")[0].invalidate_cache()  # the listing load_records cached after study 1
     records = load_records(f"s3://{sweep}")
     assert len(records) == 6 and len({r.trial_id for r in records}) == 6
     assert all(r.status in ("completed", "stopped") and r.reports for r in records)

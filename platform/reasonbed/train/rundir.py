@@ -39,6 +39,7 @@ class TrainResult:
     metrics: list[dict[str, Any]]
     adapter: Path
     skipped_inputs: dict[str, Any] = field(default_factory=dict)  # data.on_corrupt=skip: count and first paths
+    trained: bool = True  # False: the run had finished before this call (nothing trained or reported now)
 
     @property
     def final(self) -> dict[str, Any]:
