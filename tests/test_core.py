@@ -37,6 +37,7 @@ def test_reruns_resume_and_other_configs_never_share_a_run(tmp_path, tiny_model_
     saved = {name: (first.run_dir / name).read_bytes() for name in ("config.yaml", "done", "metrics.jsonl")}
     again = run(_cfg(tmp_path / "a", *shared))
     assert again.metrics == first.metrics
+    assert first.trained and not again.trained  # a sweep trial reports such a result to Tune itself
     with pytest.raises(ConfigError, match=r"run_dir .* holds a run with another config \(optim.lr: 0.003 -> 0.01\)"):
         run(_cfg(tmp_path / "a", *shared, "optim.lr=0.01"))
     with pytest.raises(ConfigError, match=r"checkpoint storage .*trial-1' holds a run with another config "
@@ -76,6 +77,7 @@ def test_leaked_examples_never_reach_training(tmp_path, tiny_model_dir):
                                                                                        "chains": []}]})
 
 
+@pytest.mark.slow  # teacher_chains: a template-teacher generation on Ray Data (about 25 s)
 def test_chain_coverage_is_checked_before_training(tmp_path, teacher_chains):
     from reasonbed.train.driver import chains_by_image
 
@@ -117,3 +119,20 @@ def test_a_stage_that_restores_a_finished_checkpoint_fails(tmp_path, tiny_model_
     worker_loop(loop)  # the first stage trains its 2 steps
     with pytest.raises(RuntimeError, match=r"restored a checkpoint at step 2, at or past its 2 steps"):
         worker_loop({**loop, "run_dir": str(tmp_path / "next-stage")})
+
+
+def test_a_finished_checkpoint_in_object_storage_is_named_by_its_uri(tmp_path, s3_bucket):
+    """A driver that stopped between the last checkpoint and `done`: the rerun finishes from the checkpoint in
+    storage, which must be read from s3://, not from a local path of the same name (fs.glob drops the protocol)."""
+    from reasonbed import storage
+    from reasonbed.train.rundir import RunDir
+
+    run = RunDir(_cfg(tmp_path / "run", f"storage_path=s3://{s3_bucket}/core", "name=finished", "scale.backend=ray"))
+    fs, root = storage.filesystem(run.storage_root)
+    for step in (2, 4):
+        fs.pipe(f"{root}/checkpoint_step{step:06d}/state.json", json.dumps({"step": step}).encode())
+    assert run.finished_checkpoint(6) is None
+    found = run.finished_checkpoint(4)
+    assert found == storage.join(run.storage_root, "checkpoint_step000004") and found.startswith("s3://")
+    fs, path = storage.filesystem(found)
+    assert json.loads(fs.cat(f"{path}/state.json"))["step"] == 4

@@ -203,6 +203,7 @@ def test_the_async_engine_is_the_default_and_the_offline_one_is_reachable():
         EngineConfig(batches_in_flight=0)
 
 
+@pytest.mark.slow  # a generation driver killed and run again (about 30 s)
 def test_resume_after_killing_the_driver(tmp_path, shapes, tiny_model_dir, ray_session):
     """SIGKILL the generation driver after a few shards; the rerun completes without duplicates."""
     output = tmp_path / "killed"

@@ -1,10 +1,13 @@
-"""The `openai` engine against a real OpenAI-compatible server: vLLM's own server on the tiny model.
+"""The `openai` engine against a real OpenAI-compatible server, and the serving recipe of docs/serving.md: one
+vLLM API server for the module (on 127.0.0.1, the CPU flags of reasonbed's vllm engine, `--api-key`) serves the
+session's tiny Qwen2-VL and the exported LoRA adapter as a served module.
 
-One vLLM API server per module (started with `--api-key`, on 127.0.0.1) serves the session's tiny
-Qwen2-VL. The tests show that the engine generates schema rows through the Ray Data pipeline, that
-a 5xx answer is retried by the client with backoff (a small flaky proxy in front of the server
-answers the first POSTs with 500), that a wrong key is a prompt, clear error with no retry, and that
-the key never reaches the generation output or the logs.
+The tests show that the engine generates schema rows through the Ray Data pipeline, that a 5xx answer is
+retried by the client with backoff (a small flaky proxy in front of the server answers the first POSTs with
+500), that a wrong key is a prompt, clear error with no retry, that the key never reaches the generation
+output or the logs, that in-context examples go as earlier turns, and that the served adapter answers as
+transformers does with the adapter on the base model - to any OpenAI client, to reasonbed's `openai` engine
+and through `reasonbed predict --engine openai`.
 """
 
 from __future__ import annotations
@@ -38,12 +41,23 @@ KEY_ENV = "REASONBED_TEST_OPENAI_ENGINE_KEY"  # a test-specific variable: never 
 KEY = "rb-test-" + uuid.uuid4().hex  # what the server requires; unique, so a leak is unambiguous
 
 
+NAME = "shapes-lora"  # the exported adapter's name on the server: what a client asks for
+CLASSES = ["circle", "cross", "ring", "square", "star", "triangle"]
+
+
+def serve_args(adapter: Path) -> list[str]:
+    """The LoRA flags of docs/serving.md (as reasonbed.inference.vllm_engine sets them for vllm.LLM)."""
+    return ["--enable-lora", "--max-lora-rank", "64", "--max-loras", "1", "--enable-tower-connector-lora",
+            "--lora-modules", f"{NAME}={adapter}"]
+
+
 @pytest.fixture(scope="module")
-def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, start_vllm_server) -> Iterator:
-    """vLLM's OpenAI-compatible server on the tiny model, requiring KEY (conftest.vllm_server)."""
+def vllm_server(tiny_model_dir: Path, exported_adapter: Path, tmp_path_factory: pytest.TempPathFactory,
+                start_vllm_server) -> Iterator:
+    """vLLM's OpenAI-compatible server on the tiny model and the exported adapter, requiring KEY (conftest)."""
     log_path = tmp_path_factory.mktemp("vllm-server") / "server.log"
-    with start_vllm_server(tiny_model_dir, log_path, ["--limit-mm-per-prompt", '{"image":3}', "--api-key", KEY],
-                           key=KEY) as server:
+    with start_vllm_server(tiny_model_dir, log_path, [*serve_args(exported_adapter), "--limit-mm-per-prompt",
+                                                      '{"image":3}', "--api-key", KEY], key=KEY) as server:
         yield server
 
 
@@ -245,3 +259,52 @@ def test_in_context_examples_go_as_earlier_turns_like_transformers(photo_shapes,
         [request], sampling)[0][0]
     assert remote.prompt_tokens == local.prompt_tokens > 3 * 4  # the same three-image prompt
     assert remote.text == local.text
+
+
+def test_served_adapter_answers_like_transformers_and_reasonbeds_openai_engine_uses_it(
+        vllm_server, exported_adapter, tiny_model_dir, tmp_path, ray_session, monkeypatch):
+    """docs/serving.md: one request as any OpenAI client sends it, then reasonbed's `openai` engine and
+    `reasonbed predict --engine openai` (Ray Data actors; class names from the export's reasonbed.json)."""
+    import shutil
+
+    import openai
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from reasonbed.data import catalog
+    from reasonbed.data.catalog import DataConfig
+    from reasonbed.inference.base import build_engine
+    from reasonbed.inference.openai_engine import image_data_url
+    from reasonbed.models import ModelConfig
+    from reasonbed.share.predict import PredictConfig, run_predict
+    from reasonbed.train.evaluate import answer_class, prompt_for
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    root = Path(catalog.resolve(DataConfig(dataset="synthetic_shapes", images_per_class=2))[1])
+    (tmp_path / "to-serve").mkdir()
+    for index, path in enumerate(sorted((root / "sketch").rglob("*.png"))[:6]):
+        shutil.copy(path, tmp_path / "to-serve" / f"q{index}.png")
+    images = sorted((tmp_path / "to-serve").glob("*.png"))
+    greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=12)
+    assert vllm_server.models[:2] == [str(tiny_model_dir), NAME]
+    prompt = prompt_for("direct", CLASSES)
+    loaded = [Image.open(path).convert("RGB") for path in images]
+    client = openai.OpenAI(base_url=vllm_server.url + "/v1", api_key=KEY)
+    response = client.chat.completions.create(model=NAME, temperature=0.0, max_tokens=12, messages=[
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": image_data_url(loaded[0])}},
+                                     {"type": "text", "text": prompt}]}])
+    answer = response.choices[0].message.content
+    reference = [c.text for (c,) in build_engine(EngineConfig(
+        name="hf", model=ModelConfig(path=str(tiny_model_dir)), lora_path=str(exported_adapter))).generate(
+        [Request(image, prompt) for image in loaded], greedy)]
+    assert answer == reference[0]
+    assert answer_class(answer, "direct", CLASSES) == answer_class(reference[0], "direct", CLASSES)
+    engine = OpenAIEngine(_engine_cfg(vllm_server.url + "/v1", NAME))
+    assert [c.text for (c,) in engine.generate([Request(image, prompt) for image in loaded], greedy)] == reference
+    output = tmp_path / "served.parquet"
+    summary = run_predict(PredictConfig(data=str(images[0].parent), adapter=str(exported_adapter),
+                                        output=str(output), engine=_engine_cfg(vllm_server.url + "/v1", NAME)))
+    rows = pq.read_table(output).to_pylist()
+    assert summary["images"] == len(images) and [row["answer"] for row in rows] == reference
+    assert {row["engine"] for row in rows} == {"openai"} and {row["model"] for row in rows} == {NAME}
+    assert json.loads(json.dumps(rows[0]["prompt"])) == prompt

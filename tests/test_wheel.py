@@ -96,16 +96,39 @@ DRY_RUNS = {
 }
 
 
+# Every subcommand's dry run and --help-config in one process of the venv (one import of the installed package,
+# not 28); the console script itself runs once.
+DRY_RUN_ALL = """
+import contextlib, io, json, sys
+from reasonbed.cli import main
+outputs = {}
+for name, args in json.loads(sys.argv[1]).items():
+    for argv in ([name, *args, "--dry-run"], [name, "--help-config"]):
+        buffer = io.StringIO()
+        with contextlib.redirect_stdout(buffer):
+            try:
+                code = main(argv)
+            except SystemExit as stop:
+                code = stop.code
+        outputs[" ".join(argv)] = [code, buffer.getvalue()]
+print(json.dumps(outputs))
+"""
+
+
 def test_every_subcommand_dry_runs_from_the_wheel(venv: Path, tmp_path: Path) -> None:
     from reasonbed.cli import COMMANDS
 
     assert set(DRY_RUNS) == set(COMMANDS.names())
+    result = _run(venv, ["python", "-c", DRY_RUN_ALL, json.dumps(DRY_RUNS)], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outputs = json.loads(result.stdout.strip().splitlines()[-1])
     for name, args in DRY_RUNS.items():
-        result = _run(venv, ["reasonbed", name, *args, "--dry-run"], tmp_path)
-        assert result.returncode == 0, f"reasonbed {name}: {result.stderr[-2000:]}"
-        assert isinstance(yaml.safe_load(result.stdout), dict), result.stdout
-        help_config = _run(venv, ["python", "-m", "reasonbed", name, "--help-config"], tmp_path)
-        assert help_config.returncode == 0 and help_config.stdout.count("\n") >= 2, help_config.stderr[-2000:]
+        code, out = outputs[" ".join([name, *args, "--dry-run"])]
+        assert code == 0 and isinstance(yaml.safe_load(out), dict), f"reasonbed {name}: {out[-2000:]}"
+        code, listing = outputs[f"{name} --help-config"]
+        assert code == 0 and listing.count("\n") >= 2, f"reasonbed {name} --help-config: {listing[-2000:]}"
+    script = _run(venv, ["reasonbed", "tune", *DRY_RUNS["tune"], "--dry-run"], tmp_path)  # the console script
+    assert script.returncode == 0 and isinstance(yaml.safe_load(script.stdout), dict), script.stderr[-2000:]
     assert list(tmp_path.iterdir()) == []  # dry runs write nothing
 
 

@@ -214,7 +214,7 @@ def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (),
     run = RunDir.open(cfg)
     if run.done:
         log.info("run %s is done: its result is returned without training again", run.path)
-        return run.result()
+        return replace(run.result(), trained=False)
     chains = chains_override if chains_override is not None else (
         chains_by_image(cfg.chains, allow_label_conditioned=cfg.allow_label_conditioned) if cfg.chains else None)
     examples, rows = prepare_examples(cfg, spec, index, chains)
@@ -223,7 +223,7 @@ def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (),
     finished = run.finished_checkpoint(steps) if run.resuming else None
     if finished:
         log.info("run %s: its storage holds the finished run; finishing the run directory from it", run.path)
-        return run.finish(finished, index, skipped)
+        return replace(run.finish(finished, index, skipped), trained=False)
     model = resolve_model(cfg.model)
     log_memory_estimate(cfg, model)
     # the workers' copy: the detected family, and an init_adapter they can read from any node

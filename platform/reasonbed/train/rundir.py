@@ -39,6 +39,7 @@ class TrainResult:
     metrics: list[dict[str, Any]]
     adapter: Path
     skipped_inputs: dict[str, Any] = field(default_factory=dict)  # data.on_corrupt=skip: count and first paths
+    trained: bool = True  # False: the run had finished before this call (nothing trained or reported now)
 
     @property
     def final(self) -> dict[str, Any]:
@@ -138,7 +139,10 @@ class RunDir:
             return None
         with fs.open(f"{found[-1]}/state.json", "r") as handle:
             step = int(json.load(handle).get("step", -1))
-        return found[-1] if step >= max(steps, 1) or (steps == 0 and step == 0) else None
+        if not (step >= max(steps, 1) or (steps == 0 and step == 0)):
+            return None
+        # a URI (fs.glob drops s3:// and gs://: a bare path would be read from the local disk)
+        return storage.join(self.storage_root, found[-1].rstrip("/").rsplit("/", 1)[-1])
 
     def finish(self, checkpoint: str | Path, index: Sequence[dict[str, Any]],
                skipped: dict[str, Any] | None = None) -> TrainResult:

@@ -102,6 +102,8 @@ def run_trial(config: dict[str, Any], sweep: Any, method: str, test_domain: str,
         (trial_dir / file_name).write_text(json.dumps(content, indent=2, default=str))
         write_json(storage.join(trial_uri, file_name), content)
     result = run(cfg, callbacks=(TuneReportCallback(),))
+    if not result.trained and result.final:  # a restored trial whose run had finished: Tune still needs its result
+        tune.report(result.final)
     if sweep.lodo_selection:
         lodo_runs(cfg, spec, result.final, trial_dir, trial_uri, sweep_uri, context.get_trial_id())
 
