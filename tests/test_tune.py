@@ -215,7 +215,7 @@ def test_sweep_with_lodo_selection_runs_and_reports_it(tmp_path, ray_session):
         assert sorted(record.lodo["heldout_acc"]) == sorted(set(synthetic.STYLES) - {"photo"})
         assert record.lodo_score is not None and 0.0 <= record.lodo_score <= 1.0
     choice = select(records, "leave_one_domain_out")[("direct", "photo", 0)]
-    assert choice is not None and choice.val_acc == max(r.lodo_score for r in records)
+    assert choice is not None and choice.score == max(r.lodo_score for r in records)
     run_dir = Path(records[0].path) / "lodo" / "sketch"
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert "acc/direct/sketch/heldout" in metrics[-1] and "acc/direct/sketch/in" not in metrics[-1]
