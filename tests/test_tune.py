@@ -51,9 +51,9 @@ def small_sweep(tmp_path_factory, ray_session):
     spaces.mkdir()
     (spaces / "default.yaml").write_text(SWEEP_SPACE)
     (spaces / "direct.yaml").write_text("params: {}\n")
-    outcome = run_sweep(_sweep(root, f"search_spaces={spaces}", "train.optim.max_steps=40",
-                               "train.eval.every=20", "train.optim.batch_size=16", "asha.grace_period=320",
-                               "asha.max_t=640"))  # examples: one rung at the first of two evaluations
+    outcome = run_sweep(_sweep(root, f"search_spaces={spaces}", "train.optim.max_steps=16",
+                               "train.eval.every=8", "train.optim.batch_size=16", "asha.grace_period=128",
+                               "asha.max_t=256"))  # examples: one rung at the first of two evaluations
     report = build_report(outcome["sweep"], root / "report")
     return outcome, report, spaces
 
