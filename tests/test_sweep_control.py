@@ -124,7 +124,8 @@ def _slow_trial(config):
         tune.report({"step": step, "score": config["x"] * step})
 
 
-def test_sigint_ends_a_tune_fit_gracefully_and_stops_the_sweep(tmp_path, ray_session):
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])  # Ctrl+C; `ray job stop`
+def test_sigint_ends_a_tune_fit_gracefully_and_stops_the_sweep(stop, tmp_path, ray_session):
     from ray import cloudpickle, tune
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the trial function travels by value
@@ -133,12 +134,12 @@ def test_sigint_ends_a_tune_fit_gracefully_and_stops_the_sweep(tmp_path, ray_ses
                        tune_config=tune.TuneConfig(metric="score", mode="max", max_concurrent_trials=1),
                        run_config=tune.RunConfig(name="interrupt", storage_path=str(tmp_path), verbose=0))
     with control:
-        threading.Timer(8.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+        threading.Timer(8.0, os.kill, (os.getpid(), getattr(signal, stop))).start()
         started = time.monotonic()
         with control.phase("tune"):
             results = tuner.fit()
     assert time.monotonic() - started < 50  # not the 60 s of one trial, let alone two
-    assert control.stopped and "SIGINT" in control.reason
+    assert control.stopped and stop in control.reason
     assert tune_interrupted(results, expected=2)  # Tune saved its state with unfinished trials: restorable
     assert not any(result.metrics.get("done") for result in results)
     assert tune.Tuner.can_restore(str(tmp_path / "interrupt"))
