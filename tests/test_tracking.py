@@ -113,3 +113,27 @@ def test_sweep_trials_logged_live_by_tunes_callbacks(tmp_path, ray_session, monk
     assert 0.0 <= trial.data.metrics["val_acc"] <= 1.0 and "test_acc" in trial.data.metrics
     sweep = Path(outcome["sweep"])
     assert list(sweep.rglob("offline-run-*/run-*.wandb")), "no W&B offline run under the sweep folder"
+
+
+def test_evaluate_job_logs_its_accuracies_and_report_to_mlflow(tmp_path):
+    """The OOD evaluation's tracking: accuracy per (model, prompt, condition, k) and the report as artifacts."""
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from reasonbed.evaluation.config import EvalConfig
+    from reasonbed.evaluation.runner import _track
+
+    store = tmp_path / "mlruns"
+    cfg = load(EvalConfig, overrides=[f"output={tmp_path / 'out'}", f"tracking.mlflow=file:{store}"])
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("report.md", "report.html", "config.yaml"):
+        (out / name).write_text(name)
+    predictions = pd.DataFrame({"model": ["base"] * 3, "prompt": ["direct"] * 3, "condition": ["zero_shot"] * 3,
+                                "k": [0, 0, 0], "correct": [True, False, True]})
+    _track(cfg, "synthetic_shapes", predictions, out, {"seed": 0}, out)
+    client = MlflowClient(tracking_uri=f"file:{store}")
+    (found,) = client.search_runs([client.get_experiment_by_name("synthetic_shapes-ood").experiment_id])
+    assert found.info.run_name == "evaluate-synthetic_shapes"
+    assert found.data.metrics["acc/base/direct/zero_shot/k0"] == pytest.approx(2 / 3)
+    assert {a.path for a in client.list_artifacts(found.info.run_id)} >= {"report.md", "report.html"}
