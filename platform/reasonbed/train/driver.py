@@ -124,18 +124,23 @@ def resolve_checked(cfg: TrainConfig) -> tuple[TrainConfig, DatasetSpec, str, Im
     return replace(cfg, test_domain=test_domain), spec, root, checked
 
 
-def check_storage_for_cluster(cfg: TrainConfig, storage_root: str) -> None:
-    """Checkpoints and adapters must live where every node reads them: on a multi-node cluster a node-local
-    storage path is an error naming the fix (raised before anything is written)."""
+def check_shared_storage(location: str, key: str, shown: str, consequence: str) -> None:
+    """On a multi-node cluster `location` must be object storage every node reads and writes: otherwise an error
+    naming the config `key` (its value `shown`), what goes wrong, and the fix (raised before anything is written)."""
     from reasonbed.ray_runtime import multi_node
 
     why = multi_node()
-    if why and not storage.is_remote(storage_root):
-        raise ConfigError(
-            f"storage_path: {cfg.storage_path or '(empty: run_dir/ray)'!r} is on the driver's disk, but the Ray "
-            f"cluster is multi-node ({why}): workers on other nodes can neither write checkpoints there nor read "
-            f"adapters from it; set storage_path=s3://BUCKET/PREFIX or gs://BUCKET/PREFIX (credentials from the "
-            f"environment or the nodes' roles)")
+    if why and not storage.is_remote(location):
+        raise ConfigError(f"{key}: {shown!r} is on the driver's disk, but the Ray cluster is multi-node ({why}): "
+                          f"{consequence}")
+
+
+def check_storage_for_cluster(cfg: TrainConfig, storage_root: str) -> None:
+    """Checkpoints and adapters must live where every node reads them (check_shared_storage)."""
+    check_shared_storage(storage_root, "storage_path", cfg.storage_path or "(empty: run_dir/ray)",
+                         "workers on other nodes can neither write checkpoints there nor read adapters from it; set "
+                         "storage_path=s3://BUCKET/PREFIX or gs://BUCKET/PREFIX (credentials from the environment "
+                         "or the nodes' roles)")
 
 
 def stage_init_adapter(cfg: TrainConfig, run: RunDir) -> str:

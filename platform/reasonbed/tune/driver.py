@@ -295,13 +295,11 @@ def run_sweep(cfg: SweepConfig, local_root: str = "runs", force: bool = False,
 def check_sweep_storage(cfg: SweepConfig) -> None:
     """On a multi-node cluster the sweep's storage must be object storage: trials on other nodes write their
     checkpoints and records there (an error naming the fix, before any trial starts)."""
-    from reasonbed.ray_runtime import multi_node
+    from reasonbed.train.driver import check_shared_storage
 
-    why = multi_node()
-    if why and not storage.is_remote(cfg.storage):
-        raise ConfigError(f"storage: {cfg.storage!r} is on the driver's disk, but the Ray cluster is multi-node "
-                          f"({why}): trials on other nodes cannot write there; use --storage s3://BUCKET/PREFIX "
-                          f"or gs://BUCKET/PREFIX")
+    check_shared_storage(cfg.storage, "storage", cfg.storage,
+                         "trials on other nodes cannot write there; use --storage s3://BUCKET/PREFIX or "
+                         "gs://BUCKET/PREFIX")
 
 
 def _sweep(cfg: SweepConfig, spec: Any, domains: list[str], probe: Any, name: str, sweep_uri: str, local: Path,
