@@ -193,12 +193,13 @@ def build_blocks(data: SweepData, out_dir: Path, storage_url: str | None) -> tup
     def image(path: Path | None, alt: str) -> list[Block]:
         return [Image(path.relative_to(out_dir), alt)] if path else []
 
+    chain_counts = data.total_tokens()  # the teacher's tokens and label-conditioned chains, each chains output once
     blocks: list[Block] = [_overview(data, storage_url), "## Results: test-domain accuracy (%)",
                            "Cost per method: CPU-/GPU-hours summed over all its trials (Tune's `time_total_s` x the "
                            "trial's resources) and the teacher's generated tokens of the chains its trials trained on "
                            "(from `<chains>/manifest.json`, prompt tokens in brackets; a chains output shared by "
                            "several methods is counted in each row, once in the sweep total: "
-                           f"{tokens_text(data.total_tokens())}). {label_conditioned_text(data.total_tokens())}",
+                           f"{tokens_text(chain_counts)}). {label_conditioned_text(chain_counts)}",
                            tables["training_domain"], ORACLE_NOTE, tables["oracle"], tables["leave_one_domain_out"]]
     blocks += image(accuracy, "Test accuracy per test domain and method (left: training-domain validation; "
                               "right: ORACLE); error bars: standard error over trial seeds; dashed: chance")
