@@ -174,7 +174,8 @@ def test_export_from_a_sweep_is_the_model_its_selection_picked(tmp_path, ray_ses
     cfg = load(SweepConfig, overrides=[f"storage={tmp_path / 'runs'}", "name=export-me"], base={
         "data": {"dataset": "synthetic_shapes", "images_per_class": 2}, "methods": ["direct"],
         "test_domains": ["photo"], "num_samples": 2, "zero_shot": False, "search": "random",
-        "train": {"optim.max_steps": 2, "optim.batch_size": 4, "eval.every": 1, "eval.max_per_domain": 2},
+        "train": {"optim.max_steps": 2, "optim.batch_size": 4, "eval.every": 1, "eval.max_per_domain": 2,
+                  "scale.backend": "local"},
         "asha": {"enabled": False}})
     sweep = run_sweep(cfg)["sweep"]
     records = load_records(sweep)

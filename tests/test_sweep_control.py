@@ -295,7 +295,8 @@ def test_sigint_stops_every_parallel_study_and_the_same_command_finishes_the_swe
     command = [sys.executable, str(REPO / "jobs" / "tune.py"), "--smoke-test", f"--storage={tmp_path / 'runs'}",
                "--name=parallel", "methods=[direct]", "test_domains=[photo,sketch,cartoon]", "num_samples=1",
                "studies_in_parallel=2", "zero_shot=false", "data.images_per_class=3", "train.optim.max_steps=6",
-               "train.eval.every=3", "train.eval.max_per_domain=4", "asha.grace_period=48", "asha.max_t=96"]
+               "train.eval.every=3", "train.eval.max_per_domain=4", "asha.grace_period=48", "asha.max_t=96",
+               "train.scale.backend=local"]  # trials in process: a restored trial resumes from its own checkpoints
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     first = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)

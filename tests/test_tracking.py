@@ -102,7 +102,8 @@ def test_sweep_trials_logged_live_by_tunes_callbacks(tmp_path, ray_session, monk
         "name=tracked-sweep"], base={
         "data": {"dataset": "synthetic_shapes", "images_per_class": 2}, "methods": ["direct"],
         "test_domains": ["photo"], "num_samples": 1, "zero_shot": False, "studies_in_parallel": 1,
-        "train": {"optim.max_steps": 2, "optim.batch_size": 4, "eval.every": 2, "eval.max_per_domain": 2},
+        "train": {"optim.max_steps": 2, "optim.batch_size": 4, "eval.every": 2, "eval.max_per_domain": 2,
+                  "scale.backend": "local"},
         "asha": {"enabled": False}})
     outcome = run_sweep(cfg)
 

@@ -23,7 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 BASE = {
     "data": {"dataset": "synthetic_shapes", "images_per_class": 3, "palette": "by_class"},
     "methods": ["direct"], "num_samples": 4, "max_concurrent_trials": 1, "studies_in_parallel": 2,
-    "train": {"optim.max_steps": 6, "eval.every": 2, "eval.max_per_domain": 4},
+    # trials train in their own process (scale.backend=local: the same worker loop, no Ray Train worker group,
+    # half a trial's time); Ray Train inside a sweep: the S3 scenario of tests/test_sweep_control.py
+    "train": {"optim.max_steps": 6, "eval.every": 2, "eval.max_per_domain": 4, "scale.backend": "local"},
     "asha": {"grace_period": 32, "reduction_factor": 2, "max_t": 96},  # examples seen (6 steps x batch 16)
     "search_spaces": str(REPO / "search_spaces"),
 }

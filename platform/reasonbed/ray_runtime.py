@@ -170,3 +170,20 @@ def release_placement_groups() -> int:
     if released:
         log.info("released %d placement group(s) this job still held", released)
     return released
+
+
+def report_to_tune_trial(metrics: Mapping[str, Any]) -> bool:
+    """Report `metrics` to Ray Tune when this process runs a Tune trial's function (an in-process training run
+    in a sweep); False, and nothing reported, anywhere else (a Ray Train worker, a plain process)."""
+    import sys
+
+    if "ray" not in sys.modules:
+        return False
+    from ray.tune.trainable.trainable_fn_utils import _in_tune_session  # Ray 2.60: no public check
+
+    if not _in_tune_session():
+        return False
+    from ray import tune
+
+    tune.report(dict(metrics))
+    return True

@@ -5,7 +5,10 @@ data parallelism, the checkpoint to resume from, reporting metrics with a checkp
 reported checkpoints are registered (fault injection). `RayContext` is the one place the loop touches
 Ray Train's worker API. `LocalContext` keeps checkpoints under `<storage>/checkpoint_step<N>` with the
 same retention rule as the Ray backend (the best `keep` by val_acc, ties to the later one, plus always
-the latest), so an in-process run resumes and selects like a Ray one.
+the latest), so an in-process run resumes and selects like a Ray one. Inside a Ray Tune trial (a sweep with
+`train.scale.backend=local`: the trial trains in its own process, no worker group) its reports also reach
+Tune, so ASHA and the Optuna study see them as they see a Ray Train run's; a restored trial resumes from the
+checkpoints under `storage`.
 """
 
 from __future__ import annotations
@@ -105,6 +108,9 @@ class LocalContext:
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)  # a checkpoint directory with state.json is complete
         self._prune(latest=target)
+        from reasonbed.ray_runtime import report_to_tune_trial
+
+        report_to_tune_trial(metrics)
 
     def _prune(self, latest: Path) -> None:
         found = self.checkpoints()
