@@ -563,11 +563,11 @@ def plain_head() -> Iterator[OwnRayHead]:
 def test_job_submit_tune_pacs_smoke_test(plain_head: OwnRayHead) -> None:
     """The README's main job, submitted to a local head on 127.0.0.1 as a cluster user would: the suite's one
     end-to-end tune_pacs smoke (chains, both smoke methods in parallel studies, the zero-shot row, the report),
-    shrunk by key=value overrides to two test domains, one draw and four steps (`make run` is the full one)."""
-    proc = plain_head.submit("--smoke-test", "data.images_per_class=3", "test_domains=[photo,sketch]",
+    shrunk by key=value overrides to one test domain, one draw and four steps (`make run` is the full one)."""
+    proc = plain_head.submit("--smoke-test", "data.images_per_class=3", "test_domains=[photo]",
                              "num_samples=1", "train.optim.max_steps=4", "train.eval.every=2",
                              "train.eval.max_per_domain=4", submission_id="tune-pacs-smoke", script="jobs/tune_pacs.py")
     output, _ = proc.communicate(timeout=1200)
     assert proc.returncode == 0, output[-6000:]
     assert "succeeded" in output and '"report"' in output and "report.html" in output
-    assert all(f"{m}-{d}-s0" in output for m in ("direct", "mtct") for d in ("photo", "sketch")), output[-6000:]
+    assert all(f"{m}-photo-s0" in output for m in ("direct", "mtct")), output[-6000:]

@@ -131,7 +131,7 @@ def test_concurrent_builds_build_once(tmp_path: Path):
         "import sys; from reasonbed.models.corpus import CorpusSpec; from reasonbed.models.pretrain import "
         "PretrainRecipe; from reasonbed.models.tiny import build_tiny_model; "
         "recipe = PretrainRecipe(corpus=CorpusSpec(shape_images=24, digit_images=8, option_lists=2), vision_steps=3, "
-        "vision_batch_size=8, steps=30, batch_size=4, warmup_steps=1); "
+        "vision_batch_size=8, steps=12, batch_size=4, warmup_steps=1); "
         f"print(build_tiny_model('qwen2_vl', out={str(tmp_path / 'model')!r}, recipe=recipe))"
     )
     processes = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -139,7 +139,7 @@ def test_concurrent_builds_build_once(tmp_path: Path):
     results = [process.communicate(timeout=600) for process in processes]
     assert all(process.returncode == 0 for process in processes), results
     assert {out.strip() for out, _ in results} == {str(tmp_path / "model")}
-    built = [err for _, err in results if "image-text step 30/30" in err]
+    built = [err for _, err in results if "image-text step 12/12" in err]
     waited = [err for _, err in results if "waiting for another process" in err]
     assert len(built) == 1 and len(waited) == 1, results
     assert json.loads((tmp_path / "model" / MARKER).read_text())["built_by_pid"] in {p.pid for p in processes}

@@ -122,6 +122,19 @@ def _slow_trial(config):
     for step in range(config.get("steps", 600)):
         time.sleep(0.1)
         tune.report({"step": step, "score": config["x"] * step})
+        if config.get("started") and step == 2:  # the test's cue: a trial is running and reporting
+            Path(config["started"]).touch()
+
+
+def _signal_when(path: Path, sig: int, timeout: float = 60.0) -> None:
+    """Send `sig` to this process once `path` exists (a trial is running), from a thread."""
+    def wait_and_send() -> None:
+        deadline = time.monotonic() + timeout
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        os.kill(os.getpid(), sig)
+
+    threading.Thread(target=wait_and_send, daemon=True).start()
 
 
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])  # Ctrl+C; `ray job stop`
@@ -130,11 +143,12 @@ def test_sigint_ends_a_tune_fit_gracefully_and_stops_the_sweep(stop, tmp_path, r
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the trial function travels by value
     control = SweepControl()
-    tuner = tune.Tuner(_slow_trial, param_space={"x": tune.grid_search([1, 2])},
+    started_marker = tmp_path / "started"
+    tuner = tune.Tuner(_slow_trial, param_space={"x": tune.grid_search([1, 2]), "started": str(started_marker)},
                        tune_config=tune.TuneConfig(metric="score", mode="max", max_concurrent_trials=1),
                        run_config=tune.RunConfig(name="interrupt", storage_path=str(tmp_path), verbose=0))
     with control:
-        threading.Timer(8.0, os.kill, (os.getpid(), getattr(signal, stop))).start()
+        _signal_when(started_marker, getattr(signal, stop))
         started = time.monotonic()
         with control.phase("tune"):
             results = tuner.fit()

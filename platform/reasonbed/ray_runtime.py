@@ -172,6 +172,37 @@ def release_placement_groups() -> int:
     return released
 
 
+def release_orphaned_placement_groups() -> int:
+    """Remove Ray Train placement groups left by a driver that was killed (SIGKILL, a lost head process);
+    returns how many.
+
+    Ray Train's cleaner actor should free a run's placement group once the run's controller is gone; when the
+    driver is killed at the wrong moment it does not, and the held CPUs starve every later run: a resumed sweep
+    then waits forever for its first worker group. Only groups of a job that is dead and still has a Ray Train
+    cleaner actor alive are touched (Ray Train's own, orphaned), so other users' groups on a shared cluster
+    are left alone.
+    """
+    import ray
+    import ray._private.state  # Ray 2.60: the GCS job table (dead or alive) has no public accessor
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+    from ray.util.state import list_actors
+
+    if not ray.is_initialized():
+        return 0
+    dead_jobs = {job["JobID"] for job in ray._private.state.jobs() if job.get("IsDead")}
+    cleaners = list_actors(filters=[("class_name", "=", "PlacementGroupCleaner"), ("state", "=", "ALIVE")],
+                           raise_on_missing_output=False)
+    orphaned_jobs = dead_jobs & {actor.job_id for actor in cleaners}
+    released = 0
+    for pg_id, entry in ray.util.placement_group_table().items():
+        if entry.get("state") == "CREATED" and pg_id[-8:] in orphaned_jobs:
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
+            released += 1
+    if released:
+        log.warning("released %d Ray Train placement group(s) a killed driver left held", released)
+    return released
+
+
 def report_to_tune_trial(metrics: Mapping[str, Any]) -> bool:
     """Report `metrics` to Ray Tune when this process runs a Tune trial's function (an in-process training run
     in a sweep); False, and nothing reported, anywhere else (a Ray Train worker, a plain process)."""

@@ -248,7 +248,7 @@ def run_sweep(cfg: SweepConfig, local_root: str = "runs", force: bool = False,
     from reasonbed.data.reader import check_images, scan
     from reasonbed.methods.base import method_class
     from reasonbed.models.loading import resolve_model_path
-    from reasonbed.ray_runtime import init_ray, release_placement_groups
+    from reasonbed.ray_runtime import init_ray, release_orphaned_placement_groups, release_placement_groups
     from reasonbed.train.run import TrainConfig  # noqa: F401 - fail early on import problems
     from reasonbed.tune.trial import trial_train_config
     from reasonbed.tune.zero_shot import METHOD as ZERO_SHOT
@@ -280,6 +280,7 @@ def run_sweep(cfg: SweepConfig, local_root: str = "runs", force: bool = False,
         restore_study_db(study_url, sweep_uri)  # a new head or working dir: the study copy comes back first
         _storage(study_url)  # create the schema once, before parallel studies race to create it
         init_ray(address=cfg.ray_address or None)
+        release_orphaned_placement_groups()  # a killed driver's held workers would starve every trial
         check_sweep_storage(cfg)
         with control:  # after init_ray, which sets its own SIGTERM handler
             try:
