@@ -1,7 +1,7 @@
 # reasonbed: the two commands a new user runs (see README.md).
 #   make run    set up .venv (if needed) and run the main job on the embedded default
 #   make test   set up .venv (if needed) and run the test suite (prints the 15 slowest tests)
-#   make test-fast   the edit loop: every test not marked slow (no Ray Train fit, no vLLM engine)
+#   make test-fast   the edit loop: every test not marked slow (no Ray Train fit, no vLLM engine, no real-time wait)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -125,6 +125,7 @@ def test_random_model_reachable_by_flag(tmp_path: Path, tiny_model_dir: Path):
     assert shown == [str(random_dir)]
 
 
+@pytest.mark.slow  # two processes pretraining: seconds of real time
 def test_concurrent_builds_build_once(tmp_path: Path):
     """Two processes ask for one model at once: one builds it, the other waits and reuses it."""
     script = (

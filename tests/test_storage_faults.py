@@ -34,6 +34,7 @@ def test_transient_errors_are_told_from_the_others():
     assert not storage.is_transient(ValueError("bad path"))
 
 
+@pytest.mark.slow  # waits out a real outage
 def test_calls_retry_through_an_outage(s3_bucket, s3_proxy, monkeypatch):
     monkeypatch.setenv(storage.RETRY_ENV, "60")
     url = _url(s3_bucket, "a.txt")
@@ -59,6 +60,7 @@ def test_calls_retry_through_an_outage(s3_bucket, s3_proxy, monkeypatch):
         assert handle.read() == b"during"
 
 
+@pytest.mark.slow  # waits out a real outage
 def test_outage_longer_than_the_window_fails_naming_the_url(s3_bucket, s3_proxy):
     url = _url(s3_bucket, "b.txt")
     fs, path = storage.filesystem(url, {"retry_seconds": 2})
