@@ -157,18 +157,26 @@ def release_placement_groups() -> int:
     only this job's are touched.
     """
     import ray
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
 
     if not ray.is_initialized():
         return 0
-    job = ray.get_runtime_context().get_job_id()
-    released = 0
-    for pg_id, entry in ray.util.placement_group_table().items():
-        if entry.get("state") == "CREATED" and pg_id.endswith(job):
-            remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
-            released += 1
+    released = _remove_held_placement_groups({ray.get_runtime_context().get_job_id()})
     if released:
         log.info("released %d placement group(s) this job still held", released)
+    return released
+
+
+def _remove_held_placement_groups(jobs: set[str]) -> int:
+    """Remove the CREATED placement groups whose creator job is one of `jobs` (a group's id ends with its
+    creator job's id); returns how many."""
+    import ray
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    released = 0
+    for pg_id, entry in ray.util.placement_group_table().items():
+        if entry.get("state") == "CREATED" and any(pg_id.endswith(job) for job in jobs):
+            remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
+            released += 1
     return released
 
 
@@ -184,7 +192,6 @@ def release_orphaned_placement_groups() -> int:
     """
     import ray
     import ray._private.state  # Ray 2.60: the GCS job table (dead or alive) has no public accessor
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
     from ray.util.state import list_actors
 
     if not ray.is_initialized():
@@ -192,12 +199,7 @@ def release_orphaned_placement_groups() -> int:
     dead_jobs = {job["JobID"] for job in ray._private.state.jobs() if job.get("IsDead")}
     cleaners = list_actors(filters=[("class_name", "=", "PlacementGroupCleaner"), ("state", "=", "ALIVE")],
                            raise_on_missing_output=False)
-    orphaned_jobs = dead_jobs & {actor.job_id for actor in cleaners}
-    released = 0
-    for pg_id, entry in ray.util.placement_group_table().items():
-        if entry.get("state") == "CREATED" and pg_id[-8:] in orphaned_jobs:
-            remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
-            released += 1
+    released = _remove_held_placement_groups(dead_jobs & {actor.job_id for actor in cleaners})
     if released:
         log.warning("released %d Ray Train placement group(s) a killed driver left held", released)
     return released
