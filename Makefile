@@ -1,6 +1,6 @@
 # reasonbed: the two commands a new user runs (see README.md).
 #   make run    set up .venv (if needed) and run the main job on the embedded default
-#   make test   set up .venv (if needed) and run the test suite (prints the 15 slowest tests)
+#   make test   set up .venv (if needed) and run the test suite on two pytest-xdist workers (prints the 15 slowest tests)
 #   make test-fast   the edit loop: every test not marked slow (no Ray Train fit, no vLLM engine, no real-time wait)
 PYTHON ?= python3
 VENV ?= .venv
@@ -33,11 +33,14 @@ setup: $(STAMP)
 run: setup
 	$(PY) jobs/tune_pacs.py --smoke-test
 
+# Two pytest-xdist workers, a test file each at a time (module fixtures stay in one process); see tests/conftest.py.
+XDIST := -n 2 --dist loadfile
+
 test: setup
-	$(PY) -m pytest --durations=15
+	$(PY) -m pytest $(XDIST) --durations=15
 
 test-fast: setup
-	$(PY) -m pytest -m "not slow" --durations=10
+	$(PY) -m pytest $(XDIST) -m "not slow" --durations=10
 
 lint: setup
 	$(VENV)/bin/ruff check platform jobs tests

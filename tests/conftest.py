@@ -34,8 +34,12 @@ for _name, _sub in {
     os.environ[_name] = str(_SESSION_ROOT / _sub)
     (_SESSION_ROOT / _sub).mkdir(parents=True, exist_ok=True)
 # Developers may keep the pretrained tiny models between sessions (CI builds them fresh, once per session).
-if os.environ.get("REASONBED_TEST_MODEL_CACHE"):
-    os.environ["REASONBED_CACHE"] = os.environ["REASONBED_TEST_MODEL_CACHE"]
+# Under pytest-xdist (`make test` runs two workers) the controller imports this file first and names its own
+# cache here; the workers inherit it and share it: the tiny models and offline datasets are built once (under a
+# file lock; every cache write is a rename), while each worker keeps its own Ray, temp dirs and servers.
+if not os.environ.get("REASONBED_TEST_MODEL_CACHE") and "PYTEST_XDIST_WORKER" not in os.environ:
+    os.environ["REASONBED_TEST_MODEL_CACHE"] = str(_SESSION_ROOT / "reasonbed")
+os.environ["REASONBED_CACHE"] = os.environ.get("REASONBED_TEST_MODEL_CACHE") or str(_SESSION_ROOT / "reasonbed")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")

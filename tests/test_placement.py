@@ -73,7 +73,7 @@ def _submit_and_watch(head: OwnRayHead, script: str, *args: str, submission_id: 
     while head.alive_workers() and time.monotonic() < deadline:  # idle nodes of an earlier job go first
         time.sleep(1)
     assert not head.alive_workers()
-    before = len(_monitor_events(head)["launch"])
+    submitted = time.time()  # launches are told apart by time: monitor.log* files are rotated, their order unknown
     runtime_env = rc.load_runtime_env()
     del runtime_env["working_dir"]
     runtime_env["py_modules"] = [str(REPO / module) for module in runtime_env["py_modules"]]
@@ -82,7 +82,7 @@ def _submit_and_watch(head: OwnRayHead, script: str, *args: str, submission_id: 
     proc = head.submit(*args, submission_id=submission_id, runtime_env=str(env_file), script=str(REPO / script))
     output, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, output[-5000:]
-    return output, {node_type for _, node_type in _monitor_events(head)["launch"][before:]}
+    return output, {node_type for asked, node_type in _monitor_events(head)["launch"] if asked >= submitted}
 
 
 @pytest.mark.slow

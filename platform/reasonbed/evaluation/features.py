@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -121,7 +122,7 @@ def domain_features(model: ResolvedModel, dataset: str, items_by_domain: dict[st
                          **{kind: np.stack([by_id[item.id][kind] for item in ordered]) for kind in FEATURE_KINDS}}
         path = cache_path(model, dataset, domain, items, prompt)
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp.npz")
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")  # concurrent writers: the last rename wins
         np.savez(temporary, **found[domain])
         temporary.replace(path)
     log.info("%s: features of %d images extracted in %.1f s", model.name, len(missing), seconds)
