@@ -1,7 +1,8 @@
 # reasonbed: the two commands a new user runs (see README.md).
 #   make run    set up .venv (if needed) and run the main job on the embedded default
-#   make test   set up .venv (if needed) and run the test suite on two pytest-xdist workers (prints the 15 slowest tests)
-#   make test-fast   the edit loop: every test not marked slow (no Ray Train fit, no vLLM engine, no real-time wait)
+#   make test   set up .venv (if needed) and run the test suite (prints the 15 slowest tests)
+#   make test-fast   the edit loop: every test not marked slow (no Ray Train fit, no vLLM engine, no real-time wait),
+#                    on two pytest-xdist workers
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -33,11 +34,14 @@ setup: $(STAMP)
 run: setup
 	$(PY) jobs/tune_pacs.py --smoke-test
 
-# Two pytest-xdist workers, a test file each at a time (module fixtures stay in one process); see tests/conftest.py.
+# test-fast runs on two pytest-xdist workers, a test file each at a time (module fixtures stay in one process;
+# tests/conftest.py shares the tiny-model cache between them): its tests are mostly single-threaded Python.
+# The full suite stays in one process: its slow tests keep both cores busy, so two workers only made them
+# contend (clean-clone CI 40:10 with two workers against 41:36 without; docs/benchmarks.md, "The test suite").
 XDIST := -n 2 --dist loadfile
 
 test: setup
-	$(PY) -m pytest $(XDIST) --durations=15
+	$(PY) -m pytest --durations=15
 
 test-fast: setup
 	$(PY) -m pytest $(XDIST) -m "not slow" --durations=10

@@ -21,12 +21,19 @@ import random
 import socket
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import fsspec
 from fsspec import AbstractFileSystem
 
 log = logging.getLogger(__name__)
+
+
+def cache_dir() -> Path:
+    """reasonbed's local cache (tiny models, offline datasets, image checks, features): $REASONBED_CACHE, or
+    ~/.cache/reasonbed."""
+    return Path(os.environ.get("REASONBED_CACHE") or Path.home() / ".cache" / "reasonbed").expanduser()
 
 _SECRET_WORDS = ("secret", "token", "password", "key", "credential")
 RETRY_ENV = "REASONBED_STORAGE_RETRY_SECONDS"  # the retry window in seconds when storage options do not set one

@@ -12,7 +12,6 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from reasonbed import storage
@@ -47,10 +46,6 @@ class DataConfig:
             raise DatasetError(f"data.dataset: unknown dataset {self.dataset!r}; known datasets: {known}")
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("REASONBED_CACHE") or Path.home() / ".cache" / "reasonbed")
-
-
 def discover_spec(root: str, storage_options: Mapping[str, Any] | None = None, name: str = "folder") -> DatasetSpec:
     """A spec from the tree: domain folders and the union of class folders, sorted."""
     fs, base = storage.filesystem(root, storage_options)
@@ -74,7 +69,7 @@ def offline_root(cfg: DataConfig) -> str:
     params = {"dataset": cfg.dataset, "images_per_class": cfg.images_per_class, "image_size": cfg.image_size,
               "palette": cfg.palette, "version": 1}
     key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
-    root = cache_dir() / "data" / f"{cfg.dataset}-{key}"
+    root = storage.cache_dir() / "data" / f"{cfg.dataset}-{key}"
     if (root / ".complete").exists():
         return str(root)
     staging = root.with_name(root.name + f".tmp{os.getpid()}")

@@ -168,13 +168,12 @@ def _decode_all(fs: Any, base: str, paths: Sequence[str], workers: int) -> dict[
 def corrupt_images(root: str, rows: Sequence[Mapping[str, Any]], storage_options: Mapping[str, Any] | None = None,
                    workers: int = 8) -> dict[str, str]:
     """path -> reason for every image of `rows` that cannot be read or decoded (cached, see the module doc)."""
-    from reasonbed.data.catalog import cache_dir
 
     fs, base = storage.filesystem(root, storage_options)
     key = _fingerprint(fs, base, root, rows)
     if key in _CHECKED:
         return _CHECKED[key]
-    cached = cache_dir() / "image-checks" / f"{key[:32]}.json"
+    cached = storage.cache_dir() / "image-checks" / f"{key[:32]}.json"
     if cached.is_file():
         try:
             _CHECKED[key] = dict(json.loads(cached.read_text())["corrupt"])

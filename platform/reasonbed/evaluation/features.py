@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from reasonbed import storage
-from reasonbed.data.catalog import cache_dir
 from reasonbed.evaluation.plan import ResolvedModel
 from reasonbed.evaluation.sampling import Item
 from reasonbed.inference.base import build_engine
@@ -80,7 +79,7 @@ def cache_path(model: ResolvedModel, dataset: str, domain: str, items: Sequence[
            "adapter": model.adapter_digest, "dataset": dataset, "domain": domain, "ids": ids, "prompt": prompt,
            "version": FEATURE_VERSION}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return cache_dir() / "features" / f"{dataset}-{domain}-{digest}.npz"
+    return storage.cache_dir() / "features" / f"{dataset}-{domain}-{digest}.npz"
 
 
 def domain_features(model: ResolvedModel, dataset: str, items_by_domain: dict[str, list[Item]], prompt: str,

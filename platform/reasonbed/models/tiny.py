@@ -33,6 +33,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from reasonbed import storage
 from reasonbed.config import ConfigError
 from reasonbed.models.families import ModelFamily, get_family
 from reasonbed.models.tokenizer import corpus, train_bpe_tokenizer
@@ -53,10 +54,6 @@ MIN_PIXELS = 56 * 56
 MAX_PIXELS = 224 * 224
 MARKER = "reasonbed_tiny_model.json"
 
-
-def cache_root() -> Path:
-    """$REASONBED_CACHE, or ~/.cache/reasonbed."""
-    return Path(os.environ.get("REASONBED_CACHE") or Path.home() / ".cache" / "reasonbed").expanduser()
 
 
 def _sha(text: str) -> str:
@@ -219,7 +216,7 @@ def build_tiny_model(family: str, size: str = "tiny", out: str | Path | None = N
     spec = tiny_model_spec(family, size, seed, pretrained, recipe)
     digest = tiny_model_hash(spec)
     name = f"{family}-{size}-{digest}" if spec["pretrain"] is not None else f"{family}-{size}-random-{digest}"
-    target = Path(out) if out is not None else cache_root() / "tiny-models" / name
+    target = Path(out) if out is not None else storage.cache_dir() / "tiny-models" / name
     target = target.expanduser().absolute()
     if _is_complete(target, digest):
         return target
