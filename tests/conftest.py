@@ -34,7 +34,7 @@ for _name, _sub in {
     os.environ[_name] = str(_SESSION_ROOT / _sub)
     (_SESSION_ROOT / _sub).mkdir(parents=True, exist_ok=True)
 # Developers may keep the pretrained tiny models between sessions (CI builds them fresh, once per session).
-# Under pytest-xdist (`make test` runs two workers) the controller imports this file first and names its own
+# Under pytest-xdist (`make test-fast` runs two workers) the controller imports this file first and names its own
 # cache here; the workers inherit it and share it: the tiny models and offline datasets are built once (under a
 # file lock; every cache write is a rename), while each worker keeps its own Ray, temp dirs and servers.
 if not os.environ.get("REASONBED_TEST_MODEL_CACHE") and "PYTEST_XDIST_WORKER" not in os.environ:
