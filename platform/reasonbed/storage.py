@@ -29,12 +29,6 @@ from fsspec import AbstractFileSystem
 
 log = logging.getLogger(__name__)
 
-
-def cache_dir() -> Path:
-    """reasonbed's local cache (tiny models, offline datasets, image checks, features): $REASONBED_CACHE, or
-    ~/.cache/reasonbed."""
-    return Path(os.environ.get("REASONBED_CACHE") or Path.home() / ".cache" / "reasonbed").expanduser()
-
 _SECRET_WORDS = ("secret", "token", "password", "key", "credential")
 RETRY_ENV = "REASONBED_STORAGE_RETRY_SECONDS"  # the retry window in seconds when storage options do not set one
 DEFAULT_RETRY_SECONDS = 60.0
@@ -44,6 +38,12 @@ _THROTTLING = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExc
 
 class StorageUnavailableError(OSError):
     """Object storage kept failing with transient errors for the whole retry window."""
+
+
+def cache_dir() -> Path:
+    """reasonbed's local cache (tiny models, offline datasets, image checks, features): $REASONBED_CACHE, or
+    ~/.cache/reasonbed."""
+    return Path(os.environ.get("REASONBED_CACHE") or Path.home() / ".cache" / "reasonbed").expanduser()
 
 
 def retry_window(seconds: float | None = None) -> float:

@@ -168,7 +168,6 @@ def _decode_all(fs: Any, base: str, paths: Sequence[str], workers: int) -> dict[
 def corrupt_images(root: str, rows: Sequence[Mapping[str, Any]], storage_options: Mapping[str, Any] | None = None,
                    workers: int = 8) -> dict[str, str]:
     """path -> reason for every image of `rows` that cannot be read or decoded (cached, see the module doc)."""
-
     fs, base = storage.filesystem(root, storage_options)
     key = _fingerprint(fs, base, root, rows)
     if key in _CHECKED:

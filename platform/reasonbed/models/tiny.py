@@ -55,7 +55,6 @@ MAX_PIXELS = 224 * 224
 MARKER = "reasonbed_tiny_model.json"
 
 
-
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
