@@ -50,8 +50,42 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 import reasonbed  # noqa: E402,F401  (installs the torchvision import fix in this process)
 
+# The pretrained tiny model takes about 4 minutes to build on a fresh machine, on one thread. The session starts
+# that build at once, in a process of its own (`reasonbed tiny-model --no-eval`), and first runs, on the other
+# core, the tests of these files that need no pretrained model (the others carry the mark `pretrained_model`); a
+# test that needs it waits on the factory's build lock, then reuses the build. A build in a fresh process also
+# gives the bytes a fresh machine gets: one made in a process that had started a vLLM engine differs.
+MODEL_FREE_FIRST = (  # real waits first (outages, leases, Ray heads), then the quick ones; the README's headline
+    # last: its real smoke sweep needs the model
+    "test_storage_faults.py", "test_sweep_control.py", "test_cluster.py", "test_placement.py", "test_runtime.py",
+    "test_report.py", "test_data.py", "test_documented_commands.py", "test_cli.py", "test_config.py",
+    "test_layering.py", "test_prompts.py", "test_rewards.py", "test_selection.py", "test_splits.py",
+    "test_install.py", "test_readme_headline.py",
+)
+_model_build: subprocess.Popen | None = None
+
+
+@pytest.hookimpl(trylast=True)  # after -m/-k/--deselect: a selection of model-free tests starts no build
+def pytest_collection_modifyitems(session, config, items):  # noqa: ARG001
+    global _model_build
+    rank = {name: index for index, name in enumerate(MODEL_FREE_FIRST)}
+
+    def order(item: pytest.Item) -> int:
+        if item.path.name in rank and item.get_closest_marker("pretrained_model") is None:
+            return rank[item.path.name]
+        return len(rank)
+
+    items.sort(key=order)  # stable: every other test keeps its place
+    if _model_build is None and any(order(item) == len(rank) for item in items):
+        with open(_SESSION_ROOT / "tiny-model-build.log", "wb") as log:
+            _model_build = subprocess.Popen([sys.executable, "-m", "reasonbed", "tiny-model", "--no-eval"],
+                                            stdout=log, stderr=subprocess.STDOUT)
+
 
 def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
+    if _model_build is not None and _model_build.poll() is None:  # a selection that never needed the model
+        _model_build.terminate()
+        _model_build.wait(timeout=30)
     shutil.rmtree(_SESSION_ROOT, ignore_errors=True)
 
 

@@ -550,24 +550,3 @@ def test_autoscaler_adds_fake_nodes_for_custom_resources_and_removes_idle_ones(
     }
     record_property("autoscaling", json.dumps(figures))
     print("autoscaling figures:", json.dumps(figures))
-
-
-@pytest.fixture(scope="module")
-def plain_head() -> Iterator[OwnRayHead]:
-    """A head that never adds (fake) nodes: fake nodes share one session directory, and each one
-    re-extracts working_dir there, deleting files under the running job (real nodes have their own disks)."""
-    yield from _head("rbp-", max_workers_per_type=0)
-
-
-@pytest.mark.slow
-def test_job_submit_tune_pacs_smoke_test(plain_head: OwnRayHead) -> None:
-    """The README's main job, submitted to a local head on 127.0.0.1 as a cluster user would: the suite's one
-    end-to-end tune_pacs smoke (chains, both smoke methods in parallel studies, the zero-shot row, the report),
-    shrunk by key=value overrides to one test domain, one draw and four steps (`make run` is the full one)."""
-    proc = plain_head.submit("--smoke-test", "data.images_per_class=3", "test_domains=[photo]",
-                             "num_samples=1", "train.optim.max_steps=4", "train.eval.every=2",
-                             "train.eval.max_per_domain=4", submission_id="tune-pacs-smoke", script="jobs/tune_pacs.py")
-    output, _ = proc.communicate(timeout=1200)
-    assert proc.returncode == 0, output[-6000:]
-    assert "succeeded" in output and '"report"' in output and "report.html" in output
-    assert all(f"{m}-photo-s0" in output for m in ("direct", "mtct")), output[-6000:]

@@ -86,6 +86,16 @@ def _submit_and_watch(head: OwnRayHead, script: str, *args: str, submission_id: 
 
 
 @pytest.mark.slow
+def test_generation_job_scales_the_generation_group_only(autoscaling_head: OwnRayHead) -> None:
+    output, launched = _submit_and_watch(
+        autoscaling_head, "jobs/generate_reasoning.py", "--smoke-test", "engine.name=template",
+        "engine.resources={generation_node: 1}", "data.images_per_class=2", submission_id="placement-generate")
+    assert "== template teacher" in output
+    assert launched == {"generation_1gpu"}, launched
+
+
+@pytest.mark.slow
+@pytest.mark.pretrained_model
 def test_training_job_scales_the_training_group_only(autoscaling_head: OwnRayHead) -> None:
     output, launched = _submit_and_watch(
         autoscaling_head, "jobs/train.py", "--smoke-test", "--method", "direct", "scale.resources={train_node: 1}",
@@ -93,12 +103,3 @@ def test_training_job_scales_the_training_group_only(autoscaling_head: OwnRayHea
         "eval.max_per_domain=1", submission_id="placement-train")
     assert '"step": 2' in output
     assert launched == {"train_8gpu"}, launched
-
-
-@pytest.mark.slow
-def test_generation_job_scales_the_generation_group_only(autoscaling_head: OwnRayHead) -> None:
-    output, launched = _submit_and_watch(
-        autoscaling_head, "jobs/generate_reasoning.py", "--smoke-test", "engine.name=template",
-        "engine.resources={generation_node: 1}", "data.images_per_class=2", submission_id="placement-generate")
-    assert "== template teacher" in output
-    assert launched == {"generation_1gpu"}, launched

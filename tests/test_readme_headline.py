@@ -6,9 +6,11 @@ interpreter's folder first on PATH), `RAY_AUTH_MODE=token`, `ray get-auth-token 
 own HOME, the README's `ray start --head ...` plus isolation flags (own ports and temp dir,
 `--block` in an own process session, since other Rays share this machine), then every `ray job
 submit` line as written, from the repository root, with RAY_ADDRESS naming the head's own port. The
-real smoke sweep (minutes) runs here with `--dry-run` appended; tests/test_cluster.py submits it for
-real. `ray stop` stops every Ray of the user on the machine, so here it stops only the head's own
-process session. A line the test does not know fails it, so README and test cannot drift apart.
+real smoke sweep is the suite's one end-to-end tune_pacs smoke: chains, both smoke methods in
+parallel studies, the zero-shot row, the report; it runs as written, shrunk by key=value overrides to
+one test domain, one draw and four steps (`make run` is the full one). `ray stop` stops every Ray of
+the user on the machine, so here it stops only the head's own process session. A line the test does
+not know fails it, so README and test cannot drift apart.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from test_cluster import RAY_BIN, OwnRayHead, _session_pids
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## One machine, through a local Ray head"
+# The README's smoke sweep, shrunk for the suite: one test domain, one draw, four steps.
+SMOKE_SHRUNK = ("data.images_per_class=3", "test_domains=[photo]", "num_samples=1", "train.optim.max_steps=4",
+                "train.eval.every=2", "train.eval.max_per_domain=4")
 
 
 def readme_steps() -> list[list[str]]:
@@ -82,8 +87,8 @@ def test_readme_headline_steps_on_an_own_head() -> None:
             elif step[:3] == ["ray", "job", "submit"]:
                 job = step[step.index("--") + 1:]
                 if job[:2] == ["python", "jobs/tune_pacs.py"] and "--dry-run" not in job:
-                    step = [*step, "--dry-run"]  # the real smoke sweep: tests/test_cluster.py
-                result = _run([RAY_BIN, *step[1:]], env, 600)
+                    step = [*step, *SMOKE_SHRUNK]
+                result = _run([RAY_BIN, *step[1:]], env, 1200)
                 assert result.returncode == 0, f"{line}:\n{(result.stdout + result.stderr)[-4000:]}"
                 assert "succeeded" in result.stdout + result.stderr
                 outputs[" ".join(job)] = result.stdout
@@ -95,6 +100,9 @@ def test_readme_headline_steps_on_an_own_head() -> None:
     finally:
         head.stop()
         shutil.rmtree(root, ignore_errors=True)
+    smoke = outputs["python jobs/tune_pacs.py --smoke-test"]
+    assert '"report"' in smoke and "report.html" in smoke
+    assert all(f"{method}-photo-s0" in smoke for method in ("direct", "mtct")), smoke[-6000:]
     dry = outputs["python jobs/tune_pacs.py --smoke-test --dry-run"]
     assert "reasonbed tune: resolved config (dry run: nothing started)" in dry and "methods: [direct, mtct]" in dry
     summary = json.loads(outputs["python jobs/cluster_check.py --smoke-test"].split("cluster_check:", 1)[1]

@@ -148,6 +148,7 @@ def test_generation_finishes_across_an_outage_writing_each_shard_once(tmp_path, 
 
 
 @pytest.mark.slow
+@pytest.mark.pretrained_model
 def test_training_finishes_across_an_outage_in_a_checkpoint_upload_and_counts_skipped_images(
         tmp_path, s3_moto, s3_proxy, ray_session):
     import json

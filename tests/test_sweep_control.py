@@ -201,6 +201,7 @@ def _wait_for(predicate, what: str, process: subprocess.Popen | None = None, tim
 
 
 @pytest.mark.slow
+@pytest.mark.pretrained_model
 def test_an_s3_sweep_is_refused_stopped_moved_killed_and_finished_each_trial_once(tmp_path, s3_bucket, ray_session):
     """One sweep on S3 through every way a driver ends, the same command each time: a second driver is refused
     naming the first; the report and the study copy reach s3:// after the first study; SIGINT stops it between
@@ -302,6 +303,7 @@ def test_an_s3_sweep_is_refused_stopped_moved_killed_and_finished_each_trial_onc
 
 
 @pytest.mark.slow
+@pytest.mark.pretrained_model
 def test_sigint_stops_every_parallel_study_and_the_same_command_finishes_the_sweep(tmp_path, ray_session):
     from reasonbed.tune.records import load_records
 
