@@ -87,12 +87,22 @@ def test_corpus_encoder_equals_training_encoding():
             assert fast[key].equal(slow[key]), key
 
 
-def test_build_is_deterministic_cached_by_recipe_and_shows_progress(tmp_path: Path, capfd):
+def test_build_is_deterministic_cached_by_recipe_and_shows_progress(tmp_path: Path, capfd, monkeypatch):
+    import torch
+
     first = build_tiny_model("qwen2_vl", out=tmp_path / "a", recipe=QUICK)
     progress = capfd.readouterr().err
     assert "vision step 3/3" in progress and "image-text step 4/4" in progress
     assert "loss" in progress and "elapsed" in progress and "eta" in progress
-    second = build_tiny_model("qwen2_vl", out=tmp_path / "b", recipe=QUICK)
+    # The same bytes in a process where vLLM's CPU worker has run: it makes torch.set_num_threads a no-op
+    # after setting its own thread count (here: two threads, then the no-op, as vLLM 0.32 does).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    monkeypatch.setattr(torch, "set_num_threads", lambda count: None)
+    try:
+        second = build_tiny_model("qwen2_vl", out=tmp_path / "b", recipe=QUICK)
+    finally:
+        torch._C.set_num_threads(threads)
     for name in ("model.safetensors", "config.json", "tokenizer.json"):
         assert _sha(first / name) == _sha(second / name), name
     marker = json.loads((first / MARKER).read_text())

@@ -279,6 +279,21 @@ def train_text(model: Any, encoder: CorpusEncoder, batches: list[list[tuple[int,
         report.step(step, _update(model, [], loss, optimizer, scheduler, recipe.max_grad_norm))
 
 
+def _set_threads(count: int) -> None:
+    """Set torch's intra-op threads to `count`, and check it: the bytes of a build depend on the count.
+
+    Through torch's own binding (`torch._C.set_num_threads`): vLLM's CPU worker replaces `torch.set_num_threads`
+    with a no-op in a process that has started an engine, so a build there would run on every core and write
+    other bytes than a fresh machine's build of the same recipe (whose hash names the cache entry).
+    """
+    import torch
+
+    torch._C.set_num_threads(count)
+    if torch.get_num_threads() != count:
+        raise RuntimeError(f"pretraining needs {count} torch thread(s) for reproducible bytes; "
+                           f"torch runs {torch.get_num_threads()}")
+
+
 def pretrain(model: Any, processor: Any, recipe: PretrainRecipe, seed: int, name: str = "tiny model",
              progress: Progress = stderr_progress, every: float = 5.0) -> dict[str, Any]:
     """Pretrain all of `model`'s weights by `recipe` (deterministic for `seed`); returns what it measured.
@@ -289,7 +304,7 @@ def pretrain(model: Any, processor: Any, recipe: PretrainRecipe, seed: int, name
 
     started = time.perf_counter()
     threads = torch.get_num_threads()
-    torch.set_num_threads(recipe.threads)
+    _set_threads(recipe.threads)
     try:
         attributes = sample_attributes(recipe.corpus, seed)
         images = [render_image(attrs, index, seed, recipe.corpus.image_size) for index, attrs in enumerate(attributes)]
@@ -309,6 +324,6 @@ def pretrain(model: Any, processor: Any, recipe: PretrainRecipe, seed: int, name
             train_text(model, encoder, batches, recipe, text)
             model.eval()
     finally:
-        torch.set_num_threads(threads)
+        _set_threads(threads)
     return {"seconds": round(time.perf_counter() - started, 1), "images": len(images), "prompts": len(encoder.prompts),
             "vision_loss": vision.final_loss(), "text_loss": text.final_loss()}
