@@ -53,8 +53,7 @@ import reasonbed  # noqa: E402,F401  (installs the torchvision import fix in thi
 # The pretrained tiny model takes about 4 minutes to build on a fresh machine, on one thread. The session starts
 # that build at once, in a process of its own (`reasonbed tiny-model --no-eval`), and first runs, on the other
 # core, the tests of these files that need no pretrained model (the others carry the mark `pretrained_model`); a
-# test that needs it waits on the factory's build lock, then reuses the build. A build in a fresh process also
-# gives the bytes a fresh machine gets: one made in a process that had started a vLLM engine differs.
+# test that needs it waits on the factory's build lock, then reuses the build.
 MODEL_FREE_FIRST = (  # real waits first (outages, leases, Ray heads), then the quick ones; the README's headline
     # last: its real smoke sweep needs the model
     "test_storage_faults.py", "test_sweep_control.py", "test_cluster.py", "test_placement.py", "test_runtime.py",
