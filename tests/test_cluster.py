@@ -5,11 +5,12 @@ Ray wheel ships (`prepare_config` + `validate_config`), the KubeRay manifests ag
 required fields and through the RayCluster -> autoscaling-config translation the Ray autoscaler runs
 in a KubeRay head pod, and `cluster/runtime_env.yaml` as a Ray `RuntimeEnv`.
 
-Slow tests start their OWN Ray head (own temp dir and HOME, own ports, own process session, token
-auth) with Ray's fake multi-node autoscaler mirroring `cluster/aws.yaml`'s worker groups, submit
-`jobs/cluster_check.py` with `ray job submit --runtime-env cluster/runtime_env.yaml`, and watch fake
-nodes being added and removed. They never run `ray stop`: teardown signals only the processes of the
-session they started.
+`OwnRayHead` is the slow tests' OWN Ray head (own temp dir and HOME, own ports, own process session,
+token auth), optionally with Ray's fake multi-node autoscaler mirroring `cluster/aws.yaml`'s worker groups
+(`_head`); jobs are submitted to it with `ray job submit --runtime-env ...` and its autoscaler's launches
+and idle removals read from monitor.log. It never runs `ray stop`: teardown signals only the processes of
+the session it started. Used by tests/test_placement.py (job submission with cluster/runtime_env.yaml,
+autoscaling by node group), tests/test_readme_headline.py and tests/test_multinode.py.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -465,88 +466,3 @@ def _head(prefix: str, max_workers_per_type: int) -> Iterator[OwnRayHead]:
     finally:
         head.stop()
         shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def own_head() -> Iterator[OwnRayHead]:
-    yield from _head("rbc-", max_workers_per_type=2)
-
-
-@pytest.mark.slow
-def test_job_submit_with_runtime_env_runs_smoke_job(own_head: OwnRayHead) -> None:
-    proc = own_head.submit("--smoke-test", submission_id="cluster-check-smoke")
-    output, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, output[-4000:]
-    summary = _summary(output)
-    assert summary["ok"] and summary["errors"] == []
-    assert summary["driver_runtime_env"]["worker_process_setup_hook"] == SETUP_HOOK
-    assert {"working_dir", "py_modules", "env_vars"} <= set(summary["driver_runtime_env"]["fields"])
-    for task in summary["tasks"]:
-        assert task["setup_hook_active"] and task["torchvision"]  # torchvision importable via the hook
-        assert task["platform_system"] and "/platform/platform" not in task["platform_file"]
-        # The package shipped with py_modules shadows the installed one; workers run in working_dir.
-        assert "runtime_resources" in task["reasonbed_file"] and "runtime_resources" in task["cwd"]
-        assert task["env"]["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
-        assert task["env"]["TOKENIZERS_PARALLELISM"] == "false"
-
-
-@pytest.mark.slow
-def test_autoscaler_adds_fake_nodes_for_custom_resources_and_removes_idle_ones(
-        own_head: OwnRayHead, record_property: Callable[[str, object], None]) -> None:
-    deadline = time.monotonic() + 90
-    while own_head.alive_workers() and time.monotonic() < deadline:  # idle nodes of earlier tests
-        time.sleep(1)
-    assert not own_head.alive_workers()
-    # cluster/runtime_env.yaml without working_dir: fake nodes share one session directory, and Ray's
-    # working_dir plugin re-extracts the package (rmtree + unzip) on each node that first uses it,
-    # which would delete the directory the other "nodes'" workers run in. Real nodes have own disks.
-    runtime_env = rc.load_runtime_env()
-    del runtime_env["working_dir"]
-    runtime_env["py_modules"] = [str(REPO / m) for m in runtime_env["py_modules"]]
-    env_file = own_head.root / "runtime_env.autoscale.yaml"
-    env_file.write_text(yaml.safe_dump(runtime_env))
-    wanted = {rc.GENERATION_RESOURCE, rc.TRAIN_RESOURCE}
-    started = time.monotonic()
-    proc = own_head.submit("--smoke-test", "--require", f"{rc.GENERATION_RESOURCE}=1",
-                           "--require", f"{rc.TRAIN_RESOURCE}=1", submission_id="cluster-check-autoscale",
-                           runtime_env=str(env_file), script=str(REPO / "jobs" / "cluster_check.py"))
-    node_up: dict[str, float] = {}  # resource -> unix time its fake node was first seen ALIVE
-    while proc.poll() is None and time.monotonic() - started < 300:
-        for node in own_head.alive_workers():
-            for resource in wanted & set(node.get("resources_total", {})):
-                node_up.setdefault(resource, time.time())
-        time.sleep(0.25)
-    output, _ = proc.communicate(timeout=60)
-    job_done, job_done_wall = time.monotonic(), time.time()
-    assert proc.returncode == 0, output[-4000:]
-    summary = _summary(output)
-    assert summary["ok"], summary["errors"]
-    placed = {p["resource"]: p for p in summary["placed"]}
-    assert set(placed) == wanted
-    for p in placed.values():
-        assert p["node_offers"] >= 1, p  # ran on a node of the type that advertises it
-    assert {p["node_type"] for p in placed.values()} == {"train_8gpu", "generation_1gpu"}
-    assert summary["nodes_alive"] >= 3
-    assert set(node_up) == wanted, f"fake nodes seen: {node_up}"
-    # Idle fake nodes go away after the idle timeout (0.1 min here).
-    while own_head.alive_workers() and time.monotonic() - job_done < 120:
-        time.sleep(0.25)
-    removed_after = round(time.monotonic() - job_done, 1)
-    assert not own_head.alive_workers(), "idle fake nodes were not removed"
-    events = _monitor_events(own_head)
-    launched = {node_type: ts for ts, node_type in sorted(events["launch"], reverse=True)}
-    type_of = {rc.TRAIN_RESOURCE: "train_8gpu", rc.GENERATION_RESOURCE: "generation_1gpu"}
-    assert set(type_of.values()) <= set(launched), events
-    assert len(events["idle_terminate"]) >= 2, events
-    figures = {
-        "launch_request_to_node_alive_s": {r: round(node_up[r] - launched[type_of[r]], 1) for r in wanted},
-        "submit_to_node_alive_s": {r: round(node_up[r] - (job_done_wall - (job_done - started)), 1) for r in wanted},
-        # From the end of a node's last task to the autoscaler's idle termination (timeout 6 s).
-        "task_end_to_idle_termination_s": {
-            r: round(min(ts for ts, node in events["idle_terminate"] if node == placed[r]["node_id"])
-                     - placed[r]["finished_at"], 1) for r in wanted},
-        "all_workers_gone_s_after_job": removed_after,
-        "job_wall_s": round(job_done - started, 1), "driver_elapsed_s": summary["elapsed_s"],
-    }
-    record_property("autoscaling", json.dumps(figures))
-    print("autoscaling figures:", json.dumps(figures))

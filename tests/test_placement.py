@@ -6,8 +6,9 @@ cluster/aws.yaml, cluster/gcp.yaml, cluster/kuberay/), asked for by `scale.resou
 training run starts: SARR's self-chain engines, GRPO's vLLM rollout actor, plus GRPO's
 `method_config.rollout_resources`). The fast tests check that
 each key reaches Ray; the slow test runs Ray's real autoscaler with the fake multi-node provider mirroring
-cluster/aws.yaml (tests/test_cluster.py's own head): a training job scales up the training group only, a
-generation job the generation group only.
+cluster/aws.yaml (tests/test_cluster.py's own head): a job submitted with cluster/runtime_env.yaml runs as
+documented, a generation job scales up the generation group only, a training job the training group only,
+and idle nodes are removed again.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import yaml
 from reasonbed.cli import cluster_files as rc
 from reasonbed.config import ConfigError, load
 from reasonbed.inference.base import EngineConfig
+from reasonbed.ray_runtime import SETUP_HOOK
 from reasonbed.train.config import TrainConfig
-from test_cluster import REPO, OwnRayHead, _head, _monitor_events
+from test_cluster import REPO, OwnRayHead, _head, _monitor_events, _summary
 
 CONFIGS = REPO / "configs"
 
@@ -66,13 +68,18 @@ def autoscaling_head() -> Iterator[OwnRayHead]:
     yield from _head("rbpl-", max_workers_per_type=1)
 
 
+def _no_workers_within(head: OwnRayHead, seconds: float) -> bool:
+    """Waits until the autoscaler has removed every (idle) fake node, up to `seconds`."""
+    deadline = time.monotonic() + seconds
+    while head.alive_workers() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return not head.alive_workers()
+
+
 def _submit_and_watch(head: OwnRayHead, script: str, *args: str, submission_id: str) -> tuple[str, set[str]]:
     """Submit a job (runtime_env without working_dir: fake nodes share one session directory); returns its
-    output and the node types the autoscaler launched for it."""
-    deadline = time.monotonic() + 120
-    while head.alive_workers() and time.monotonic() < deadline:  # idle nodes of an earlier job go first
-        time.sleep(1)
-    assert not head.alive_workers()
+    output and the node types the autoscaler launched for it, once it has removed them again as idle."""
+    assert _no_workers_within(head, 120), "idle nodes of an earlier job were not removed"
     submitted = time.time()  # launches are told apart by time: monitor.log* files are rotated, their order unknown
     runtime_env = rc.load_runtime_env()
     del runtime_env["working_dir"]
@@ -82,21 +89,43 @@ def _submit_and_watch(head: OwnRayHead, script: str, *args: str, submission_id: 
     proc = head.submit(*args, submission_id=submission_id, runtime_env=str(env_file), script=str(REPO / script))
     output, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, output[-5000:]
-    return output, {node_type for asked, node_type in _monitor_events(head)["launch"] if asked >= submitted}
+    assert _no_workers_within(head, 120), "idle fake nodes were not removed (idle timeout 6 s)"
+    events = _monitor_events(head)
+    launched = {node_type for asked, node_type in events["launch"] if asked >= submitted}
+    removed = [node for ended, node in events["idle_terminate"] if ended >= submitted]
+    assert len(removed) >= len(launched), events
+    return output, launched
 
 
 @pytest.mark.slow
-def test_generation_job_scales_the_generation_group_only(autoscaling_head: OwnRayHead) -> None:
+@pytest.mark.pretrained_model
+def test_jobs_on_an_autoscaling_head_run_with_the_runtime_env_and_scale_their_own_group_only(
+        autoscaling_head: OwnRayHead) -> None:
+    """One own head with the fake autoscaler: `ray job submit --runtime-env cluster/runtime_env.yaml` runs
+    jobs/cluster_check.py as docs/cluster.md says (setup hook, torchvision, the shipped package, the env vars);
+    a generation job scales up the generation group only, a training job the training group only, and the
+    autoscaler removes each idle node again."""
+    proc = autoscaling_head.submit("--smoke-test", submission_id="cluster-check-smoke")  # head only: no fake node
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, output[-4000:]
+    summary = _summary(output)
+    assert summary["ok"] and summary["errors"] == []
+    assert summary["driver_runtime_env"]["worker_process_setup_hook"] == SETUP_HOOK
+    assert {"working_dir", "py_modules", "env_vars"} <= set(summary["driver_runtime_env"]["fields"])
+    for task in summary["tasks"]:
+        assert task["setup_hook_active"] and task["torchvision"]  # torchvision importable via the hook
+        assert task["platform_system"] and "/platform/platform" not in task["platform_file"]
+        # The package shipped with py_modules shadows the installed one; workers run in working_dir.
+        assert "runtime_resources" in task["reasonbed_file"] and "runtime_resources" in task["cwd"]
+        assert task["env"]["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+        assert task["env"]["TOKENIZERS_PARALLELISM"] == "false"
+
     output, launched = _submit_and_watch(
         autoscaling_head, "jobs/generate_reasoning.py", "--smoke-test", "engine.name=template",
         "engine.resources={generation_node: 1}", "data.images_per_class=2", submission_id="placement-generate")
     assert "== template teacher" in output
     assert launched == {"generation_1gpu"}, launched
 
-
-@pytest.mark.slow
-@pytest.mark.pretrained_model
-def test_training_job_scales_the_training_group_only(autoscaling_head: OwnRayHead) -> None:
     output, launched = _submit_and_watch(
         autoscaling_head, "jobs/train.py", "--smoke-test", "--method", "direct", "scale.resources={train_node: 1}",
         "data.images_per_class=2", "optim.batch_size=4", "optim.max_steps=2", "eval.every=0",

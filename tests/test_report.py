@@ -360,3 +360,13 @@ def test_report_on_a_folder_without_sweep_json(tmp_path: Path, capsys: pytest.Ca
         build_report(str(empty), tmp_path / "out")
     assert main(["report", str(empty)]) == 2
     assert "not-a-sweep" in capsys.readouterr().err
+
+
+def test_importance_plot_takes_equal_importances(tmp_path: Path) -> None:
+    """Equal importances over a method's studies: their mean rounds past them (0.7 * 3 / 3 > 0.7), and the
+    min-max error bar must not turn negative (matplotlib refuses it, which ended a sweep at its report)."""
+    from reasonbed.report.plots import importance_plot
+
+    importances = {f"direct-{d}-s0": {"optim.lr": 0.7, "lora.dropout": 0.3} for d in ("a", "b", "c")}
+    path = importance_plot(importances, dict.fromkeys(importances, "direct"), tmp_path / "importance.png")
+    assert path is not None and path.stat().st_size > 0

@@ -1,5 +1,6 @@
 """LODO sweeps: Optuna + ASHA on Ray Tune, DomainBed selection and statistics, trial seeds, protocol mode.
-(Restore after a killed driver and a sweep on s3://: tests/test_sweep_control.py, one scenario.)"""
+(Restore after a killed driver and a sweep on s3://: tests/test_sweep_control.py, one scenario; ASHA's early
+stops, the defaults drawn first and the report of a whole sweep: its parallel-studies SIGINT scenario.)"""
 
 from __future__ import annotations
 
@@ -35,67 +36,6 @@ def _sweep(tmp_path: Path, *overrides: str, **base) -> SweepConfig:
     return load(SweepConfig, overrides=[f"storage={tmp_path / 'runs'}", *overrides], base={**BASE, **base})
 
 
-SWEEP_SPACE = """\
-description: a space where some draws cannot learn within the budget (lr 1e-7), so ASHA has to stop them
-params:
-  optim.lr: {choice: [1.0e-7, 5.0e-3], default: 5.0e-3}
-  lora.dropout: {uniform: [0.0, 0.1], default: 0.05}
-"""
-
-
-@pytest.fixture(scope="module")
-def small_sweep(tmp_path_factory, ray_session):
-    """4 test domains x 2 samples of `direct` (the defaults, then a draw), ASHA on val_acc, report built from
-    the records."""
-    from reasonbed.report.build import build_report
-
-    root = tmp_path_factory.mktemp("sweep")
-    spaces = root / "spaces"
-    spaces.mkdir()
-    (spaces / "default.yaml").write_text(SWEEP_SPACE)
-    (spaces / "direct.yaml").write_text("params: {}\n")
-    outcome = run_sweep(_sweep(root, f"search_spaces={spaces}", "num_samples=2", "train.optim.max_steps=16",
-                               "train.eval.every=8", "train.optim.batch_size=16", "asha.grace_period=128",
-                               "asha.max_t=256"))  # examples: one rung at the first of two evaluations
-    report = build_report(outcome["sweep"], root / "report")
-    return outcome, report, spaces
-
-
-@pytest.mark.slow
-def test_small_sweep_stops_some_trials_and_reports_every_domain(small_sweep):
-    outcome, report, _ = small_sweep
-    records = load_records(outcome["sweep"])
-    assert len(records) == 8 and {r.test_domain for r in records} == set(synthetic.STYLES)
-    statuses = [r.status for r in records]
-    assert "errored" not in statuses and "stopped" in statuses and "completed" in statuses, statuses
-    states = {}
-    for study in optuna.get_all_study_summaries(outcome["study_storage"]):
-        loaded = optuna.load_study(study_name=study.study_name, storage=outcome["study_storage"])
-        for trial in loaded.trials:
-            states[trial.state.name] = states.get(trial.state.name, 0) + 1
-            if trial.state == optuna.trial.TrialState.PRUNED:
-                assert trial.user_attrs["stopped_by"] == "asha" and trial.intermediate_values
-    assert states.get("COMPLETE", 0) >= 4 and states.get("PRUNED", 0) >= 1, states
-    assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) == 8
-    stopped = sum(1 for r in records if r.status == "stopped")
-    assert stopped == states["PRUNED"]  # every early stop is told apart in the study
-    markdown = (report.parent / "report.md").read_text()
-    for domain in synthetic.STYLES:
-        assert domain in markdown
-    assert "ORACLE" in markdown and (report.parent / "trials.csv").read_text().count("\n") == 1 + 8  # header + a row per trial
-    for record in records:  # every number traces to its run
-        assert record.provenance["data_manifest_sha256"] and record.provenance["config"]["method"] == "direct"
-
-
-@pytest.mark.slow
-def test_defaults_trial_first(small_sweep):
-    outcome, _, spaces = small_sweep
-    space = load_space(spaces, "direct", "synthetic_shapes")
-    study = optuna.load_study(study_name="direct-photo-s0", storage=outcome["study_storage"])
-    first = min(study.trials, key=lambda trial: trial.number)
-    assert first.params == pytest.approx(space.defaults())  # DomainBed: the first draw is the defaults
-
-
 def _records_from_runs(results: list) -> list:
 
     return [TrialRecord(study="s", method="direct", test_domain="photo", seed=0, trial_id=f"t{i}", hparams={},
@@ -122,7 +62,7 @@ def test_flipping_test_domain_labels_changes_no_selection(tmp_path, ray_session)
     for root in (original, flipped):
         results = [run_training(load(TrainConfig, overrides=[
             f"data.root={root}", "test_domain=photo", f"run_dir={tmp_path / root.name / str(lr)}", f"optim.lr={lr}",
-            "optim.max_steps=60", "eval.every=20", "eval.max_per_domain=0", "optim.batch_size=16",
+            "optim.max_steps=24", "eval.every=8", "eval.max_per_domain=0", "optim.batch_size=16",
             "scale.backend=local"]))  # in process: selection is the point here, not Ray Train
             for lr in (2e-3, 8e-3)]
         records = _records_from_runs(results)
@@ -177,6 +117,32 @@ def test_two_trial_seeds_give_two_splits_two_draw_sequences_and_record_them():
         assert a[0] == pytest.approx(space.defaults()) == b[0], "draw 0 is the defaults"
         assert a[1:] != b[1:], f"{search}: two trial seeds, two draw sequences"
         assert draws(search, seeds[0].sampler_seed) == a, f"{search}: a seed reproduces its draws"
+
+
+def test_a_restored_study_does_not_draw_the_defaults_again_unless_they_were_abandoned():
+    """Ray sets a restored searcher's study up again, enqueueing points_to_evaluate into the persistent study:
+    the defaults must not come back as a second draw - unless their trial was abandoned (closed FAIL)."""
+    from reasonbed.tune.optuna_search import make_searcher
+
+    space = load_space(REPO / "search_spaces", "direct", "synthetic_shapes")
+    storage = optuna.storages.InMemoryStorage()
+
+    def searcher():
+        made = make_searcher("random", 0, "s", storage, space.defaults())
+        made.set_search_properties("val_acc", "max", space.tune_space())
+        return made
+
+    first = searcher().suggest("t0")
+    assert {k: v for k, v in first.items() if k != "_draw"} == pytest.approx(space.defaults())
+    restored = searcher().suggest("t1")  # the first trial still runs (interrupted, to be resumed)
+    assert restored["_draw"] == 1 and {k: v for k, v in restored.items() if k != "_draw"} != pytest.approx(
+        space.defaults()), "a restored study drew the defaults twice"
+    study = optuna.load_study(study_name="s", storage=storage)
+    for trial in study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)  # what close_abandoned does
+    again = searcher().suggest("t2")
+    assert {k: v for k, v in again.items() if k != "_draw"} == pytest.approx(space.defaults()), \
+        "abandoned defaults are drawn again"
 
 
 def test_protocol_mode_random_search_without_early_stopping():

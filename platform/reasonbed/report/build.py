@@ -255,7 +255,7 @@ def publish_report(sweep_uri: str, local_copy: str | Path | None = None) -> str:
     """Write the report into the sweep storage, `<sweep>/report/`, and return report.html's location.
 
     A sweep on an object store gets it built in `local_copy` (kept) or in a temporary folder, then
-    uploaded file by file.
+    uploaded file by file, report.html last: whoever sees the page finds the whole report beside it.
     """
     sweep_uri = str(sweep_uri)
     if not storage.is_remote(sweep_uri):
@@ -269,7 +269,7 @@ def publish_report(sweep_uri: str, local_copy: str | Path | None = None) -> str:
         out = Path(local_copy) if local_copy else Path(tmp) / "report"
         page = build_report(sweep_uri, out)
         target = storage.join(sweep_uri, "report")
-        for path in sorted(out.rglob("*")):
+        for path in sorted(out.rglob("*"), key=lambda path: (path == page, str(path))):
             if path.is_file():
                 storage.write_bytes(storage.join(target, path.relative_to(out).as_posix()), path.read_bytes())
     log.info("report of %s -> %s", sweep_uri, target)

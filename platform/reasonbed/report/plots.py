@@ -154,8 +154,9 @@ def importance_plot(importances: Mapping[str, Mapping[str, float]], study_method
     for ax, (method, params) in zip(axes[0], sorted(per_method.items()), strict=True):
         names = sorted(params, key=lambda p: sum(params[p]) / len(params[p]))
         means = [sum(params[p]) / len(params[p]) for p in names]
-        low = [m - min(params[p]) for m, p in zip(means, names, strict=True)]
-        high = [max(params[p]) - m for m, p in zip(means, names, strict=True)]
+        # clipped at 0: the mean of equal values can round past them (matplotlib refuses a negative error)
+        low = [max(0.0, m - min(params[p])) for m, p in zip(means, names, strict=True)]
+        high = [max(0.0, max(params[p]) - m) for m, p in zip(means, names, strict=True)]
         ax.barh(range(len(names)), means, xerr=[low, high], capsize=3)
         ax.set_yticks(range(len(names)), names, fontsize=8)
         ax.set_xlim(0, 1)

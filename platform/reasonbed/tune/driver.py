@@ -82,10 +82,22 @@ def check_resources(cfg: SweepConfig, per_trial_cpus: float, per_trial_gpus: flo
 def trial_resources(cfg: SweepConfig, method: str, test_domain: str, seed: int) -> dict[str, float]:
     """What a trial's driver function reserves: next to nothing when it waits on its Ray Train run, the
     training CPUs when it trains in its own process (train.scale.backend=local)."""
+    scale = _trial_scale(cfg, method, test_domain, seed)
+    return {"CPU": scale.cpus_per_worker} if scale.backend == "local" else {"CPU": 0.01}
+
+
+def reuse_trial_actors(cfg: SweepConfig, method: str, test_domain: str, seed: int) -> bool:
+    """Whether a study's next trial runs in the finished trial's process (Tune's reuse_actors): yes when trials
+    train in their own process (train.scale.backend=local), which then skips a process start and the model
+    stack's imports per trial; no when a trial drives a Ray Train run, whose trial function outlives Tune's
+    reset window (Ray 2.60 then fails the next trial: "Trainable runner reuse requires reset_config()")."""
+    return _trial_scale(cfg, method, test_domain, seed).backend == "local"
+
+
+def _trial_scale(cfg: SweepConfig, method: str, test_domain: str, seed: int) -> Any:
     from reasonbed.tune.trial import trial_train_config
 
-    scale = trial_train_config({}, cfg, method, test_domain, seed, "").scale
-    return {"CPU": scale.cpus_per_worker} if scale.backend == "local" else {"CPU": 0.01}
+    return trial_train_config({}, cfg, method, test_domain, seed, "").scale
 
 
 def _exists(uri: str) -> bool:
@@ -156,7 +168,8 @@ def _run_study(cfg: SweepConfig, method: str, test_domain: str, seed: int, chain
             trainable, param_space=space.tune_space(),
             tune_config=tune.TuneConfig(metric="val_acc", mode="max", search_alg=searcher, scheduler=scheduler(cfg),
                                         num_samples=cfg.num_samples, max_concurrent_trials=cfg.max_concurrent_trials,
-                                        trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}"),
+                                        trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+                                        reuse_actors=reuse_trial_actors(cfg, method, test_domain, seed)),
             run_config=tune.RunConfig(name=name, storage_path=storage_path, storage_filesystem=filesystem,
                                       sync_config=tune.SyncConfig(sync_artifacts=True), verbose=1,
                                       # a lost trial driver restarts; its Ray Train run resumes from its checkpoint

@@ -14,6 +14,7 @@ path for both, draw 0 the defaults.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import optuna
@@ -52,8 +53,27 @@ def make_searcher(search: str, seed: int, study_name: str, storage: Any, default
                        storage=storage, points_to_evaluate=[defaults] if defaults else None)
 
 
+LIVE_OR_FINISHED = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING,
+                    optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
 class StudySearch(OptunaSearch):
     """OptunaSearch that records early stops as PRUNED and maps Tune trial ids into the study."""
+
+    def _setup_study(self, mode: Any) -> None:
+        """Ray enqueues points_to_evaluate into the (persistent) study each time it sets the study up, and a
+        restored sweep sets it up again: the defaults would be drawn twice. Enqueue a point only when no
+        waiting, running or finished trial of the study holds it (an abandoned one, closed FAIL, does not)."""
+        points, self._points_to_evaluate = self._points_to_evaluate, []
+        try:
+            super()._setup_study(mode)
+        finally:
+            self._points_to_evaluate = points
+        held = [trial.system_attrs.get("fixed_params", trial.params)
+                for trial in self._ot_study.get_trials(deepcopy=False, states=LIVE_OR_FINISHED)]
+        for point in points:
+            if not any(_same_params(point, other) for other in held):
+                self._ot_study.enqueue_trial(point)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if "examples_seen" not in result or trial_id in self._completed_trials:
@@ -84,6 +104,12 @@ class StudySearch(OptunaSearch):
         except Exception as exc:  # noqa: BLE001 - optuna refuses e.g. a trial already finished
             log.warning("could not record trial %s as pruned: %s", trial_id, exc)
         self._completed_trials.add(trial_id)
+
+
+def _same_params(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a.keys() == b.keys() and all(
+        math.isclose(float(a[key]), float(b[key])) if isinstance(a[key], (int, float)) and isinstance(b[key], (int, float))
+        else a[key] == b[key] for key in a)
 
 
 def close_abandoned(storage_url: str, study_name: str) -> int:
