@@ -4,9 +4,10 @@
 keep the Optuna study honest for dashboards: a trial that ASHA stopped early is told to the study as
 PRUNED (with its intermediate values), not COMPLETE, and carries the user attributes
 `tune_trial_id` and `stopped_by`; every suggested config carries `_draw`, the Optuna trial number
-(the draw's place in the study: 0 is the defaults), which the trial records; intermediate values are keyed by training examples seen (ASHA's
-time unit) when reports carry them; `close_abandoned()` marks trials left RUNNING by an interrupted
-driver as FAIL (`abandoned`), so a restored sweep leaves no trial in limbo. `make_searcher()` builds
+(the draw's place in the study: 0 is the defaults), which the trial records; intermediate values are keyed
+by training examples seen (ASHA's time unit) when reports carry them; a restored study does not draw the
+defaults a second time; `close_abandoned()` marks trials left RUNNING by an interrupted driver as FAIL
+(`abandoned`), so a restored sweep leaves no trial in limbo. `make_searcher()` builds
 it for `search=tpe` (TPESampler) or `search=random` (RandomSampler, DomainBed's random search): one
 path for both, draw 0 the defaults.
 """
