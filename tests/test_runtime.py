@@ -77,3 +77,22 @@ def test_a_ray_reasonbed_starts_polls_training_workers_fast_unless_told_otherwis
     monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "1.5")
     assert local_ray_env() == {}
     assert worker_runtime_env()["env_vars"]["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "1.5"
+
+
+def test_only_groups_nobody_can_use_are_orphans():
+    """Held groups of a dead job with no actor alive (or only Ray Train's cleaner) are released; a live job's, a
+    detached group, and a dead job's whose detached actor still runs are kept. (Rows as Ray's state API gives
+    them; the race that leaves such groups - a driver stopped while Ray Train starts a worker group - is not
+    reproducible on demand, the S3 sweep scenario meets it now and then.)"""
+    from types import SimpleNamespace as Row
+
+    from reasonbed.ray_runtime import orphaned_groups
+
+    held = [Row(placement_group_id="a04", creator_job_id="04", is_detached=False),
+            Row(placement_group_id="b05", creator_job_id="05", is_detached=False),
+            Row(placement_group_id="c06", creator_job_id="06", is_detached=False),
+            Row(placement_group_id="d04", creator_job_id="04", is_detached=True),
+            Row(placement_group_id="e07", creator_job_id="07", is_detached=False)]
+    alive = [Row(job_id="05", class_name="PlacementGroupCleaner"), Row(job_id="06", class_name="ServeController"),
+             Row(job_id="01", class_name="TrainController")]
+    assert orphaned_groups(held, {"04", "05", "06"}, alive) == ["a04", "b05"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 SETUP_HOOK = "reasonbed.compat.torchvision_fix.install"
@@ -193,28 +193,40 @@ def _remove_held_placement_groups(jobs: set[str]) -> int:
 
 
 def release_orphaned_placement_groups() -> int:
-    """Remove Ray Train placement groups left by a driver that was killed (SIGKILL, a lost head process);
-    returns how many.
+    """Remove the placement groups a dead job left held (a driver killed or stopped while Ray Train was
+    starting a worker group); returns how many.
 
     Ray Train's cleaner actor should free a run's placement group once the run's controller is gone; when the
-    driver is killed at the wrong moment it does not, and the held CPUs starve every later run: a resumed sweep
-    then waits forever for its first worker group. Only groups of a job that is dead and still has a Ray Train
-    cleaner actor alive are touched (Ray Train's own, orphaned), so other users' groups on a shared cluster
-    are left alone.
+    driver is killed or stopped at the wrong moment it does not, and the held CPUs starve every later run: a
+    resumed sweep then waits forever for its first worker group. Only groups nobody can use any more are
+    touched: held (CREATED), not detached, created by a job that is dead and has no actor alive but Ray
+    Train's cleaner (so a detached actor of a finished job keeps its groups on a shared cluster).
     """
     import ray
     import ray._private.state  # Ray 2.60: the GCS job table (dead or alive) has no public accessor
-    from ray.util.state import list_actors
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+    from ray.util.state import list_actors, list_placement_groups
 
     if not ray.is_initialized():
         return 0
     dead_jobs = {job["JobID"] for job in ray._private.state.jobs() if job.get("IsDead")}
-    cleaners = list_actors(filters=[("class_name", "=", "PlacementGroupCleaner"), ("state", "=", "ALIVE")],
-                           raise_on_missing_output=False)
-    released = _remove_held_placement_groups(dead_jobs & {actor.job_id for actor in cleaners})
-    if released:
-        log.warning("released %d Ray Train placement group(s) a killed driver left held", released)
-    return released
+    alive = list_actors(filters=[("state", "=", "ALIVE")], limit=10_000, raise_on_missing_output=False)
+    held = list_placement_groups(filters=[("state", "=", "CREATED")], detail=True, limit=10_000,
+                                 raise_on_missing_output=False)
+    orphans = orphaned_groups(held, dead_jobs, alive)
+    for group_id in orphans:
+        remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group_id))))
+    if orphans:
+        log.warning("released %d placement group(s) that dead jobs left held", len(orphans))
+    return len(orphans)
+
+
+def orphaned_groups(held: Iterable[Any], dead_jobs: set[str], alive_actors: Iterable[Any]) -> list[str]:
+    """The ids of the held placement groups (Ray's state API rows) that no one can use any more: not
+    detached, created by a dead job none of whose actors is alive but Ray Train's placement-group cleaner."""
+    using = {actor.job_id for actor in alive_actors if actor.class_name != "PlacementGroupCleaner"}
+    return [group.placement_group_id for group in held
+            if group.creator_job_id in dead_jobs - using and not group.is_detached]
 
 
 def report_to_tune_trial(metrics: Mapping[str, Any]) -> bool:
