@@ -341,7 +341,6 @@ class OwnRayHead:
             "HOME": str(root / "home"), "TMPDIR": str(root / "tmp"), "RAY_TMPDIR": str(root / "ray"),
             "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
             "RAY_enable_autoscaler_v2": "0", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
-            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"],  # conftest
             # Every node, fake ones included, on the loopback address.
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
