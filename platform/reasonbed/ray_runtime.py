@@ -33,12 +33,7 @@ FORWARDED_ENV = (
     "VLLM_ENABLE_V1_MULTIPROCESSING", "XDG_CACHE_HOME", "TORCHINDUCTOR_CACHE_DIR", "REASONBED_CACHE",
     "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION", "STORAGE_EMULATOR_HOST",
     "GOOGLE_CLOUD_PROJECT", "REASONBED_CODE_VERSION", "PYTHONPATH", "RAY_API_SERVER_ADDRESS",
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S",
 )
-# On a Ray this process starts itself (one machine), Ray Train's controller polls its workers every 0.2 s
-# instead of Ray's 2 s: each fit ends (and sees each report) sooner, about 5 s less per small run on a laptop
-# (docs/benchmarks.md). A cluster keeps Ray's default unless the driver's environment sets the variable.
-LOCAL_RAY_ENV: dict[str, str] = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +48,6 @@ def worker_runtime_env(extra: Mapping[str, Any] | None = None) -> dict[str, Any]
         env_vars.update(extra.pop("env_vars", {}) or {})
         runtime_env.update(extra)
     return runtime_env
-
-
-def local_ray_env() -> dict[str, str]:
-    """LOCAL_RAY_ENV without what the environment sets itself (forwarded as set: FORWARDED_ENV)."""
-    return {name: value for name, value in LOCAL_RAY_ENV.items() if name not in os.environ}
 
 
 def _free_port() -> int:
@@ -140,8 +130,6 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, temp_dir: 
     if address and address not in ("auto", "local") and not os.environ.get("RAY_API_SERVER_ADDRESS"):
         # Joining a cluster (RAY_ADDRESS, `ray job submit`): name it to the workers for the same reason.
         extra["env_vars"] = {**(extra.get("env_vars") or {}), "RAY_ADDRESS": address}
-    if not address:
-        extra["env_vars"] = {**local_ray_env(), **(extra.get("env_vars") or {})}
     options: dict[str, Any] = {"runtime_env": driver_runtime_env(extra), "log_to_driver": True}
     if address:
         options["address"] = address
