@@ -170,14 +170,20 @@ def _remove_held_placement_groups(jobs: set[str]) -> int:
     """Remove the CREATED placement groups whose creator job is one of `jobs` (a group's id ends with its
     creator job's id); returns how many."""
     import ray
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
 
     released = 0
     for pg_id, entry in ray.util.placement_group_table().items():
         if entry.get("state") == "CREATED" and any(pg_id.endswith(job) for job in jobs):
-            remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(pg_id))))
+            _remove_placement_group(pg_id)
             released += 1
     return released
+
+
+def _remove_placement_group(hex_id: str) -> None:
+    import ray
+    from ray.util.placement_group import PlacementGroup, remove_placement_group
+
+    remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(hex_id))))
 
 
 def release_orphaned_placement_groups() -> int:
@@ -192,7 +198,6 @@ def release_orphaned_placement_groups() -> int:
     """
     import ray
     import ray._private.state  # Ray 2.60: the GCS job table (dead or alive) has no public accessor
-    from ray.util.placement_group import PlacementGroup, remove_placement_group
     from ray.util.state import list_actors, list_placement_groups
 
     if not ray.is_initialized():
@@ -203,7 +208,7 @@ def release_orphaned_placement_groups() -> int:
                                  raise_on_missing_output=False)
     orphans = orphaned_groups(held, dead_jobs, alive)
     for group_id in orphans:
-        remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group_id))))
+        _remove_placement_group(group_id)
     if orphans:
         log.warning("released %d placement group(s) that dead jobs left held", len(orphans))
     return len(orphans)
