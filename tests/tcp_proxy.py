@@ -78,6 +78,10 @@ class TcpProxy:
         for sock in open_now:  # RST, as a crashed server's kernel would send
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                # close() alone frees nothing while a pump thread is blocked in recv() on the socket: the
+                # connection stayed open, and a client waiting for its answer waited forever (seen in CI).
+                # Shutting the reading side wakes that recv() without sending a FIN; the close then resets.
+                sock.shutdown(socket.SHUT_RD)
                 sock.close()
         time.sleep(seconds)
         self._listener = self._listen(self.port)

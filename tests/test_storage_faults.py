@@ -76,6 +76,36 @@ def test_outage_longer_than_the_window_fails_naming_the_url(s3_bucket, s3_proxy)
     assert fs.cat(path) == b"x"
 
 
+@pytest.mark.slow  # waits out read timeouts
+def test_an_upload_to_a_server_that_stops_answering_fails_after_the_window_instead_of_hanging():
+    import socket
+    import threading
+
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, reads nothing, answers nothing
+    held: list[socket.socket] = []
+    threading.Thread(target=lambda: [held.append(silent.accept()[0]) for _ in iter(int, 1)], daemon=True).start()
+    url = f"s3://bucket-{uuid.uuid4().hex[:8]}/silent.bin"
+    fs, path = storage.filesystem(url, {
+        "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{silent.getsockname()[1]}"},
+        "key": "testing", "secret": "testing", "config_kwargs": {"read_timeout": 1}, "retry_seconds": 2})
+    fs.retries = 1  # s3fs's own retries (5 by default) would only lengthen the test
+    raised: list[BaseException] = []
+
+    def upload() -> None:
+        try:
+            with fs.open(path, "wb") as handle:  # a file body, as Ray Train's checkpoint uploads send
+                handle.write(b"x" * 1000)
+        except BaseException as error:  # noqa: BLE001 - examined below
+            raised.append(error)
+
+    uploading = threading.Thread(target=upload, daemon=True)
+    uploading.start()
+    uploading.join(timeout=60)  # with botocore's `Expect: 100-continue` aiohttp waited for a go-ahead forever
+    silent.close()
+    assert held and not uploading.is_alive(), "the upload hung on a server that stopped answering"
+    assert isinstance(raised[0], storage.StorageUnavailableError) and "silent.bin" in str(raised[0]), raised
+
+
 OUTAGE_S = 8  # longer than any retry inside s3fs (about 2 s; botocore's own are off), shorter than the window
 
 

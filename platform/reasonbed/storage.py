@@ -142,9 +142,30 @@ def _s3_class() -> type:
 
         call_s3 = sync_wrapper(_call_s3)  # s3fs's open files call this synchronous twin: it must be ours too
 
+        async def get_s3(self, bucket: str | None = None) -> Any:
+            client = await super().get_s3(bucket)
+            if not getattr(client, "_reasonbed_no_expect", False):
+                _drop_expect_continue(client)
+            return client
+
     RetryingS3FileSystem.__module__ = __name__
     RetryingS3FileSystem.__qualname__ = "RetryingS3FileSystem"
     return RetryingS3FileSystem
+
+
+def _drop_expect_continue(client: Any) -> None:
+    """Send S3 uploads without `Expect: 100-continue` (botocore adds it to every PUT with a file body).
+
+    aiohttp waits for the server's "100 Continue" without any timeout, so an upload whose connection went
+    silent (a server or proxy that died mid-request) hung forever, past the read timeout and the retry
+    window: a Ray Train checkpoint upload did, in tests/test_storage_faults.py. Without the header the
+    read timeout ends the attempt and the window retries it. The cost: a PUT the server refuses sends
+    its body first.
+    """
+    from botocore.handlers import add_expect_header
+
+    client.meta.events.unregister("before-call.s3", add_expect_header)
+    client._reasonbed_no_expect = True
 
 
 def __getattr__(name: str) -> Any:  # the class pickles by reference (Ray ships filesystems to workers)
