@@ -59,7 +59,7 @@ MODEL_FREE_FIRST = (  # real waits first (outages, leases, Ray heads), then the 
     "test_storage_faults.py", "test_sweep_control.py", "test_cluster.py", "test_placement.py", "test_runtime.py",
     "test_report.py", "test_data.py", "test_documented_commands.py", "test_cli.py", "test_config.py",
     "test_layering.py", "test_prompts.py", "test_rewards.py", "test_selection.py", "test_splits.py",
-    "test_install.py", "test_readme_headline.py",
+    "test_install.py", "test_core.py", "test_wheel.py", "test_readme_headline.py",
 )
 _model_build: subprocess.Popen | None = None
 

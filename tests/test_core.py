@@ -25,6 +25,7 @@ def _cfg(run_dir: Path, *overrides: str) -> TrainConfig:
     return load(TrainConfig, overrides=[f"run_dir={run_dir}", *overrides], base=copy.deepcopy(LOCAL))
 
 
+@pytest.mark.pretrained_model
 def test_reruns_resume_and_other_configs_never_share_a_run(tmp_path, tiny_model_dir):
     """Same command: the finished run's result, nothing retrained. Another config: refused in the run directory
     and in the checkpoint storage (the same storage_path and name), and nothing written is lost."""
@@ -52,6 +53,7 @@ def test_reruns_resume_and_other_configs_never_share_a_run(tmp_path, tiny_model_
     assert _cfg(tmp_path / "d").run_name != _cfg(tmp_path / "d", "optim.lr=0.01").run_name
 
 
+@pytest.mark.pretrained_model
 def test_leaked_examples_never_reach_training(tmp_path, tiny_model_dir):
     """The guard runs on what the worker receives: a test-domain image or a source out-part image injected
     into the examples stops the worker before the model is even loaded."""
@@ -106,6 +108,7 @@ def test_retention_keeps_the_checkpoint_training_domain_validation_picks(tmp_pat
     assert kept == [2, 5]
 
 
+@pytest.mark.pretrained_model
 def test_a_stage_that_restores_a_finished_checkpoint_fails(tmp_path, tiny_model_dir):
     """A fresh stage whose storage already holds a checkpoint at or past its own total steps (another stage's,
     under the same name) is an error, never a run that trains nothing and returns the other stage's adapter."""

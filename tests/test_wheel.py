@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 BUILD_INPUTS = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "platform", "search_spaces")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # its tests run apart: before and after the model build
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source, dist = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("dist")
     for name in BUILD_INPUTS:
@@ -41,7 +41,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # its tests run apart: before and after the model build
 def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("venv")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True, timeout=120)
@@ -133,6 +133,7 @@ def test_every_subcommand_dry_runs_from_the_wheel(venv: Path, tmp_path: Path) ->
 
 
 @pytest.mark.slow
+@pytest.mark.pretrained_model
 def test_train_smoke_test_from_the_wheel(venv: Path, tmp_path: Path, tiny_model_dir: Path) -> None:
     """issue 15's must-show: `reasonbed train --smoke-test` from a fresh venv with no checkout."""
     assert tiny_model_dir.is_dir()  # built once per session into REASONBED_CACHE, which the run reuses
