@@ -78,12 +78,19 @@ def test_outage_longer_than_the_window_fails_naming_the_url(s3_bucket, s3_proxy)
 
 @pytest.mark.slow  # waits out read timeouts
 def test_an_upload_to_a_server_that_stops_answering_fails_after_the_window_instead_of_hanging():
+    import contextlib
     import socket
     import threading
 
     silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, reads nothing, answers nothing
     held: list[socket.socket] = []
-    threading.Thread(target=lambda: [held.append(silent.accept()[0]) for _ in iter(int, 1)], daemon=True).start()
+
+    def accept_and_hold() -> None:
+        with contextlib.suppress(OSError):  # the test closes the server at its end
+            while True:
+                held.append(silent.accept()[0])
+
+    threading.Thread(target=accept_and_hold, daemon=True).start()
     url = f"s3://bucket-{uuid.uuid4().hex[:8]}/silent.bin"
     fs, path = storage.filesystem(url, {
         "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{silent.getsockname()[1]}"},
