@@ -266,6 +266,12 @@ def test_test_domain_missing_from_data(tmp_path):
         run_sweep(_sweep(tmp_path, "test_domains=[clipart]"))
 
 
+def test_object_storage_with_in_process_trials_is_refused_before_the_sweep_starts(tmp_path):
+    with pytest.raises(ConfigError, match=r"storage 's3://bucket/sweeps'.*needs train.scale.backend=ray"):
+        run_sweep(_sweep(tmp_path, "storage=s3://bucket/sweeps"))  # _sweep's trials run in process
+    assert not list(tmp_path.rglob("optuna.db")), "nothing is written before the refusal"
+
+
 def test_more_concurrent_trials_than_resources(tmp_path, ray_session):
     with pytest.raises(ConfigError, match="max_concurrent_trials 4 .* 8 CPU, but the cluster has 2 CPU"):
         run_sweep(_sweep(tmp_path, "max_concurrent_trials=4", "studies_in_parallel=2", "zero_shot=false"))
