@@ -34,14 +34,16 @@ setup: $(STAMP)
 run: setup
 	$(PY) jobs/tune_pacs.py --smoke-test
 
-# test-fast runs on two pytest-xdist workers, a test file each at a time (module fixtures stay in one process;
-# tests/conftest.py shares the tiny-model cache between them): its tests are mostly single-threaded Python.
-# The full suite stays in one process: its slow tests keep both cores busy, so two workers only made them
-# contend (clean-clone CI 40:10 with two workers against 41:36 without; docs/benchmarks.md, "The test suite").
+# Both test targets run on two pytest-xdist workers, a test file each at a time (module fixtures stay in one
+# process; tests/conftest.py shares the tiny-model cache between the workers): much of the suite waits (on Ray
+# heads, job submissions, storage outages, the model build) rather than computes. The full suite hands the files
+# out in tests/conftest.py's order, not reordered by size: model-free tests while the tiny model builds, then the
+# files with the longest tests first.
 XDIST := -n 2 --dist loadfile
+XDIST_FULL := $(XDIST) --no-loadscope-reorder
 
 test: setup
-	$(PY) -m pytest --durations=15
+	$(PY) -m pytest $(XDIST_FULL) --durations=15
 
 test-fast: setup
 	$(PY) -m pytest $(XDIST) -m "not slow" --durations=10

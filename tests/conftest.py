@@ -51,15 +51,24 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 import reasonbed  # noqa: E402,F401  (installs the torchvision import fix in this process)
 
 # The pretrained tiny model takes about 4 minutes to build on a fresh machine, on one thread. The session starts
-# that build at once, in a process of its own (`reasonbed tiny-model --no-eval`), and first runs, on the other
-# core, the tests of these files that need no pretrained model (the others carry the mark `pretrained_model`); a
-# test that needs it waits on the factory's build lock, then reuses the build.
-MODEL_FREE_FIRST = (  # real waits first (outages, leases, Ray heads), then the quick ones; the README's headline
-    # last: its real smoke sweep needs the model
-    "test_storage_faults.py", "test_sweep_control.py", "test_cluster.py", "test_placement.py", "test_runtime.py",
-    "test_report.py", "test_data.py", "test_documented_commands.py", "test_cli.py", "test_config.py",
-    "test_layering.py", "test_prompts.py", "test_rewards.py", "test_selection.py", "test_splits.py",
-    "test_install.py", "test_core.py", "test_wheel.py", "test_readme_headline.py",
+# that build at once, in a process of its own (`reasonbed tiny-model --no-eval`), and first runs the tests of these
+# files that need no pretrained model (the others carry the mark `pretrained_model`); a test that needs it waits on
+# the factory's build lock, then reuses the build. Files without a model test first, then those with one, so that
+# on two workers (`make test` hands out a whole file at a time, in this order) both run model-free tests as long as
+# there are any.
+MODEL_FREE_FIRST = (
+    "test_cluster.py", "test_runtime.py", "test_report.py", "test_data.py", "test_documented_commands.py",
+    "test_cli.py", "test_config.py", "test_layering.py", "test_prompts.py", "test_rewards.py", "test_selection.py",
+    "test_splits.py", "test_install.py",
+    "test_storage_faults.py", "test_sweep_control.py", "test_readme_headline.py", "test_placement.py",
+    "test_wheel.py", "test_core.py",
+)
+# Then the files of tests that need the model, those with the longest tests first (measured: docs/benchmarks.md,
+# "The test suite"), so that no long test starts last while the other worker idles.
+LONGEST_FIRST = (
+    "test_multinode.py", "test_methods.py", "test_grpo.py", "test_generation.py", "test_cloud.py",
+    "test_evaluation_run.py", "test_share.py", "test_openai_engine.py", "test_train.py", "test_tune.py",
+    "test_novllm.py",
 )
 _model_build: subprocess.Popen | None = None
 
@@ -67,15 +76,19 @@ _model_build: subprocess.Popen | None = None
 @pytest.hookimpl(trylast=True)  # after -m/-k/--deselect: a selection of model-free tests starts no build
 def pytest_collection_modifyitems(session, config, items):  # noqa: ARG001
     global _model_build
-    rank = {name: index for index, name in enumerate(MODEL_FREE_FIRST)}
+    first = {name: index for index, name in enumerate(MODEL_FREE_FIRST)}
+    longest = {name: index for index, name in enumerate(LONGEST_FIRST)}
 
-    def order(item: pytest.Item) -> int:
-        if item.path.name in rank and item.get_closest_marker("pretrained_model") is None:
-            return rank[item.path.name]
-        return len(rank)
+    def model_free(item: pytest.Item) -> bool:
+        return item.path.name in first and item.get_closest_marker("pretrained_model") is None
 
-    items.sort(key=order)  # stable: every other test keeps its place
-    if _model_build is None and any(order(item) == len(rank) for item in items):
+    def order(item: pytest.Item) -> tuple[int, int]:
+        if model_free(item):
+            return 0, first[item.path.name]
+        return 1, longest.get(item.path.name, len(longest))
+
+    items.sort(key=order)  # stable: tests keep their order within a file
+    if _model_build is None and any(not model_free(item) for item in items):
         with open(_SESSION_ROOT / "tiny-model-build.log", "wb") as log:
             _model_build = subprocess.Popen([sys.executable, "-m", "reasonbed", "tiny-model", "--no-eval"],
                                             stdout=log, stderr=subprocess.STDOUT)

@@ -166,8 +166,10 @@ def _random_adapter(directory: Path, tiny_model_dir: Path) -> str:
 
 @pytest.mark.slow
 def test_grpo_run_on_ray_from_sft_adapter_resumes_after_worker_death(tmp_path, ray_session, tiny_model_dir):
-    """Two DDP workers (rank 0 samples, both train on their share), all five rewards, two updates per
-    rollout batch, a start from an SFT adapter, and a worker death at step 3 (resumed from step 2)."""
+    """Two DDP workers (rank 0 samples, both train on their share; they end with identical adapters), all five
+    rewards, two updates per rollout batch, a start from an SFT adapter, and a worker process killed at step 3:
+    the one training core restarts the whole group from the step-2 checkpoint (not from 0), every report once,
+    in order. (The suite's one DDP-and-worker-death run: supervised methods share this worker loop.)"""
     from reasonbed.train.run import run
 
     adapter = _random_adapter(tmp_path / "sft", tiny_model_dir)
@@ -189,6 +191,8 @@ def test_grpo_run_on_ray_from_sft_adapter_resumes_after_worker_death(tmp_path, r
     steps = [json.loads(line) for line in (run_dir / "steps.jsonl").read_text().splitlines()]
     assert [row["step"] for row in steps] == [1, 2, 3, 4], "history survives the restart; step 3 is redone"
     assert all(row["workers"] == 2 for row in steps)
+    hashes = [path.read_text() for path in sorted((run_dir / "replicas").glob("rank*.sha256"))]
+    assert len(hashes) == 2 and hashes[0] == hashes[1], "the two DDP replicas end with the same adapter"
     resumed = sorted(path.name for path in (run_dir / "replicas").glob("*.resumed"))
     assert resumed == ["rank0.resumed", "rank1.resumed"], "one restart of the whole group"
     assert {(run_dir / "replicas" / name).read_text() for name in resumed} == {"2"}, "resumed from step 2"

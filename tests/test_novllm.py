@@ -75,10 +75,13 @@ def test_predict_smoke_runs_without_vllm(tmp_path):
     """A real job where vLLM cannot be imported: predictions with the hf engine on the tiny model."""
     code = ("import sys; sys.modules['vllm'] = None; from reasonbed.cli import main; "
             "raise SystemExit(main(sys.argv[1:]))")
+    from reasonbed.data.catalog import DataConfig, offline_root
+
     env = {**os.environ, "PYTHONPATH": str(REPO / "platform")}
     output = tmp_path / "preds.parquet"
-    result = subprocess.run([sys.executable, "-c", code, "predict", "--smoke-test", "--out", str(output)], env=env,
-                            cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    folder = offline_root(DataConfig(images_per_class=2))  # the smoke's benchmark, 48 images instead of 288
+    result = subprocess.run([sys.executable, "-c", code, "predict", "--smoke-test", "--data", folder, "--out",
+                             str(output)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["images"] > 0 and summary["labelled"]

@@ -59,6 +59,7 @@ def _run(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.Com
 
 
 @pytest.mark.slow
+@pytest.mark.pretrained_model  # the smoke sweep trains
 def test_readme_headline_steps_on_an_own_head() -> None:
     root = Path(tempfile.mkdtemp(prefix="rbr-"))  # short: Ray's socket paths must stay < 108 chars
     head = OwnRayHead(root, None, head_cpus=2, gcs_port=free_port())
