@@ -21,9 +21,7 @@ CONSTRAINTS := constraints.txt
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	# --no-compile: pip would byte-compile all ~36,000 modules of the environment (8 s for transformers alone);
-	# Python compiles the few thousand a run imports on first use, once, into the venv.
-	$(PY) -m pip install --no-compile -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
+	$(PY) -m pip install -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
 	# PyPI's torchaudio/torchcodec are CUDA builds that break transformers' imports beside CPU torch;
 	# vLLM runs without them (README: install notes).
 	$(PY) -m pip uninstall -y torchaudio torchcodec
