@@ -267,7 +267,8 @@ def test_test_domain_missing_from_data(tmp_path):
 
 
 def test_object_storage_with_in_process_trials_is_refused_before_the_sweep_starts(tmp_path):
-    with pytest.raises(ConfigError, match=r"storage 's3://bucket/sweeps'.*needs train.scale.backend=ray"):
+    with pytest.raises(ConfigError, match=r"storage_path 's3://bucket/sweeps/train': scale.backend=local keeps "
+                       r"checkpoints on a local path; object storage needs scale.backend=ray"):
         run_sweep(_sweep(tmp_path, "storage=s3://bucket/sweeps"))  # _sweep's trials run in process
     assert not list(tmp_path.rglob("optuna.db")), "nothing is written before the refusal"
 

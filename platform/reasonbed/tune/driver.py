@@ -277,10 +277,8 @@ def run_sweep(cfg: SweepConfig, local_root: str = "runs", force: bool = False,
     if cfg.zero_shot:
         method_class(ZERO_SHOT)  # the zero-shot row's method must exist
     probe = trial_train_config({}, cfg, cfg.methods[0], domains[0], cfg.seeds[0], "")
-    if storage.is_remote(cfg.storage) and probe.scale.backend == "local":  # every trial would fail on it
-        raise ConfigError(f"storage {cfg.storage!r}: trials checkpoint into the sweep's object storage, which "
-                          f"needs train.scale.backend=ray (train.scale.backend=local keeps checkpoints on a "
-                          f"local path)")
+    if storage.is_remote(cfg.storage):  # trials train into the sweep's object storage (tune.trial): check it now
+        replace(probe, storage_path=storage.join(cfg.storage, "train"))
     # data.on_corrupt before any study: a corrupt image stops the sweep here (error) or is counted (skip); the
     # verdict is cached, so the trials do not decode again
     check_images(spec, root, scan(spec, root, storage_options=cfg.data.storage_options), cfg.data.storage_options,
