@@ -210,12 +210,12 @@ def test_rl_finetune_job_smoke_with_vllm(tmp_path, ray_session, tiny_model_dir, 
     job = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(job)
     code = job.main(["--smoke-test", "--run-dir", str(tmp_path / "run"), "--model", str(tiny_model_dir),
-                     "--steps", "3", "eval.every=3"])
+                     "--steps", "2", "eval.every=2"])
     assert code == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert printed["step"] == 3 and "reward/total" in printed
+    assert printed["step"] == 2 and "reward/total" in printed
     steps = [json.loads(line) for line in (tmp_path / "run" / "steps.jsonl").read_text().splitlines()]
-    assert [row["adapter_version"] for row in steps] == [2.0, 3.0, 4.0], "vLLM got the adapter every step"
+    assert [row["adapter_version"] for row in steps] == [2.0, 3.0], "vLLM got the adapter every step"
 
 
 # --- bad input --------------------------------------------------------------------------------------

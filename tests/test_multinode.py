@@ -78,8 +78,11 @@ class WorkerRaylet:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError((self.root / "raylet.log").read_text()[-3000:])
-            if any(resource in n.get("resources_total", {}) for n in head.alive_workers()):
-                return
+            try:  # the head's dashboard may reset a connection while the new node registers
+                if any(resource in n.get("resources_total", {}) for n in head.alive_workers()):
+                    return
+            except OSError:
+                pass
             time.sleep(1.0)
         raise TimeoutError("the second raylet did not join")
 

@@ -116,15 +116,17 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def _stop(processes: dict[str, subprocess.Popen]) -> None:
-    """SIGTERM each child's process group, then SIGKILL whatever is left after 10 s."""
+def _stop(processes: dict[str, subprocess.Popen], grace: float = 10.0) -> None:
+    """SIGTERM each child's process group, then SIGKILL whatever is left `grace` seconds later (one deadline
+    for all children, so Ctrl-C returns within about `grace` seconds however many there are)."""
     for process in processes.values():
         if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
     for process in processes.values():
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
