@@ -10,6 +10,7 @@ runs (lodo.json).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import math
@@ -327,6 +328,7 @@ def test_dashboard_serves_and_stops(sweep: tuple[Path, dict]) -> None:
     output: list[str] = []
     reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
     reader.start()
+    pids: list[int] = []  # the two dashboards' processes, once printed
     try:
         deadline, studies, runs = time.monotonic() + 60, None, []
         while time.monotonic() < deadline and process.poll() is None and not (studies and runs):
@@ -347,7 +349,13 @@ def test_dashboard_serves_and_stops(sweep: tuple[Path, dict]) -> None:
         assert f"http://127.0.0.1:{optuna_port}" in "".join(output) and "Ray dashboard" in "".join(output)
     finally:
         process.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        code = process.wait(timeout=30)
+        try:
+            code = process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            for pid in [process.pid, *pids]:  # leave nothing running behind a failed test
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"the dashboard did not stop within 30 s of SIGINT:\n{''.join(output)}")
     reader.join(timeout=5)
     assert code == 0, "".join(output)
     assert not any(_alive(pid) for pid in pids), "".join(output)

@@ -144,11 +144,13 @@ def run_dashboard(sweep_uri: str, host: str = DEFAULT_HOST, optuna_port: int = D
     check_port(host, tensorboard_port, "--tensorboard-port")
     tmp = Path(tempfile.mkdtemp(prefix="reasonbed-dashboard-"))
     processes: dict[str, subprocess.Popen] = {}
-    previous = None
+    previous: dict[int, object] = {}
     if threading.current_thread() is threading.main_thread():
         def _interrupt(signum: int, frame: object) -> None:  # noqa: ARG001
             raise KeyboardInterrupt
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+        # SIGINT too, explicitly: a process started in the background of a script inherits SIGINT ignored,
+        # and Python then keeps ignoring it (`kill -INT` did nothing: the dashboards ran on)
+        previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         storage_url = resolve_study_storage(sweep_uri, sweep, tmp)
         if storage_url is None:
@@ -188,6 +190,6 @@ def run_dashboard(sweep_uri: str, host: str = DEFAULT_HOST, optuna_port: int = D
         return 0
     finally:
         _stop(processes)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         shutil.rmtree(tmp, ignore_errors=True)
