@@ -47,6 +47,13 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+# pytest-xdist's workers share the machine's cores: each worker's torch (and the Ray workers it starts) gets its
+# share of threads, one each for two workers on two cores, instead of every process's OpenMP pool spinning on all
+# cores against the others.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")  # vLLM's CPU worker too (it binds all cores by default)
 
 import reasonbed  # noqa: E402,F401  (installs the torchvision import fix in this process)
 
