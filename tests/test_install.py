@@ -77,7 +77,7 @@ def test_majors_that_change_behaviour_are_bounded() -> None:
 
 
 @pytest.mark.parametrize(("path", "pattern"), [
-    ("Makefile", r"pip install -c \$\(CONSTRAINTS\) -e '\.\[\$\(EXTRAS\)\]'"),
+    ("Makefile", r"uv_install\.py -c \$\(CONSTRAINTS\) -e '\.\[\$\(EXTRAS\)\]'"),
     ("cluster/Dockerfile", r"pip install --no-cache-dir -c constraints\.txt -e '\.\[gpu,gcs\]'"),
     ("cluster/aws.yaml", r"pip install -c constraints\.txt -e '\.\[gpu\]'"),
     ("cluster/gcp.yaml", r"pip install -c constraints\.txt -e '\.\[gpu,gcs\]'"),
@@ -85,10 +85,39 @@ def test_majors_that_change_behaviour_are_bounded() -> None:
 def test_every_installer_uses_the_constraints(path: str, pattern: str) -> None:
     text = (REPO / path).read_text()
     assert re.search(pattern, text), f"{path} does not install with constraints.txt"
-    installs = [line for line in text.splitlines() if re.search(r"pip install .*-e ", line)
+    installs = [line for line in text.splitlines() if re.search(r"(pip install|uv_install\.py) .*-e ", line)
                 and not line.lstrip().startswith("#")]
     assert installs and all("-c " in line for line in installs), installs
     if path == "Makefile":
         assert re.search(r"^CONSTRAINTS := constraints\.txt$", text, re.M)
         assert re.search(r"^\$\(STAMP\): pyproject\.toml \$\(CONSTRAINTS\)$", text, re.M)
     assert "make test" in (REPO / ".ci" / "run").read_text()  # CI installs through `make setup`
+
+
+def _uv_install():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("uv_install", REPO / "platform/reasonbed/compat/uv_install.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_make_setup_gives_uv_the_sources_pip_is_configured_with() -> None:
+    """uv reads no pip configuration: `make setup` passes pip's package sources on (environment over the install
+    section over global, as in pip), so uv installs the same builds (e.g. CPU torch from a local wheel folder)."""
+    uv_install = _uv_install()
+    listed = "\n".join([
+        "global.cert='/etc/ssl/ca.crt'", "global.constraint='/etc/xdg/pip/constraints.txt'",
+        "global.extra-index-url='file:///opt/a/simple file:///opt/b/simple'", "global.find-links='/opt/old'",
+        "global.timeout='60'", "install.index-url='https://mirror.example/simple'", ":env:.find-links='/opt/wheels'",
+        ":env:.disable-pip-version-check='1'", "user.ignored='x'"])
+    settings = uv_install.pip_settings(listed)
+    assert settings["find-links"] == "/opt/wheels", "PIP_FIND_LINKS overrides the config files"
+    flags, env = uv_install.uv_options(settings)
+    assert flags == ["--find-links", "/opt/wheels", "--extra-index-url", "file:///opt/a/simple",
+                     "--extra-index-url", "file:///opt/b/simple", "--constraint", "/etc/xdg/pip/constraints.txt",
+                     "--index-url", "https://mirror.example/simple"]
+    assert env == {"SSL_CERT_FILE": "/etc/ssl/ca.crt"}
+    assert uv_install.uv_options(uv_install.pip_settings(":env:.no-index='true'"))[0] == ["--no-index"]
+    assert uv_install.uv_options({}) == ([], {}), "no pip configuration: uv's defaults (PyPI), as pip's"
