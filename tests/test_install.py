@@ -94,19 +94,11 @@ def test_every_installer_uses_the_constraints(path: str, pattern: str) -> None:
     assert "make test" in (REPO / ".ci" / "run").read_text()  # CI installs through `make setup`
 
 
-def _uv_install():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("uv_install", REPO / "platform/reasonbed/compat/uv_install.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_make_setup_gives_uv_the_sources_pip_is_configured_with() -> None:
     """uv reads no pip configuration: `make setup` passes pip's package sources on (environment over the install
     section over global, as in pip), so uv installs the same builds (e.g. CPU torch from a local wheel folder)."""
-    uv_install = _uv_install()
+    from reasonbed.compat import uv_install
+
     listed = "\n".join([
         "global.cert='/etc/ssl/ca.crt'", "global.constraint='/etc/xdg/pip/constraints.txt'",
         "global.extra-index-url='file:///opt/a/simple file:///opt/b/simple'", "global.find-links='/opt/old'",
