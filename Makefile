@@ -21,7 +21,7 @@ CONSTRAINTS := constraints.txt
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# uv installs what pip would, from the sources pip is configured with (reasonbed/compat/uv_install.py), in
-	# parallel: about a third of pip's time on 2 cores (docs/benchmarks.md, "Setting up").
+	# parallel: less than half of pip's time on 2 cores (docs/benchmarks.md, "Setting up").
 	$(PY) -m pip install -c $(CONSTRAINTS) uv
 	$(PY) platform/reasonbed/compat/uv_install.py -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
 	# PyPI's torchaudio/torchcodec are CUDA builds that break transformers' imports beside CPU torch;
