@@ -273,6 +273,29 @@ def test_object_storage_with_in_process_trials_is_refused_before_the_sweep_start
     assert not list(tmp_path.rglob("optuna.db")), "nothing is written before the refusal"
 
 
+def test_parallel_trials_on_ray_train_leave_every_cpu_to_their_workers(tmp_path, ray_session):
+    """Two studies at once on 2 CPUs: each trial's driver function (the placement group Tune reserves for it) and
+    its Ray Train worker (1 CPU) all fit, so neither study's worker group waits for the other's trial to end (with
+    0.01 CPU per trial driver, 0.98 CPU stayed free and the second worker group waited, then timed out)."""
+    from ray.tune.execution.placement_groups import resource_dict_to_pg_factory
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from reasonbed.tune.driver import trial_resources
+
+    cfg = _sweep(tmp_path, "studies_in_parallel=2", "train.scale.backend=ray")
+    assert ray_session.cluster_resources()["CPU"] == 2
+    groups = []
+    try:
+        for domain in ("photo", "sketch"):  # what Tune reserves for the trial, then what Ray Train asks for its worker
+            groups.append(resource_dict_to_pg_factory(trial_resources(cfg, "direct", domain, 0)).to_placement_group())
+            groups.append(placement_group([{"CPU": 1.0}], strategy="PACK"))
+        ready, _ = ray_session.wait([group.ready() for group in groups], num_returns=len(groups), timeout=60)
+        assert len(ready) == len(groups), ray_session.available_resources()
+    finally:
+        for group in groups:
+            remove_placement_group(group)
+
+
 def test_more_concurrent_trials_than_resources(tmp_path, ray_session):
     with pytest.raises(ConfigError, match="max_concurrent_trials 4 .* 8 CPU, but the cluster has 2 CPU"):
         run_sweep(_sweep(tmp_path, "max_concurrent_trials=4", "studies_in_parallel=2", "zero_shot=false"))

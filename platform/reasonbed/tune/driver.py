@@ -79,11 +79,18 @@ def check_resources(cfg: SweepConfig, per_trial_cpus: float, per_trial_gpus: flo
                 f" lower the concurrency or set allow_autoscaling=true on an autoscaling cluster")
 
 
+# What the driver function of a trial on Ray Train reserves: no CPU, and one byte of memory because Tune refuses
+# a bundle without resources. Any CPU fraction would break the whole-CPU bundles of the Ray Train workers: with
+# 0.01 CPU per trial, two parallel studies on 2 CPUs left 0.98 CPU free, so the second study's worker group waited
+# for the first study's trial to end (and failed Ray Train's 60 s worker-group start timeout, then retried).
+WAITING_TRIAL = {"CPU": 0, "memory": 1}
+
+
 def trial_resources(cfg: SweepConfig, method: str, test_domain: str, seed: int) -> dict[str, float]:
-    """What a trial's driver function reserves: next to nothing when it waits on its Ray Train run, the
-    training CPUs when it trains in its own process (train.scale.backend=local)."""
+    """What a trial's driver function reserves: no CPU when it waits on its Ray Train run (`WAITING_TRIAL`),
+    the training CPUs when it trains in its own process (train.scale.backend=local)."""
     scale = _trial_scale(cfg, method, test_domain, seed)
-    return {"CPU": scale.cpus_per_worker} if scale.backend == "local" else {"CPU": 0.01}
+    return {"CPU": scale.cpus_per_worker} if scale.backend == "local" else dict(WAITING_TRIAL)
 
 
 def reuse_trial_actors(cfg: SweepConfig, method: str, test_domain: str, seed: int) -> bool:
