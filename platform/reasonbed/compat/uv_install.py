@@ -3,8 +3,8 @@
 `make setup` runs this file by path (`.venv/bin/python platform/reasonbed/compat/uv_install.py -c
 constraints.txt -e '.[cpu,dev]'`) before the package is installed, so it uses the standard library
 only. uv resolves, downloads, unpacks and byte-compiles in parallel: the same packages as `pip
-install` in less than half the time on 2 cores (1:42 against 3:56) (docs/benchmarks.md, "Setting up"). uv does not
-read pip's configuration, and a machine's pip configuration may be what makes the install right
+install` in less than half the time on 2 cores (1:42 against 3:56; docs/benchmarks.md, "Setting up").
+uv does not read pip's configuration, and a machine's pip configuration may be what makes the install right
 (the CPU build of torch from a local wheel folder, a mirror, a company index, a global constraints
 file), so this reads pip's effective configuration (`pip config list`: its files and PIP_*
 variables) and passes the keys that choose packages on to uv:
