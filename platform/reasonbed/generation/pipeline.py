@@ -1,6 +1,6 @@
 """The generation pipeline on Ray Data: images -> engine actor pool -> validated candidate rows.
 
-Index rows (no bytes) become a Ray dataset; tasks load image bytes; a pool of engine actors
+Index rows (no bytes) become a Ray dataset; tasks (two per engine actor) load image bytes; a pool of engine actors
 (`map_batches` with a callable class, `engine.actors` of them, see `reasonbed.generation.actors`)
 writes `n` candidates per image and judges them; with an async engine (vLLM's, the default) each
 actor holds `engine.batches_in_flight` batches in its engine at once. The driver gathers rows per
@@ -29,6 +29,13 @@ from reasonbed.inference.base import SamplingConfig, engine_secrets, runs_async
 
 log = logging.getLogger(__name__)
 
+# Image-loading tasks at once per engine actor. Loading a batch takes a fraction of the time an engine takes to
+# answer it, so two keep every engine fed. The bound also bounds what Ray Data asks the cluster autoscaler for: its
+# requests carry CPU only (no `generation_node`), and it doubles a stage's tasks whenever that stage is the slower
+# one: unbounded loaders on a busy machine can make it start nodes of any group with CPUs, an 8-GPU training node
+# included (the likely cause of an intermittent failure of tests/test_placement.py on cluster/aws.yaml's groups).
+LOADERS_PER_ACTOR = 2
+
 
 def _run_pass(cfg: GenerationConfig, spec: DatasetSpec, root: str, store: ShardStore, shards: list[Shard],
               sampling: SamplingConfig, prompt_kind: str, pass_index: int, candidate_offset: int) -> int:
@@ -44,7 +51,7 @@ def _run_pass(cfg: GenerationConfig, spec: DatasetSpec, root: str, store: ShardS
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // cfg.engine.batch_size, 200)))
     dataset = dataset.map_batches(
         _load_images, fn_kwargs={"root": root, "storage_options": dict(cfg.data.storage_options), "verify": True},
-        batch_size=cfg.engine.batch_size, num_cpus=0.25,
+        batch_size=cfg.engine.batch_size, num_cpus=0.25, concurrency=LOADERS_PER_ACTOR * cfg.engine.actors,
     )
     constructor = {"engine_cfg": cfg.engine, "sampling": sampling, "class_names": spec.display_names,
                    "data_root": root, "storage_options": dict(cfg.data.storage_options), "prompt_kind": prompt_kind,
