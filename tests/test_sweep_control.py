@@ -217,7 +217,7 @@ def test_an_s3_sweep_is_refused_stopped_moved_killed_and_finished_each_trial_onc
                "--name=ctl", "methods=[direct]", f"test_domains=[{','.join(domains)}]", "num_samples=2",
                "studies_in_parallel=1", "zero_shot=false", "data.images_per_class=3", "train.optim.max_steps=6",
                "train.eval.every=3", "train.eval.max_per_domain=4", "asha.grace_period=48", "asha.max_t=96",
-               "lease_expiry_s=60"]
+               "lease_expiry_s=60", "train.scale.backend=ray"]  # Ray Train: checkpoints on s3://
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     local_db = tmp_path / "runs" / "ctl" / "optuna.db"  # the driver's study file (local_root runs/ in its cwd)
     fs = _s3()

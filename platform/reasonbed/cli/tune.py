@@ -43,7 +43,10 @@ SMOKE: dict[str, Any] = {
     "studies_in_parallel": 2,
     "generate_chains": True,
     "generation": {"engine": {"name": "template", "template_noise": 0.1}, "sampling": {"n": 2}},
-    "train": {"optim.epochs": 3.0, "eval.every": 11},
+    # each trial trains in its own Tune trial process (one worker, reused by the study's next trial): on one
+    # machine a Ray Train worker group only adds its start (the same numbers, about a third of the time:
+    # docs/tuning.md); `train.scale.backend=ray` for s3:// storage or several workers per trial
+    "train": {"optim.epochs": 3.0, "eval.every": 11, "scale.backend": "local"},
     # examples seen: 174 training images x 3 epochs; ASHA may stop a trial after its first epoch
     "asha": {"grace_period": 174, "reduction_factor": 2, "max_t": 1024},
 }
