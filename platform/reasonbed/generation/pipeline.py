@@ -1,7 +1,7 @@
 """The generation pipeline on Ray Data: images -> engine actor pool -> validated candidate rows.
 
-Index rows (no bytes) become a Ray dataset; tasks (two per engine actor) load image bytes; a pool of engine actors
-(`map_batches` with a callable class, `engine.actors` of them, see `reasonbed.generation.actors`)
+Index rows (no bytes) become a Ray dataset; tasks (two per engine actor) load image bytes; a pool of
+engine actors (`map_batches` with a callable class, `engine.actors` of them, see `reasonbed.generation.actors`)
 writes `n` candidates per image and judges them; with an async engine (vLLM's, the default) each
 actor holds `engine.batches_in_flight` batches in its engine at once. The driver gathers rows per
 shard and writes each shard the moment all its images are in. Shards already complete are skipped,
@@ -30,10 +30,11 @@ from reasonbed.inference.base import SamplingConfig, engine_secrets, runs_async
 log = logging.getLogger(__name__)
 
 # Image-loading tasks at once per engine actor. Loading a batch takes a fraction of the time an engine takes to
-# answer it, so two keep every engine fed. The bound also bounds what Ray Data asks the cluster autoscaler for: its
-# requests carry CPU only (no `generation_node`), and it doubles a stage's tasks whenever that stage is the slower
-# one: unbounded loaders on a busy machine can make it start nodes of any group with CPUs, an 8-GPU training node
-# included (the likely cause of an intermittent failure of tests/test_placement.py on cluster/aws.yaml's groups).
+# answer it, so two keep every engine fed, and they leave the CPUs an engine actor needs to start. The bound also
+# bounds what Ray Data asks the cluster autoscaler for: its requests carry CPU only (no `generation_node`), and
+# while the engine actors start only the loaders have a rate, so it asks for twice their throughput every 10 s
+# (24 loaders, 6 CPUs, on a 3-CPU cluster in a reproduction): nodes of any group with CPUs, an 8-GPU training
+# node included (the likely cause of an intermittent failure of tests/test_placement.py).
 LOADERS_PER_ACTOR = 2
 
 
