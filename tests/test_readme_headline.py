@@ -8,8 +8,8 @@ own HOME, the README's `ray start --head ...` plus isolation flags (own ports an
 submit` line as written, from the repository root, with RAY_ADDRESS naming the head's own port. The
 real smoke sweep is the suite's one end-to-end tune_pacs smoke: chains, both smoke methods in
 parallel studies, the zero-shot row, the report; it runs as written, shrunk by key=value overrides to
-one test domain, one draw and four steps, each trial training in its own Tune actor
-(`train.scale.backend=local`: 60 s less; sweep trials on Ray Train run in tests/test_sweep_control.py's
+one test domain, one draw and four steps, each trial training in its own Tune actor as `--smoke-test`
+sets it (`train.scale.backend=local`; sweep trials on Ray Train run in tests/test_sweep_control.py's
 S3 scenario) - `make run` is the full one. `ray stop` stops every Ray of
 the user on the machine, so here it stops only the head's own process session. A line the test does
 not know fails it, so README and test cannot drift apart.
@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 SECTION = "## One machine, through a local Ray head"
 # The README's smoke sweep, shrunk for the suite: one test domain, one draw, four steps, trials in process.
 SMOKE_SHRUNK = ("data.images_per_class=3", "test_domains=[photo]", "num_samples=1", "train.optim.max_steps=4",
-                "train.eval.every=2", "train.eval.max_per_domain=4", "train.scale.backend=local")
+                "train.eval.every=2", "train.eval.max_per_domain=4")
 
 
 def readme_steps() -> list[list[str]]:
