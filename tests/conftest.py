@@ -67,7 +67,7 @@ MODEL_FREE_FIRST = (
     "test_cluster.py", "test_runtime.py", "test_report.py", "test_data.py", "test_documented_commands.py",
     "test_cli.py", "test_config.py", "test_layering.py", "test_prompts.py", "test_rewards.py", "test_selection.py",
     "test_splits.py", "test_install.py",
-    "test_storage_faults.py", "test_sweep_control.py", "test_readme_headline.py", "test_placement.py",
+    "test_storage_faults.py", "test_sweep_control.py", "test_placement.py", "test_readme_headline.py",
     "test_wheel.py", "test_core.py",
 )
 # Then the files of tests that need the model, those with the longest tests first (measured: docs/benchmarks.md,
@@ -78,6 +78,10 @@ LONGEST_FIRST = (
     "test_novllm.py",
 )
 _model_build: subprocess.Popen | None = None
+# The randomly initialised tiny model (its build takes about 12 s): for the slow tests whose assertions are about
+# wiring, storage, faults or control rather than learning. They need not wait for the pretrained model, so they
+# run while it builds (the mark `pretrained_model` is for the tests that need learning).
+RANDOM_MODEL = "model.tiny_pretrained=false"
 
 
 @pytest.hookimpl(trylast=True)  # after -m/-k/--deselect: a selection of model-free tests starts no build

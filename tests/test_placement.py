@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import RANDOM_MODEL
 from reasonbed.cli import cluster_files as rc
 from reasonbed.config import ConfigError, load
 from reasonbed.inference.base import EngineConfig
@@ -98,7 +99,6 @@ def _submit_and_watch(head: OwnRayHead, script: str, *args: str, submission_id: 
 
 
 @pytest.mark.slow
-@pytest.mark.pretrained_model
 def test_jobs_on_an_autoscaling_head_run_with_the_runtime_env_and_scale_their_own_group_only(
         autoscaling_head: OwnRayHead) -> None:
     """One own head with the fake autoscaler: `ray job submit --runtime-env cluster/runtime_env.yaml` runs
@@ -129,6 +129,6 @@ def test_jobs_on_an_autoscaling_head_run_with_the_runtime_env_and_scale_their_ow
     output, launched = _submit_and_watch(
         autoscaling_head, "jobs/train.py", "--smoke-test", "--method", "direct", "scale.resources={train_node: 1}",
         "data.images_per_class=2", "optim.batch_size=4", "optim.max_steps=2", "eval.every=0",
-        "eval.max_per_domain=1", submission_id="placement-train")
+        "eval.max_per_domain=1", RANDOM_MODEL, submission_id="placement-train")
     assert '"step": 2' in output
     assert launched == {"train_8gpu"}, launched

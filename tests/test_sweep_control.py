@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import RANDOM_MODEL
 from reasonbed import storage
 from reasonbed.tune.control import SweepControl, tune_interrupted
 from reasonbed.tune.lease import LEASE, Holder, Lease, LeaseHeldError, LeaseLostError
@@ -201,7 +202,6 @@ def _wait_for(predicate, what: str, process: subprocess.Popen | None = None, tim
 
 
 @pytest.mark.slow
-@pytest.mark.pretrained_model
 def test_an_s3_sweep_is_refused_stopped_moved_killed_and_finished_each_trial_once(tmp_path, s3_bucket, ray_session):
     """One sweep on S3 through every way a driver ends, the same command each time: a second driver is refused
     naming the first; the report and the study copy reach s3:// after the first study; SIGINT stops it between
@@ -217,7 +217,8 @@ def test_an_s3_sweep_is_refused_stopped_moved_killed_and_finished_each_trial_onc
                "--name=ctl", "methods=[direct]", f"test_domains=[{','.join(domains)}]", "num_samples=2",
                "studies_in_parallel=1", "zero_shot=false", "data.images_per_class=3", "train.optim.max_steps=6",
                "train.eval.every=3", "train.eval.max_per_domain=4", "asha.grace_period=48", "asha.max_t=96",
-               "lease_expiry_s=60", "train.scale.backend=ray"]  # Ray Train: checkpoints on s3://
+               "lease_expiry_s=60", "train.scale.backend=ray",  # Ray Train: checkpoints on s3://
+               f"train.{RANDOM_MODEL}"]  # control, not learning: runs while the pretrained model builds
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     local_db = tmp_path / "runs" / "ctl" / "optuna.db"  # the driver's study file (local_root runs/ in its cwd)
     fs = _s3()
