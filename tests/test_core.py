@@ -109,7 +109,7 @@ def test_retention_keeps_the_checkpoint_training_domain_validation_picks(tmp_pat
 
 
 @pytest.mark.pretrained_model
-def test_a_stage_that_restores_a_finished_checkpoint_fails(tmp_path, tiny_model_dir):
+def test_a_stage_that_restores_a_finished_checkpoint_fails(tmp_path, tiny_model_dir, caplog):
     """A fresh stage whose storage already holds a checkpoint at or past its own total steps (another stage's,
     under the same name) is an error, never a run that trains nothing and returns the other stage's adapter."""
     from reasonbed.train.worker import worker_loop
@@ -119,9 +119,50 @@ def test_a_stage_that_restores_a_finished_checkpoint_fails(tmp_path, tiny_model_
     loop = {"cfg": cfg, "examples": examples, "eval_rows": rows, "model_path": str(tiny_model_dir), "data_root": root,
             "class_names": spec.display_names, "run_dir": str(tmp_path / "run"), "run_name": "stage",
             "checkpoint_root": str(tmp_path / "ck"), "super_classes": [], "local_storage": str(tmp_path / "ck")}
-    worker_loop(loop)  # the first stage trains its 2 steps
+    with caplog.at_level("INFO", logger="reasonbed.train.worker"):
+        worker_loop(loop)  # the first stage trains its 2 steps
+    assert "memory estimate per training worker" in caplog.text  # rank 0, before the weights load
     with pytest.raises(RuntimeError, match=r"restored a checkpoint at step 2, at or past its 2 steps"):
         worker_loop({**loop, "run_dir": str(tmp_path / "next-stage")})
+
+
+# A Ray Train run's driver up to the fit, in a fresh process (init_ray, the cluster check and the trainer replaced:
+# no Ray here): which heavy libraries it imported by then.
+DRIVER_UP_TO_THE_FIT = """
+import json, sys
+import reasonbed.ray_runtime
+from reasonbed.config import load
+from reasonbed.train import driver
+from reasonbed.train.config import TrainConfig
+
+class Trainer:
+    def fit(self):
+        print(json.dumps({name: name in sys.modules for name in ("transformers", "peft")}))
+        raise SystemExit(0)
+
+reasonbed.ray_runtime.init_ray = lambda **kwargs: None
+driver.check_storage_for_cluster = lambda cfg, root: None
+driver.build_trainer = lambda cfg, loop_config, run, callbacks=(): Trainer()
+driver.run_training(load(TrainConfig, overrides=sys.argv[1:]))
+"""
+
+
+def test_the_driver_of_a_ray_train_run_never_imports_transformers(tmp_path):
+    """Each Tune trial and each training job on the head node is such a driver: transformers (about 9 s of CPU
+    per process, with the meta-device memory estimate) is the workers' business alone."""
+    import subprocess
+    import sys
+
+    model = tmp_path / "model"  # what the driver reads of a checkpoint: its config.json
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "qwen2_vl",
+                                                   "architectures": ["Qwen2VLForConditionalGeneration"]}))
+    overrides = [f"run_dir={tmp_path / 'run'}", f"model.path={model}", "data.dataset=synthetic_shapes",
+                 "data.images_per_class=3", "test_domain=photo", "scale.backend=ray"]
+    result = subprocess.run([sys.executable, "-c", DRIVER_UP_TO_THE_FIT, *overrides], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"transformers": False, "peft": False}
 
 
 def test_a_finished_checkpoint_in_object_storage_is_named_by_its_uri(tmp_path, s3_bucket):

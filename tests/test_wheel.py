@@ -142,6 +142,7 @@ def test_train_smoke_test_from_the_wheel(venv: Path, tmp_path: Path, tiny_model_
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     printed = json.loads(result.stdout.strip().splitlines()[-1])
     assert printed["step"] == 4 and 0.0 <= printed["test_acc"] <= 1.0
+    assert "memory estimate per training worker" in result.stdout + result.stderr  # from the Ray Train worker
     run_dir = tmp_path / "run"
     assert (run_dir / "done").is_file() and (run_dir / "adapter" / "adapter_config.json").is_file()
     assert Path(printed["run_dir"]) == run_dir.resolve()

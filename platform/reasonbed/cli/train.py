@@ -55,7 +55,7 @@ def print_memory_estimate(cfg: Any) -> None:
     """The per-worker memory estimate on stderr, when the model's config.json is readable without the network."""
     import sys
 
-    from reasonbed.train.driver import memory_estimate
+    from reasonbed.train.worker import memory_estimate
 
     if not cfg.model.path:
         return

@@ -163,22 +163,6 @@ def stage_init_adapter(cfg: TrainConfig, run: RunDir) -> str:
     return target
 
 
-def memory_estimate(cfg: TrainConfig, model: Any) -> Any:
-    """The per-worker memory estimate (weights, LoRA, optimizer, activations), None when config.json is not
-    readable. dtype auto is what the workers load: bfloat16 with GPUs (scale.use_gpu), float32 on CPU."""
-    from reasonbed.models.memory import estimate_training_memory
-
-    dtype = model.dtype if model.dtype != "auto" else ("bfloat16" if cfg.scale.use_gpu else "float32")
-    return estimate_training_memory(model, cfg.lora, cfg.micro_batch, dtype=dtype)
-
-
-def log_memory_estimate(cfg: TrainConfig, model: Any) -> None:
-    """Log the memory estimate before training (when config.json is readable)."""
-    estimate = memory_estimate(cfg, model)
-    if estimate is not None:
-        log.info("%s", estimate.summary())
-
-
 def build_trainer(cfg: TrainConfig, loop_config: dict[str, Any], run: RunDir, callbacks: Sequence[Any] = ()) -> Any:
     """The TorchTrainer of the worker loop: workers and resources, storage, restarts, checkpoints kept."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
@@ -230,7 +214,6 @@ def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (),
         log.info("run %s: its storage holds the finished run; finishing the run directory from it", run.path)
         return replace(run.finish(finished, index, skipped), trained=False)
     model = resolve_model(cfg.model)
-    log_memory_estimate(cfg, model)
     # the workers' copy: the detected family, and an init_adapter they can read from any node
     worker_cfg = replace(cfg, model=replace(cfg.model, family=model.family), init_adapter=stage_init_adapter(cfg, run))
     loop_config = {"cfg": worker_cfg, "examples": examples, "eval_rows": rows, "model_path": model.path,

@@ -1,15 +1,15 @@
 """The one worker loop of every training method, and what it sets up before its first step.
 
 `worker_loop(config)` is the entry point of each Ray Train worker (and of the `local` backend, in
-this process). It checks that no example reaching it may leak (`check_no_leakage`), seeds, loads the
-model with LoRA (and the initial adapter, if any) and its processor, wraps it for DDP/FSDP, builds
-AdamW and the warmup schedule, opens the image store and restores the last checkpoint of a restarted
-worker group (step, the per-step history and the reports so far, optimizer and scheduler): that is
-the `WorkerSetup`, passed whole to the method's step. Then, for every global step, the method's step
-(`SupervisedStep` for pathway methods; a method may name its own, as GRPO does) trains on the step's
-examples; every `eval.every` steps and at the end the workers evaluate per domain and report the
-metrics with a checkpoint. `fail_at_step` makes the rank-0 worker process die once, for real, after
-the checkpoints reported so far are registered (the fault-tolerance tests).
+this process). It checks that no example reaching it may leak (`check_no_leakage`), seeds, has rank 0
+log the memory estimate, loads the model with LoRA (and the initial adapter, if any) and its processor,
+wraps it for DDP/FSDP, builds AdamW and the warmup schedule, opens the image store and restores the
+last checkpoint of a restarted worker group (step, the per-step history and the reports so far,
+optimizer and scheduler): that is the `WorkerSetup`, passed whole to the method's step. Then, for every
+global step, the method's step (`SupervisedStep` for pathway methods; a method may name its own, as
+GRPO does) trains on the step's examples; every `eval.every` steps and at the end the workers evaluate
+per domain and report the metrics with a checkpoint. `fail_at_step` makes the rank-0 worker process die
+once, for real, after the checkpoints reported so far are registered (the fault-tolerance tests).
 """
 
 from __future__ import annotations
@@ -78,6 +78,24 @@ def check_no_leakage(examples: list[dict[str, Any]], rows: list[dict[str, Any]],
                            + (f", held-out domain {val_domain!r})" if val_domain else ")"))
 
 
+def memory_estimate(cfg: Any, model: Any) -> Any:
+    """The per-worker memory estimate (weights, LoRA, optimizer, activations), None when config.json is not
+    readable. dtype auto is what the workers load: bfloat16 with GPUs (scale.use_gpu), float32 on CPU."""
+    from reasonbed.models.memory import estimate_training_memory
+
+    dtype = model.dtype if model.dtype != "auto" else ("bfloat16" if cfg.scale.use_gpu else "float32")
+    return estimate_training_memory(model, cfg.lora, cfg.micro_batch, dtype=dtype)
+
+
+def log_memory_estimate(cfg: Any, model: Any) -> None:
+    """Log the memory estimate (when config.json is readable). Rank 0 calls it before loading the weights: the
+    estimate builds the model on the meta device, which imports transformers, so the driver - a Tune trial,
+    a job on the head node - never has to."""
+    estimate = memory_estimate(cfg, model)
+    if estimate is not None:
+        log.info("%s", estimate.summary())
+
+
 def worker_model(cfg: Any, model_path: str) -> Any:
     """The model config this worker loads: the driver's resolved path and family, or - for the offline tiny
     model, when the driver's copy is not on this node - the same tiny model built here (deterministic)."""
@@ -132,6 +150,8 @@ def set_up_worker(config: dict[str, Any], ctx: Any) -> WorkerSetup:
     seed_everything(cfg.seed)
     model_cfg = worker_model(cfg, config["model_path"])
     config["model_path"] = model_cfg.path  # this node's copy (GRPO's rollout engine loads it too)
+    if ctx.rank == 0:  # before the weights load: what to expect, ahead of an out-of-memory error
+        log_memory_estimate(cfg, model_cfg)
     model, processor = build_model(cfg, model_cfg)
     processor.tokenizer.padding_side = "right"
     model = ctx.prepare_model(model, cfg.scale.strategy)
