@@ -313,9 +313,9 @@ params:
 @pytest.mark.slow
 @pytest.mark.pretrained_model
 def test_sigint_stops_parallel_studies_and_the_finished_sweep_is_asha_pruned_and_reported(tmp_path, ray_session):
-    """A sweep of 4 test domains x 2 draws of `direct`, two studies at once, trials in process (their actors
-    reused): SIGINT with a trial running in each of the two parallel studies stops both (exit 130, no new
-    study, lease released); the same command finishes the sweep. Then, of the whole sweep: each study's first
+    """A sweep of 3 test domains x 2 draws of `direct`, two studies at once, trials in process (their actors
+    reused): SIGINT with a trial running in each of the two parallel studies stops both (exit 130, the third
+    study not started, lease released); the same command finishes the sweep. Then, of the whole sweep: each study's first
     draw is the defaults (DomainBed) and its second is not (in the restored studies too), ASHA stopped some
     draws and each stop is a PRUNED Optuna trial marked stopped_by=asha, the report has every domain and the
     ORACLE table, trials.csv a row per trial, and every record its provenance."""
@@ -330,9 +330,11 @@ def test_sigint_stops_parallel_studies_and_the_finished_sweep_is_asha_pruned_and
     (spaces / "default.yaml").write_text(STOPPABLE_SPACE)
     (spaces / "direct.yaml").write_text("params: {}\n")
     sweep = tmp_path / "runs" / "parallel"
-    one, two, *later = synthetic.STYLES  # the studies run in the dataset's domain order, two at a time
+    domains = synthetic.STYLES[:3]  # the studies run in this order, two at a time
+    one, two, later = domains
     command = [sys.executable, str(REPO / "jobs" / "tune.py"), "--smoke-test", f"--storage={tmp_path / 'runs'}",
-               "--name=parallel", "methods=[direct]", "num_samples=2", "studies_in_parallel=2", "zero_shot=false",
+               "--name=parallel", "methods=[direct]", f"test_domains=[{','.join(domains)}]", "num_samples=2",
+               "studies_in_parallel=2", "zero_shot=false",
                f"search_spaces={spaces}", "data.images_per_class=3", "data.palette=by_class",
                "train.optim.max_steps=16", "train.optim.batch_size=16", "train.eval.every=8",
                "train.eval.max_per_domain=4", "asha.grace_period=128", "asha.max_t=256",  # examples: one rung
@@ -351,20 +353,20 @@ def test_sigint_stops_parallel_studies_and_the_finished_sweep_is_asha_pruned_and
     assert first.returncode == 130, output[-4000:]
     assert output.count("interrupted: its state is saved") >= 2 or "Experiment has been interrupted" in output
     assert not (sweep / f"direct-{one}-s0" / "done").exists() and not (sweep / f"direct-{two}-s0" / "done").exists()
-    assert not [d for d in later if (sweep / f"direct-{d}-s0").exists()], "a new study started after Ctrl+C"
+    assert not (sweep / f"direct-{later}-s0").exists(), "a new study started after Ctrl+C"
     assert not (sweep / LEASE).exists()
     again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=1200)
     assert again.returncode == 0, again.stderr[-4000:]
-    assert all((sweep / f"direct-{d}-s0" / "done").exists() for d in synthetic.STYLES)
+    assert all((sweep / f"direct-{d}-s0" / "done").exists() for d in domains)
 
     records = load_records(str(sweep))
-    assert len(records) == 8 and {r.test_domain for r in records} == set(synthetic.STYLES)
+    assert len(records) == 6 and {r.test_domain for r in records} == set(domains)
     statuses = [r.status for r in records]
     assert set(statuses) == {"completed", "stopped"}, statuses
     study_storage = f"sqlite:///{tmp_path / 'runs' / 'parallel' / 'optuna.db'}"
     defaults = load_space(spaces, "direct", "synthetic_shapes").defaults()
     states: dict[str, int] = {}
-    for domain in synthetic.STYLES:
+    for domain in domains:
         trials = optuna.load_study(study_name=f"direct-{domain}-s0", storage=study_storage).trials
         assert min(trials, key=lambda trial: trial.number).params == pytest.approx(defaults), domain
         assert trials[0].params != trials[1].params, f"{domain}: a study drew the same hyperparameters twice"
@@ -372,11 +374,11 @@ def test_sigint_stops_parallel_studies_and_the_finished_sweep_is_asha_pruned_and
             states[trial.state.name] = states.get(trial.state.name, 0) + 1
             if trial.state == optuna.trial.TrialState.PRUNED:
                 assert trial.user_attrs["stopped_by"] == "asha" and trial.intermediate_values
-    assert states.get("COMPLETE", 0) >= 4 and states.get("PRUNED", 0) >= 1, states
-    assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) == 8
+    assert states.get("COMPLETE", 0) >= 3 and states.get("PRUNED", 0) >= 1, states
+    assert states.get("COMPLETE", 0) + states.get("PRUNED", 0) == 6
     assert statuses.count("stopped") == states["PRUNED"]  # every early stop is told apart in the study
     markdown = (sweep / "report" / "report.md").read_text()
-    assert all(domain in markdown for domain in synthetic.STYLES) and "ORACLE" in markdown
-    assert (sweep / "report" / "trials.csv").read_text().count("\n") == 1 + 8  # header + a row per trial
+    assert all(domain in markdown for domain in domains) and "ORACLE" in markdown
+    assert (sweep / "report" / "trials.csv").read_text().count("\n") == 1 + 6  # header + a row per trial
     for record in records:  # every number traces to its run
         assert record.provenance["data_manifest_sha256"] and record.provenance["config"]["method"] == "direct"
