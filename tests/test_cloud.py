@@ -131,16 +131,17 @@ def test_adapters_are_read_from_gs(gcs_emulator: str, seed_adapter: Path) -> Non
 
 @pytest.mark.slow
 def test_ray_train_run_with_gs_storage_and_a_gs_init_adapter(gcs_emulator: str, seed_adapter: Path,
-                                                             tmp_path: Path) -> None:
+                                                             tmp_path: Path, ray_session) -> None:
     """zero_shot (0 steps) from a gs:// adapter, storage on gs://: the run's one checkpoint is written to the
-    emulator by Ray Train and the run's adapter, read back from it, is the initial adapter."""
+    emulator by Ray Train and the run's adapter, read back from it, is the initial adapter. The job joins the
+    session's Ray; its runtime_env gives the workers the emulator's address (STORAGE_EMULATOR_HOST)."""
     import torch
 
     fs, path = storage.filesystem("gs://rb/adapters/e2e")
     fs.put(f"{seed_adapter}/", path, recursive=True)
     env = {**os.environ, "STORAGE_EMULATOR_HOST": gcs_emulator,
            "PYTHONPATH": os.pathsep.join([str(REPO / "platform"), os.environ.get("PYTHONPATH", "")])}
-    env.pop("RAY_ADDRESS", None)
+    env["RAY_ADDRESS"] = ray_session.get_runtime_context().gcs_address
     command = [sys.executable, str(REPO / "jobs" / "train.py"), "--smoke-test", "--method", "zero_shot",
                "init_adapter=gs://rb/adapters/e2e", "storage_path=gs://rb/runs", "name=gs-e2e",
                f"run_dir={tmp_path / 'run'}", "data.images_per_class=2", "eval.max_per_domain=1"]
