@@ -60,20 +60,21 @@ import reasonbed  # noqa: E402,F401  (installs the torchvision import fix in thi
 # The pretrained tiny model takes about 4 minutes to build on a fresh machine, on one thread. The session starts
 # that build at once, in a process of its own (`reasonbed tiny-model --no-eval`), and first runs the tests of these
 # files that need no pretrained model (the others carry the mark `pretrained_model`); a test that needs it waits on
-# the factory's build lock, then reuses the build. Files without a model test first, then those with one, so that
-# on two workers (`make test` hands out a whole file at a time, in this order) both run model-free tests as long as
-# there are any.
+# the factory's build lock, then reuses the build. Files without a model test first, then those whose slow tests run
+# the random tiny model (RANDOM_MODEL below), then those with a test of the pretrained model at their end, so that on
+# two workers (`make test` hands out a whole file at a time, in this order) both keep working while the model builds
+# and neither waits for it early.
 MODEL_FREE_FIRST = (
     "test_cluster.py", "test_runtime.py", "test_report.py", "test_data.py", "test_documented_commands.py",
     "test_cli.py", "test_config.py", "test_layering.py", "test_prompts.py", "test_rewards.py", "test_selection.py",
     "test_splits.py", "test_install.py",
-    "test_storage_faults.py", "test_sweep_control.py", "test_placement.py", "test_readme_headline.py",
-    "test_wheel.py", "test_core.py",
+    "test_multinode.py", "test_storage_faults.py", "test_placement.py", "test_readme_headline.py", "test_wheel.py",
+    "test_sweep_control.py", "test_core.py",
 )
 # Then the files of tests that need the model, those with the longest tests first (measured: docs/benchmarks.md,
 # "The test suite"), so that no long test starts last while the other worker idles.
 LONGEST_FIRST = (
-    "test_multinode.py", "test_methods.py", "test_grpo.py", "test_generation.py", "test_cloud.py",
+    "test_methods.py", "test_grpo.py", "test_generation.py", "test_cloud.py",
     "test_evaluation_run.py", "test_share.py", "test_openai_engine.py", "test_train.py", "test_tune.py",
     "test_novllm.py",
 )

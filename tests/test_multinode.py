@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import RANDOM_MODEL, free_port
 from test_cluster import OwnRayHead, _session_pids
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,7 +139,8 @@ def test_sarr_and_init_adapter_runs_read_adapters_from_storage(two_nodes, s3_buc
     out.mkdir()
     common = ["--smoke-test", f"data.root=s3://{s3_bucket}/mn-shapes", "data.images_per_class=2",
               "scale.resources={train_node: 1}", "optim.batch_size=4", "optim.max_steps=2", "eval.every=0",
-              "eval.max_per_domain=1", "eval.reasoning_max_tokens=8", "test_domain=photo"]
+              "eval.max_per_domain=1", "eval.reasoning_max_tokens=8", "test_domain=photo",
+              RANDOM_MODEL]  # storage, not learning: runs while the pretrained model builds
     storage = f"s3://{s3_bucket}/mn-runs"
     script = "\n".join([
         "set -e",

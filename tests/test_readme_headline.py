@@ -8,11 +8,11 @@ own HOME, the README's `ray start --head ...` plus isolation flags (own ports an
 submit` line as written, from the repository root, with RAY_ADDRESS naming the head's own port. The
 real smoke sweep is the suite's one end-to-end tune_pacs smoke: chains, both smoke methods in
 parallel studies, the zero-shot row, the report; it runs as written, shrunk by key=value overrides to
-one test domain, one draw and four steps, each trial training in its own Tune actor as `--smoke-test`
-sets it (`train.scale.backend=local`; sweep trials on Ray Train run in tests/test_sweep_control.py's
-S3 scenario) - `make run` is the full one. `ray stop` stops every Ray of
-the user on the machine, so here it stops only the head's own process session. A line the test does
-not know fails it, so README and test cannot drift apart.
+one test domain, one draw and four steps on the random tiny model, each trial training in its own
+Tune actor as `--smoke-test` sets it (`train.scale.backend=local`; sweep trials on Ray Train run in
+tests/test_sweep_control.py's S3 scenario) - `make run` is the full one, on the pretrained model.
+`ray stop` stops every Ray of the user on the machine, so here it stops only the head's own process
+session. A line the test does not know fails it, so README and test cannot drift apart.
 """
 
 from __future__ import annotations
@@ -29,14 +29,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port
+from conftest import RANDOM_MODEL, free_port
 from test_cluster import RAY_BIN, OwnRayHead, _session_pids
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## One machine, through a local Ray head"
-# The README's smoke sweep, shrunk for the suite: one test domain, one draw, four steps, trials in process.
+# The README's smoke sweep, shrunk for the suite: one test domain, one draw, four steps, trials in process, the
+# random tiny model (the steps are what is shown, not learning: `make run` shows that; so the test runs while the
+# pretrained model builds).
 SMOKE_SHRUNK = ("data.images_per_class=3", "test_domains=[photo]", "num_samples=1", "train.optim.max_steps=4",
-                "train.eval.every=2", "train.eval.max_per_domain=4")
+                "train.eval.every=2", "train.eval.max_per_domain=4", f"train.{RANDOM_MODEL}")
 
 
 def readme_steps() -> list[list[str]]:
@@ -59,7 +61,6 @@ def _run(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.Com
 
 
 @pytest.mark.slow
-@pytest.mark.pretrained_model  # the smoke sweep trains
 def test_readme_headline_steps_on_an_own_head() -> None:
     root = Path(tempfile.mkdtemp(prefix="rbr-"))  # short: Ray's socket paths must stay < 108 chars
     head = OwnRayHead(root, None, head_cpus=2, gcs_port=free_port())
