@@ -40,6 +40,11 @@ for _name, _sub in {
 if not os.environ.get("REASONBED_TEST_MODEL_CACHE") and "PYTEST_XDIST_WORKER" not in os.environ:
     os.environ["REASONBED_TEST_MODEL_CACHE"] = str(_SESSION_ROOT / "reasonbed")
 os.environ["REASONBED_CACHE"] = os.environ.get("REASONBED_TEST_MODEL_CACHE") or str(_SESSION_ROOT / "reasonbed")
+# vLLM's model-info cache too: each worker's first engine would otherwise inspect the model class in a subprocess of
+# its own (about 19 s of CPU, measured: docs/benchmarks.md); vLLM writes the cache atomically.
+if "PYTEST_XDIST_WORKER" not in os.environ:
+    os.environ["REASONBED_TEST_VLLM_CACHE"] = os.environ["VLLM_CACHE_ROOT"]
+os.environ["VLLM_CACHE_ROOT"] = os.environ.get("REASONBED_TEST_VLLM_CACHE") or os.environ["VLLM_CACHE_ROOT"]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -47,6 +52,14 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+# Two Ray settings that only save CPU, for the session's Ray and the tests' own heads (tests/test_cluster.py), measured
+# in docs/benchmarks.md: Ray Train's preemption watcher only logs spot-instance preemptions (none happen here), and
+# each fit would start it as an actor of its own (about 2.7 s of CPU); Ray's log monitor globs its logs folder ten
+# times a second while it holds under 1000 files, and at 0 every 0.5 s (Ray's LOG_NAME_UPDATE_INTERVAL_S): half its
+# CPU with 261 files, a new worker's output reaching its driver at most 0.4 s later.
+SUITE_RAY_KNOBS = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0"}
+for _name, _value in SUITE_RAY_KNOBS.items():
+    os.environ.setdefault(_name, _value)
 # pytest-xdist's workers share the machine's cores: each worker's torch (and the Ray workers it starts) gets its
 # share of threads, one each for two workers on two cores, instead of every process's OpenMP pool spinning on all
 # cores against the others.

@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import free_port
+from conftest import SUITE_RAY_KNOBS, free_port
 from reasonbed.cli import cluster_check
 from reasonbed.cli import cluster_files as rc
 from reasonbed.ray_runtime import SETUP_HOOK, worker_runtime_env
@@ -344,6 +344,7 @@ class OwnRayHead:
             # Every node, fake ones included, on the loopback address.
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0",
+            **{key: os.environ[key] for key in SUITE_RAY_KNOBS if key in os.environ},  # tests/conftest.py
             "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         })

@@ -4,11 +4,10 @@ A local two-node Ray cluster: a head (2 CPUs) and a second raylet with its own t
 dir that alone offers the custom resource `train_node`, so `scale.resources={train_node: 1}` pins the
 Ray Train workers there (the placement mechanism of item 4). The driver runs in a private mount
 namespace (`unshare`) whose run directory is a tmpfs nobody else sees: no Ray worker, on either node,
-can read a file the driver wrote. A SARR run (MTCT, then one self-chain round whose engine and whose
-next stage load the previous stage's adapter) and an `init_adapter` run (starting from the SARR run's
-adapter, which exists only in the driver's run directory) must finish with every adapter read from
-storage (moto S3 on loopback, tests/conftest.py). A run with node-local storage on the same cluster is
-refused before anything is written.
+can read a file the driver wrote. A SARR run started from an `init_adapter` that exists only on the driver's
+disk (MTCT from that adapter, then one self-chain round whose engine and whose next stage load the previous
+stage's adapter) must finish with every adapter read from storage (moto S3 on loopback, tests/conftest.py). A
+run with node-local storage on the same cluster is refused before anything is written.
 """
 
 from __future__ import annotations
@@ -120,9 +119,27 @@ def _train(*args: str) -> str:
     return " ".join(shlex.quote(a) for a in [sys.executable, str(REPO / "jobs" / "train.py"), *args])
 
 
+def _random_adapter(directory: Path) -> None:
+    """A LoRA adapter of the random tiny model with non-zero weights (any adapter of the training's layout)."""
+    import torch
+
+    from reasonbed.models.configs import LoraConfig, ModelConfig
+    from reasonbed.models.loading import load_model_and_processor
+    from reasonbed.models.lora import apply_lora
+
+    model, _ = load_model_and_processor(ModelConfig(tiny_pretrained=False))
+    model = apply_lora(model, LoraConfig(), "qwen2_vl")
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.01)
+    model.save_pretrained(directory)
+
+
 @pytest.mark.slow
-def test_sarr_and_init_adapter_runs_read_adapters_from_storage(two_nodes, s3_bucket: str,
-                                                               tmp_path: Path) -> None:
+def test_sarr_from_a_driver_only_init_adapter_reads_every_adapter_from_storage(two_nodes, s3_bucket: str,
+                                                                               tmp_path: Path) -> None:
     import s3fs
 
     prefix = _private_mount_prefix()
@@ -133,6 +150,9 @@ def test_sarr_and_init_adapter_runs_read_adapters_from_storage(two_nodes, s3_buc
 
     fs = s3fs.S3FileSystem()
     fs.put(offline_root(DataConfig(images_per_class=2)) + "/", f"{s3_bucket}/mn-shapes", recursive=True)
+    given = tmp_path / "given"  # moved onto the driver's private disk by the script, then gone from the host
+    _random_adapter(given)
+    given_bytes = (given / "adapter_model.safetensors").read_bytes()
     private = root / "driver"  # an empty directory on the host; the driver sees a tmpfs here
     private.mkdir()
     out = tmp_path / "out"  # what the driver copies out for the assertions
@@ -145,14 +165,11 @@ def test_sarr_and_init_adapter_runs_read_adapters_from_storage(two_nodes, s3_buc
     script = "\n".join([
         "set -e",
         f'mount -t tmpfs tmpfs {shlex.quote(str(private))}',
+        f"cp -r {shlex.quote(str(given))} {private}/init && rm -r {shlex.quote(str(given))}",
         _train("--method", "sarr", *common, f"run_dir={private}/sarr", f"storage_path={storage}",
-               "method_config.rounds=1", "method_config.engine=hf", "method_config.candidates=1",
-               "method_config.max_tokens=16", "method_config.epochs_per_round=0.1"),
+               f"init_adapter={private}/init", "method_config.rounds=1", "method_config.engine=hf",
+               "method_config.candidates=1", "method_config.max_tokens=16", "method_config.epochs_per_round=0.1"),
         f"cp {private}/sarr/sarr_rounds.jsonl {private}/sarr/metrics.jsonl {out}/",
-        f"cp -r {private}/sarr/adapter {out}/sarr-adapter",
-        _train("--method", "direct", *common, f"run_dir={private}/warm", f"storage_path={storage}",
-               f"init_adapter={private}/sarr/adapter", "eval.at_start=true"),
-        f"cp {private}/warm/metrics.jsonl {out}/warm-metrics.jsonl",
         # node-local storage on a multi-node cluster: refused before anything is written
         _train("--method", "direct", *common, f"run_dir={private}/local", f"storage_path={private}/ray")
         + f" 2> {out}/local.err || echo $? > {out}/local.code",
@@ -164,18 +181,18 @@ def test_sarr_and_init_adapter_runs_read_adapters_from_storage(two_nodes, s3_buc
                           timeout=1500)
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-6000:])
     # The isolation was real: the driver's files are not on the host, the workers' diagnostics (written to the
-    # same path from the second node) are.
-    assert not (private / "sarr" / "config.yaml").exists()
+    # same path from the second node) are; the given adapter was only ever on the driver's disk during the run.
+    assert not (private / "sarr" / "config.yaml").exists() and not given.exists()
     assert list(private.glob("sarr/round*/replicas/rank0.sha256")), sorted(str(p) for p in private.rglob("*"))
     rounds = [json.loads(line) for line in (out / "sarr_rounds.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds] == [0, 1]
-    # Stage 1 started from stage 0's final checkpoint in storage, the init_adapter run from the adapter the
-    # driver staged into its storage: the same bytes as the SARR run's final adapter.
+    # Stage 0 started from the adapter the driver staged into its storage (the same bytes it was given), stage 1
+    # from stage 0's final checkpoint in storage.
     staged = [p for p in fs.glob(f"{s3_bucket}/mn-runs/*/init_adapter/adapter_model.safetensors")]
-    assert len(staged) == 1, staged
-    assert fs.cat(staged[0]) == (out / "sarr-adapter" / "adapter_model.safetensors").read_bytes()
-    warm = [json.loads(line) for line in (out / "warm-metrics.jsonl").read_text().splitlines()]
-    assert warm[0]["step"] == 0 and warm[-1]["step"] == 2
+    assert len(staged) == 1 and "round0" in staged[0], staged
+    assert fs.cat(staged[0]) == given_bytes
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["round"] == 1 and metrics[-1]["global_step"] > 2, metrics  # round 1 trained after stage 0
     assert (out / "local.code").read_text().strip() == "2"
     err = (out / "local.err").read_text()
     assert "is on the driver's disk, but the Ray cluster is multi-node (2 nodes)" in err and "s3://" in err, err

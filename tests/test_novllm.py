@@ -71,13 +71,15 @@ def test_makefile_picks_the_extra_by_platform():
 
 
 @pytest.mark.slow
-def test_predict_smoke_runs_without_vllm(tmp_path):
-    """A real job where vLLM cannot be imported: predictions with the hf engine on the tiny model."""
+def test_predict_smoke_runs_without_vllm(tmp_path, ray_session):
+    """A real job where vLLM cannot be imported: predictions with the hf engine on the tiny model (the job joins
+    the session's Ray, as `ray job submit` would join a cluster's)."""
     code = ("import sys; sys.modules['vllm'] = None; from reasonbed.cli import main; "
             "raise SystemExit(main(sys.argv[1:]))")
     from reasonbed.data.catalog import DataConfig, offline_root
 
-    env = {**os.environ, "PYTHONPATH": str(REPO / "platform")}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "platform"),
+           "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
     output = tmp_path / "preds.parquet"
     folder = offline_root(DataConfig(images_per_class=2))  # the smoke's benchmark, 48 images instead of 288
     result = subprocess.run([sys.executable, "-c", code, "predict", "--smoke-test", "--data", folder, "--out",
