@@ -217,7 +217,8 @@ def s3_bucket(s3_server: str):
 
 @pytest.fixture(scope="session")
 def ray_session(s3_server: str):  # noqa: ARG001 - workers must inherit the S3 endpoint
-    """One local Ray for the whole session (2 CPUs, no dashboard), shut down at the end."""
+    """One local Ray for the whole session (2 CPUs; its dashboard on 127.0.0.1 serves Ray's state API, which Ray
+    Train's placement-group cleanup and the sweep driver use), shut down at the end."""
     import ray
 
     from reasonbed.ray_runtime import init_ray
