@@ -22,8 +22,12 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from reasonbed.models.configs import ModelConfig
 
 _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="rbtest-"))
 for _name, _sub in {
@@ -132,6 +136,24 @@ def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
 @pytest.fixture(scope="session")
 def session_root() -> Path:
     return _SESSION_ROOT
+
+
+def save_random_adapter(directory: Path, model: ModelConfig, seed: int, std: float) -> Path:
+    """A LoRA adapter of `model` (a tiny Qwen2-VL; the training's default LoRA layout) whose B matrices are seeded
+    N(0, std) draws, so that it changes the model: saved as safetensors in `directory`."""
+    import torch
+
+    from reasonbed.models import LoraConfig, apply_lora, load_model_and_processor
+
+    loaded, _ = load_model_and_processor(model)
+    loaded = apply_lora(loaded, LoraConfig(), "qwen2_vl")
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in loaded.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * std)
+    loaded.save_pretrained(directory, safe_serialization=True)
+    return directory
 
 
 def free_port() -> int:

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, local_server
+from conftest import free_port, local_server, save_random_adapter
 from reasonbed import provenance, storage
 from reasonbed.config import ConfigError, load
+from reasonbed.models.configs import ModelConfig
 from reasonbed.ray_runtime import FORWARDED_ENV, worker_runtime_env
 from reasonbed.train.config import TrainConfig
 
@@ -88,19 +89,8 @@ def gcs_emulator(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def seed_adapter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A LoRA adapter of the tiny Qwen2-VL with non-zero B matrices (so it changes the model)."""
-    import torch
-
-    from reasonbed.models import LoraConfig, ModelConfig, apply_lora, load_model_and_processor
-
-    model, _ = load_model_and_processor(ModelConfig())
-    model = apply_lora(model, LoraConfig(), "qwen2_vl")
-    torch.manual_seed(1)
-    for name, parameter in model.named_parameters():
-        if "lora_B" in name:
-            parameter.data.normal_(0, 0.5)  # large enough to move a pretrained model
-    directory = tmp_path_factory.mktemp("seed") / "adapter"
-    model.save_pretrained(directory, safe_serialization=True)
-    return directory
+    # B large enough to move the pretrained model
+    return save_random_adapter(tmp_path_factory.mktemp("seed") / "adapter", ModelConfig(), seed=1, std=0.5)
 
 
 def _tensors(path: Path) -> dict[str, object]:

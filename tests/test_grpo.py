@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import save_random_adapter
 from reasonbed.config import ConfigError, load
 from reasonbed.methods.base import method_class
 from reasonbed.methods.grpo import GRPOConfig
+from reasonbed.models.configs import ModelConfig
 from reasonbed.rl.grpo import group_advantages, grpo_loss
 from reasonbed.train.config import TrainConfig
 from reasonbed.train.losses import token_logps
@@ -84,7 +86,6 @@ def test_token_logps_match_log_softmax():
 
 def test_completion_ids_are_the_sampled_ones_cut_before_vision_tokens(tiny_model_dir):
     from reasonbed.inference.base import Completion
-    from reasonbed.models.configs import ModelConfig
     from reasonbed.models.loading import load_processor
     from reasonbed.rl.step import completion_ids, vision_token_ids
 
@@ -108,7 +109,7 @@ def test_vllm_rollouts_change_after_adapter_update(ray_session, tiny_model_dir):
     from PIL import Image
 
     from reasonbed.inference.base import EngineConfig, Request, SamplingConfig, build_engine
-    from reasonbed.models.configs import LoraConfig, ModelConfig
+    from reasonbed.models.configs import LoraConfig
     from reasonbed.models.loading import load_model_and_processor
     from reasonbed.models.lora import apply_lora
     from reasonbed.prompts import classification_prompt
@@ -147,23 +148,6 @@ def test_vllm_rollouts_change_after_adapter_update(ray_session, tiny_model_dir):
 
 # --- the Ray Train run ------------------------------------------------------------------------------
 
-def _random_adapter(directory: Path, tiny_model_dir: Path) -> str:
-    """An 'SFT' adapter with non-zero LoRA B (a policy different from the base model)."""
-    from reasonbed.models.configs import LoraConfig, ModelConfig
-    from reasonbed.models.loading import load_model_and_processor
-    from reasonbed.models.lora import apply_lora
-
-    model, _ = load_model_and_processor(ModelConfig(path=str(tiny_model_dir)))
-    model = apply_lora(model, LoraConfig(), "qwen2_vl")
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
-    model.save_pretrained(directory)
-    return str(directory)
-
-
 @pytest.mark.slow
 def test_grpo_run_on_ray_from_sft_adapter_resumes_after_worker_death(tmp_path, ray_session, tiny_model_dir):
     """Two DDP workers (rank 0 samples, both train on their share; they end with identical adapters), all five
@@ -172,7 +156,8 @@ def test_grpo_run_on_ray_from_sft_adapter_resumes_after_worker_death(tmp_path, r
     in order. (The suite's one DDP-and-worker-death run: supervised methods share this worker loop.)"""
     from reasonbed.train.run import run
 
-    adapter = _random_adapter(tmp_path / "sft", tiny_model_dir)
+    sft = ModelConfig(path=str(tiny_model_dir))
+    adapter = str(save_random_adapter(tmp_path / "sft", sft, seed=1, std=0.05))  # a policy other than the base model
     cfg = _cfg(tmp_path, f"model.path={tiny_model_dir}", f"init_adapter={adapter}", "optim.batch_size=4",
                "scale.num_workers=2",
                "optim.max_steps=4", "eval.every=2", "eval.max_per_domain=2", "fail_at_step=3",

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RANDOM_MODEL, free_port
+from conftest import RANDOM_MODEL, free_port, save_random_adapter
+from reasonbed.models.configs import ModelConfig
 from test_cluster import OwnRayHead, _session_pids
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,24 +120,6 @@ def _train(*args: str) -> str:
     return " ".join(shlex.quote(a) for a in [sys.executable, str(REPO / "jobs" / "train.py"), *args])
 
 
-def _random_adapter(directory: Path) -> None:
-    """A LoRA adapter of the random tiny model with non-zero weights (any adapter of the training's layout)."""
-    import torch
-
-    from reasonbed.models.configs import LoraConfig, ModelConfig
-    from reasonbed.models.loading import load_model_and_processor
-    from reasonbed.models.lora import apply_lora
-
-    model, _ = load_model_and_processor(ModelConfig(tiny_pretrained=False))
-    model = apply_lora(model, LoraConfig(), "qwen2_vl")
-    generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.01)
-    model.save_pretrained(directory)
-
-
 @pytest.mark.slow
 def test_sarr_from_a_driver_only_init_adapter_reads_every_adapter_from_storage(two_nodes, s3_bucket: str,
                                                                                tmp_path: Path) -> None:
@@ -151,7 +134,7 @@ def test_sarr_from_a_driver_only_init_adapter_reads_every_adapter_from_storage(t
     fs = s3fs.S3FileSystem()
     fs.put(offline_root(DataConfig(images_per_class=2)) + "/", f"{s3_bucket}/mn-shapes", recursive=True)
     given = tmp_path / "given"  # moved onto the driver's private disk by the script, then gone from the host
-    _random_adapter(given)
+    save_random_adapter(given, ModelConfig(tiny_pretrained=False), seed=3, std=0.01)  # any adapter of the layout
     given_bytes = (given / "adapter_model.safetensors").read_bytes()
     private = root / "driver"  # an empty directory on the host; the driver sees a tmpfs here
     private.mkdir()
