@@ -30,7 +30,7 @@ from reasonbed.models.corpus import (
     sample_attributes,
 )
 from reasonbed.models.loading import resolve_model_path
-from reasonbed.models.pretrain import CorpusEncoder, PretrainRecipe
+from reasonbed.models.pretrain import CorpusEncoder, PretrainRecipe, answer_loss
 from reasonbed.models.tiny import MARKER, build_tiny_model, tiny_model_hash, tiny_model_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,6 +85,42 @@ def test_corpus_encoder_equals_training_encoding():
         assert fast.keys() == slow.keys()
         for key in slow:
             assert fast[key].equal(slow[key]), key
+
+
+def test_answer_loss_is_the_models_own_loss_and_gradient():
+    """The image-text stage's loss from the answer positions' logits equals transformers' causal-LM loss over
+    the whole sequence, and so do its gradients, on a padded batch of answers of different lengths and places."""
+    import torch
+
+    from reasonbed.models.encoding import collate
+    from reasonbed.models.families import get_family
+    from reasonbed.models.tiny import MAX_PIXELS, MIN_PIXELS, build_tokenizer, instantiate_tiny_model
+
+    family = get_family("qwen2_vl")
+    tokenizer = build_tokenizer(family)
+    processor = family.tiny_processor(tokenizer, MIN_PIXELS, MAX_PIXELS)
+    model = instantiate_tiny_model(family, "tiny", tokenizer, seed=0).train()
+    spec = CorpusSpec(shape_images=4, digit_images=2)
+    attributes = sample_attributes(spec, seed=2)
+    encoder = CorpusEncoder(processor, [render_image(attrs, i, 2, spec.image_size) for i, attrs in enumerate(attributes)])
+    pools, rng = option_pools(spec, seed=2), random.Random(2)
+    batch = collate([encoder.item(i, *example_text(KINDS[i % len(KINDS)], attrs, pools, rng))
+                     for i, attrs in enumerate(attributes)], processor.tokenizer.pad_token_id)
+    labels = batch.pop("labels")
+    assert len({int(row.ne(-100).nonzero()[0]) for row in labels}) > 1  # the answers start at different places
+
+    def loss_and_grads(loss_of):
+        model.zero_grad(set_to_none=True)
+        loss = loss_of()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    ours, our_grads = loss_and_grads(lambda: answer_loss(model, batch, labels))
+    theirs, their_grads = loss_and_grads(lambda: model(**batch, labels=labels).loss)
+    assert ours.item() == pytest.approx(theirs.item(), rel=1e-5) and ours.item() > 0
+    assert len(our_grads) == len(their_grads)
+    for mine, reference in zip(our_grads, their_grads, strict=True):
+        torch.testing.assert_close(mine, reference, rtol=1e-4, atol=1e-6)
 
 
 def test_build_is_deterministic_cached_by_recipe_and_shows_progress(tmp_path: Path, capfd, monkeypatch):
