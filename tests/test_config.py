@@ -74,3 +74,21 @@ def test_bad_override_and_bad_file(tmp_path):
     bad.write_text("- a list\n- not a mapping\n")
     with pytest.raises(ConfigError, match="mapping"):
         load(Outer, [bad])
+
+
+@pytest.mark.parametrize(("backend", "cpus"), [("local", 0.0), ("ray", 1.0)])
+def test_sarr_self_chain_engine_of_a_local_run_uses_the_runs_own_cpu(tmp_path, backend, cpus):
+    """A run that trains in its own process (a sweep trial of --smoke-test) holds its CPU while its self-chain
+    engine generates, so the engine asks Ray for none: asking for one deadlocked two such SARR trials of parallel
+    studies on 2 CPUs. On Ray Train (the worker group ended) the engine asks for its own."""
+    import json
+
+    from reasonbed.methods.sarr import SARRConfig
+    from reasonbed.train.config import TrainConfig
+    from reasonbed.train.sarr import self_chain_engine
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2_vl"}))
+    cfg = load(TrainConfig, overrides=["method=sarr", f"model.path={tmp_path}", "model.family=qwen2_vl",
+                                       f"scale.backend={backend}", f"run_dir={tmp_path / 'run'}"])
+    engine = self_chain_engine(cfg, SARRConfig(engine="hf"), adapter=str(tmp_path / "adapter"))
+    assert engine.actor_options()["num_cpus"] == cpus and engine.lora_path == str(tmp_path / "adapter")

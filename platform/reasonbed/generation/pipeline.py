@@ -52,7 +52,9 @@ def _run_pass(cfg: GenerationConfig, spec: DatasetSpec, root: str, store: ShardS
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // cfg.engine.batch_size, 200)))
     dataset = dataset.map_batches(
         _load_images, fn_kwargs={"root": root, "storage_options": dict(cfg.data.storage_options), "verify": True},
-        batch_size=cfg.engine.batch_size, num_cpus=0.25, concurrency=LOADERS_PER_ACTOR * cfg.engine.actors,
+        # a loader asks for no more CPU than its engine: an engine on its caller's CPU (num_cpus 0) takes them along
+        batch_size=cfg.engine.batch_size, num_cpus=min(0.25, cfg.engine.num_cpus),
+        concurrency=LOADERS_PER_ACTOR * cfg.engine.actors,
     )
     constructor = {"engine_cfg": cfg.engine, "sampling": sampling, "class_names": spec.display_names,
                    "data_root": root, "storage_options": dict(cfg.data.storage_options), "prompt_kind": prompt_kind,

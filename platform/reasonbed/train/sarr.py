@@ -41,18 +41,32 @@ def stage_adapter(result: TrainResult) -> str:
     return storage.join(str(checkpoint), ADAPTER_DIR) if checkpoint else str(result.adapter)
 
 
+def self_chain_engine(cfg: TrainConfig, options: SARRConfig, adapter: str) -> Any:
+    """The engine that writes a round's self-chains with `adapter`.
+
+    A run that trains in its own process (scale.backend=local, as a sweep trial of `--smoke-test`) holds its CPU
+    in Ray and waits while its engine generates, so the engine and its image loaders run on that CPU
+    (num_cpus 0) instead of asking Ray for one more. Asking for one deadlocked two SARR trials of parallel
+    studies on 2 CPUs: each held a CPU, and each one's engine actor waited for a CPU forever. On Ray Train
+    the worker group has ended when the engine starts, and the engine asks for its own CPU.
+    """
+    from reasonbed.inference.base import EngineConfig
+    from reasonbed.models.loading import resolve_model
+
+    return EngineConfig(name=options.engine, model=resolve_model(cfg.model), lora_path=adapter, batch_size=16,
+                        max_model_len=2048, num_cpus=0.0 if cfg.scale.backend == "local" else 1.0,
+                        num_gpus=1.0 if cfg.scale.use_gpu else 0.0, resources=dict(cfg.scale.engine_resources))
+
+
 def self_chains(cfg: TrainConfig, options: SARRConfig, adapter: str, round_index: int, train_ids: set[str],
                 output: Path) -> tuple[dict[str, list[str]], dict[str, Any]]:
     """Chains the current model (`adapter`: a URI in the run's storage or a directory) writes for the training
     images, and the generation summary."""
     from reasonbed.generation.config import GenerationConfig
     from reasonbed.generation.pipeline import run_generation
-    from reasonbed.inference.base import EngineConfig, SamplingConfig
-    from reasonbed.models.loading import resolve_model
+    from reasonbed.inference.base import SamplingConfig
 
-    engine = EngineConfig(name=options.engine, model=resolve_model(cfg.model), lora_path=adapter, batch_size=16,
-                          max_model_len=2048, num_gpus=1.0 if cfg.scale.use_gpu else 0.0,
-                          resources=dict(cfg.scale.engine_resources))
+    engine = self_chain_engine(cfg, options, adapter)
     sampling = SamplingConfig(n=options.candidates, temperature=options.temperature, max_tokens=options.max_tokens,
                               seed=cfg.seed + round_index)
     summary = run_generation(GenerationConfig(data=cfg.data, engine=engine, sampling=sampling, output=str(output),
