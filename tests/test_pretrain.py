@@ -67,6 +67,18 @@ def test_corpus_texts_are_true_and_options_vary():
     assert len(option_lists) > 20 and min(sizes) == 2 and max(sizes) >= 8  # varied subsets, sizes and orders
 
 
+def _corpus_examples(processor, shape_images: int, seed: int):
+    """A small corpus of `seed`: its images, their `CorpusEncoder`, and one (image index, prompt, target) per
+    image, the kinds of text in turn."""
+    spec = CorpusSpec(shape_images=shape_images, digit_images=2)
+    attributes = sample_attributes(spec, seed=seed)
+    images = [render_image(attrs, index, seed, spec.image_size) for index, attrs in enumerate(attributes)]
+    pools, rng = option_pools(spec, seed=seed), random.Random(seed)
+    examples = [(index, *example_text(KINDS[index % len(KINDS)], attrs, pools, rng))
+                for index, attrs in enumerate(attributes)]
+    return images, CorpusEncoder(processor, images), examples
+
+
 def test_corpus_encoder_equals_training_encoding():
     from reasonbed.models.encoding import encode_pathway
     from reasonbed.models.families import get_family
@@ -74,13 +86,8 @@ def test_corpus_encoder_equals_training_encoding():
 
     family = get_family("qwen2_vl")
     processor = family.tiny_processor(build_tokenizer(family), MIN_PIXELS, MAX_PIXELS)
-    spec = CorpusSpec(shape_images=6, digit_images=2)
-    attributes = sample_attributes(spec, seed=1)
-    images = [render_image(attrs, index, 1, spec.image_size) for index, attrs in enumerate(attributes)]
-    encoder = CorpusEncoder(processor, images)
-    pools, rng = option_pools(spec, seed=1), random.Random(1)
-    for index, attrs in enumerate(attributes):
-        prompt, target = example_text(KINDS[index % len(KINDS)], attrs, pools, rng)
+    images, encoder, examples = _corpus_examples(processor, shape_images=6, seed=1)
+    for index, prompt, target in examples:
         fast, slow = encoder.item(index, prompt, target), encode_pathway(processor, images[index], prompt, target)
         assert fast.keys() == slow.keys()
         for key in slow:
@@ -100,12 +107,8 @@ def test_answer_loss_is_the_models_own_loss_and_gradient():
     tokenizer = build_tokenizer(family)
     processor = family.tiny_processor(tokenizer, MIN_PIXELS, MAX_PIXELS)
     model = instantiate_tiny_model(family, "tiny", tokenizer, seed=0).train()
-    spec = CorpusSpec(shape_images=4, digit_images=2)
-    attributes = sample_attributes(spec, seed=2)
-    encoder = CorpusEncoder(processor, [render_image(attrs, i, 2, spec.image_size) for i, attrs in enumerate(attributes)])
-    pools, rng = option_pools(spec, seed=2), random.Random(2)
-    batch = collate([encoder.item(i, *example_text(KINDS[i % len(KINDS)], attrs, pools, rng))
-                     for i, attrs in enumerate(attributes)], processor.tokenizer.pad_token_id)
+    _, encoder, examples = _corpus_examples(processor, shape_images=4, seed=2)
+    batch = collate([encoder.item(*example) for example in examples], processor.tokenizer.pad_token_id)
     labels = batch.pop("labels")
     assert len({int(row.ne(-100).nonzero()[0]) for row in labels}) > 1  # the answers start at different places
 
