@@ -92,3 +92,21 @@ def test_sarr_self_chain_engine_of_a_local_run_uses_the_runs_own_cpu(tmp_path, b
                                        f"scale.backend={backend}", f"run_dir={tmp_path / 'run'}"])
     engine = self_chain_engine(cfg, SARRConfig(engine="hf"), adapter=str(tmp_path / "adapter"))
     assert engine.actor_options()["num_cpus"] == cpus and engine.lora_path == str(tmp_path / "adapter")
+
+
+@pytest.mark.parametrize(("backend", "given", "cpus"), [("local", None, 0.0), ("ray", None, 1.0), ("local", 2.0, 2.0)])
+def test_grpo_vllm_rollout_actor_of_a_local_run_uses_the_runs_own_cpu(tmp_path, backend, given, cpus):
+    """The same for GRPO's vLLM rollout actor (rollouts and updates alternate): by default none in a run that
+    trains in its own process, one beside Ray Train's workers, and `method_config.rollout_cpus` when given."""
+    import json
+
+    from reasonbed.methods.grpo import GRPOConfig
+    from reasonbed.rl.step import rollout_engine_config
+    from reasonbed.train.config import TrainConfig
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2_vl"}))
+    cfg = load(TrainConfig, overrides=["method=grpo", f"model.path={tmp_path}", "model.family=qwen2_vl",
+                                       f"scale.backend={backend}", f"run_dir={tmp_path / 'run'}"])
+    engine = rollout_engine_config(cfg, GRPOConfig(engine="vllm", rollout_cpus=given), str(tmp_path))
+    assert engine.name == "vllm_actor" and engine.actor_options()["num_cpus"] == cpus
+    assert rollout_engine_config(cfg, GRPOConfig(engine="hf"), str(tmp_path)).name == "hf"

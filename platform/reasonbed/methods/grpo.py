@@ -57,8 +57,10 @@ class GRPOConfig:
     length_budget: int = 200
     # consistency reward: the label-preserving transform giving the second view (hflip, crop, grayscale).
     consistency_transform: str = "hflip"
-    # vLLM rollout actor: CPUs it reserves.
-    rollout_cpus: float = 1.0
+    # vLLM rollout actor: CPUs it reserves. Default (None): none in a run that trains in its own process
+    # (scale.backend=local: rollouts and updates alternate, so the actor runs on the run's CPU), 1 on Ray Train
+    # (beside the training workers, which keep theirs); reasonbed.rl.step.rollout_engine_config.
+    rollout_cpus: float | None = None
     # vLLM rollout actor: GPUs it reserves (1 on a GPU cluster).
     rollout_gpus: float = 0.0
     # vLLM rollout actor: extra custom Ray resources on top of scale.engine_resources (which places every
@@ -112,7 +114,7 @@ class GRPOConfig:
             TRANSFORMS.get(self.consistency_transform)
         except RegistryError as error:
             raise bad("consistency_transform", f"is not known: {error}") from None
-        if self.rollout_cpus < 0 or self.rollout_gpus < 0 or self.rollout_max_model_len < 1 \
+        if (self.rollout_cpus or 0.0) < 0 or self.rollout_gpus < 0 or self.rollout_max_model_len < 1 \
                 or self.rollout_start_timeout_s <= 0:
             raise ConfigError(f"method_config: rollout_cpus ({self.rollout_cpus}) and rollout_gpus "
                               f"({self.rollout_gpus}) must be >= 0, rollout_max_model_len "

@@ -67,18 +67,34 @@ def completion_ids(completion: Completion, tokenizer: Any, max_tokens: int, stop
     return ids[:cut] or [tokenizer.eos_token_id]
 
 
+def rollout_engine_config(cfg: Any, options: Any, model_path: str) -> EngineConfig:
+    """The engine config of the rollouts of `method_config.engine` for a run of `cfg` on the model at `model_path`.
+
+    The vLLM rollout actor asks Ray for `method_config.rollout_cpus` CPUs when it is set; by default for none in a
+    run that trains in its own process (scale.backend=local, a sweep trial of `--smoke-test`): that run holds its
+    CPU and waits while its rollouts generate, so the actor runs on it, as SARR's self-chain engine does
+    (reasonbed.train.sarr.self_chain_engine); asking for one more left two such trials of parallel studies on 2
+    CPUs each waiting for a third until `rollout_start_timeout_s`. On Ray Train the training workers keep their
+    CPUs beside the actor, which asks for one of its own.
+    """
+    model_cfg = replace(cfg.model, path=model_path)
+    if options.engine != "vllm":
+        return EngineConfig(name="hf", model=model_cfg, batch_size=16)
+    cpus = options.rollout_cpus
+    if cpus is None:
+        cpus = 0.0 if cfg.scale.backend == "local" else 1.0
+    return EngineConfig(name="vllm_actor", model=model_cfg, max_model_len=options.rollout_max_model_len,
+                        num_cpus=cpus, num_gpus=options.rollout_gpus, engine_kwargs=dict(options.rollout_engine_kwargs))
+
+
 def rollout_engine(setup: Any) -> Any:
     """The rollout engine of `method_config.engine`, from the engine registry (rank 0 only)."""
     options, cfg = setup.method.options, setup.cfg
-    model_cfg = replace(cfg.model, path=setup.config["model_path"])
-    if options.engine == "vllm":
-        engine_cfg = EngineConfig(name="vllm_actor", model=model_cfg, max_model_len=options.rollout_max_model_len,
-                                  num_cpus=options.rollout_cpus, num_gpus=options.rollout_gpus,
-                                  engine_kwargs=dict(options.rollout_engine_kwargs))
+    engine_cfg = rollout_engine_config(cfg, options, setup.config["model_path"])
+    if engine_cfg.name == "vllm_actor":
         return build_engine(engine_cfg, model=setup.model, start_timeout_s=options.rollout_start_timeout_s,
                             resources={**cfg.scale.engine_resources, **options.rollout_resources})
-    return build_engine(EngineConfig(name="hf", model=model_cfg, batch_size=16),
-                        model=checkpointing.unwrap(setup.model), processor=setup.processor)
+    return build_engine(engine_cfg, model=checkpointing.unwrap(setup.model), processor=setup.processor)
 
 
 class GRPOStep:
