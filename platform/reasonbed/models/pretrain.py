@@ -24,8 +24,9 @@ of web image-text data), and painting and photo images are drawn 1.5 times as of
 are the hardest to see). The default recipe gives the qwen2_vl `tiny` model a zero-shot accuracy of 0.42 on
 synthetic_shapes (cartoon 0.54, painting 0.28, photo 0.42, sketch 0.46; chance 0.17) and 0.49 on
 rotated_digits (0.35 upright to 0.58 at 60 degrees; chance 0.10), and valid five-tag chains in 81% (shapes)
-and 100% (digits) of greedy reasoning-prompt completions; its pretraining took 262 to 317 s on one core of 2
-in three builds (docs/training.md, "The tiny world": the commands, and the build side by side with version 1).
+and 100% (digits) of greedy reasoning-prompt completions; its pretraining took 183 to 317 s on one core of 2
+in the builds of two machines (docs/training.md, "The tiny world": the commands, and the build side by side with
+version 1).
 Everything is deterministic for a seed (corpus, order, initialisation; torch runs on a fixed
 number of threads), and every field of `PretrainRecipe` enters the factory's cache hash.
 """
