@@ -76,13 +76,15 @@ def test_bad_override_and_bad_file(tmp_path):
         load(Outer, [bad])
 
 
-@pytest.mark.parametrize(("backend", "cpus"), [("local", 0.0), ("ray", 1.0)])
+@pytest.mark.parametrize(("backend", "cpus"), [("local", 0.0), ("ray", 0.75)])
 def test_sarr_self_chain_engine_of_a_local_run_uses_the_runs_own_cpu(tmp_path, backend, cpus):
     """A run that trains in its own process (a sweep trial of --smoke-test) holds its CPU while its self-chain
     engine generates, so the engine asks Ray for none: asking for one deadlocked two such SARR trials of parallel
-    studies on 2 CPUs. On Ray Train (the worker group ended) the engine asks for its own."""
+    studies on 2 CPUs. On Ray Train (the worker group ended) the engine and one image loader share one CPU: with a
+    whole CPU per engine, two trials generating at once on 2 CPUs left their loaders waiting forever."""
     import json
 
+    from reasonbed.generation.pipeline import LOADER_CPUS
     from reasonbed.methods.sarr import SARRConfig
     from reasonbed.train.config import TrainConfig
     from reasonbed.train.sarr import self_chain_engine
@@ -92,6 +94,7 @@ def test_sarr_self_chain_engine_of_a_local_run_uses_the_runs_own_cpu(tmp_path, b
                                        f"scale.backend={backend}", f"run_dir={tmp_path / 'run'}"])
     engine = self_chain_engine(cfg, SARRConfig(engine="hf"), adapter=str(tmp_path / "adapter"))
     assert engine.actor_options()["num_cpus"] == cpus and engine.lora_path == str(tmp_path / "adapter")
+    assert cpus == 0 or cpus + LOADER_CPUS <= 1.0, "an engine and one of its loaders fit in the CPU its run held"
 
 
 @pytest.mark.parametrize(("backend", "given", "cpus"), [("local", None, 0.0), ("ray", None, 1.0), ("local", 2.0, 2.0)])

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 # (24 loaders, 6 CPUs, on a 3-CPU cluster in a reproduction): nodes of any group with CPUs, an 8-GPU training
 # node included (the likely cause of an intermittent failure of tests/test_placement.py).
 LOADERS_PER_ACTOR = 2
+LOADER_CPUS = 0.25  # CPU an image loader asks for (at most its engine's: see _run_pass)
 
 
 def _run_pass(cfg: GenerationConfig, spec: DatasetSpec, root: str, store: ShardStore, shards: list[Shard],
@@ -53,7 +54,7 @@ def _run_pass(cfg: GenerationConfig, spec: DatasetSpec, root: str, store: ShardS
     dataset = dataset.map_batches(
         _load_images, fn_kwargs={"root": root, "storage_options": dict(cfg.data.storage_options), "verify": True},
         # a loader asks for no more CPU than its engine: an engine on its caller's CPU (num_cpus 0) takes them along
-        batch_size=cfg.engine.batch_size, num_cpus=min(0.25, cfg.engine.num_cpus),
+        batch_size=cfg.engine.batch_size, num_cpus=min(LOADER_CPUS, cfg.engine.num_cpus),
         concurrency=LOADERS_PER_ACTOR * cfg.engine.actors,
     )
     constructor = {"engine_cfg": cfg.engine, "sampling": sampling, "class_names": spec.display_names,
