@@ -73,9 +73,9 @@ def rollout_engine_config(cfg: Any, options: Any, model_path: str) -> EngineConf
     The vLLM rollout actor asks Ray for `method_config.rollout_cpus` CPUs when it is set; by default for none in a
     run that trains in its own process (scale.backend=local, a sweep trial of `--smoke-test`): that run holds its
     CPU and waits while its rollouts generate, so the actor runs on it, as SARR's self-chain engine does
-    (reasonbed.train.sarr.self_chain_engine); asking for one more left two such trials of parallel studies on 2
-    CPUs each waiting for a third until `rollout_start_timeout_s`. On Ray Train the training workers keep their
-    CPUs beside the actor, which asks for one of its own.
+    (reasonbed.train.sarr.self_chain_engine); asking for one more would leave two such trials of parallel studies
+    on 2 CPUs each waiting for a third until `rollout_start_timeout_s`, then failing. On Ray Train the training
+    workers keep their CPUs beside the actor, which asks for one of its own.
     """
     model_cfg = replace(cfg.model, path=model_path)
     if options.engine != "vllm":
