@@ -71,18 +71,14 @@ def rollout_engine_config(cfg: Any, options: Any, model_path: str) -> EngineConf
     """The engine config of the rollouts of `method_config.engine` for a run of `cfg` on the model at `model_path`.
 
     The vLLM rollout actor asks Ray for `method_config.rollout_cpus` CPUs when it is set; by default for none in a
-    run that trains in its own process (scale.backend=local, a sweep trial of `--smoke-test`): that run holds its
-    CPU and waits while its rollouts generate, so the actor runs on it, as SARR's self-chain engine does
-    (reasonbed.train.sarr.self_chain_engine); asking for one more would leave two such trials of parallel studies
-    on 2 CPUs each waiting for a third until `rollout_start_timeout_s`, then failing. On Ray Train the training
-    workers keep their CPUs beside the actor, which asks for one of its own.
+    run on scale.backend=local, which waits while its rollouts generate (ScaleConfig.engine_cpus; asking for one
+    more would leave two such trials of parallel studies on 2 CPUs each waiting for a third until
+    `rollout_start_timeout_s`, then failing), and for one on Ray Train, beside the workers, which keep theirs.
     """
     model_cfg = replace(cfg.model, path=model_path)
     if options.engine != "vllm":
         return EngineConfig(name="hf", model=model_cfg, batch_size=16)
-    cpus = options.rollout_cpus
-    if cpus is None:
-        cpus = 0.0 if cfg.scale.backend == "local" else 1.0
+    cpus = cfg.scale.engine_cpus(1.0) if options.rollout_cpus is None else options.rollout_cpus
     return EngineConfig(name="vllm_actor", model=model_cfg, max_model_len=options.rollout_max_model_len,
                         num_cpus=cpus, num_gpus=options.rollout_gpus, engine_kwargs=dict(options.rollout_engine_kwargs))
 

@@ -102,6 +102,13 @@ class ScaleConfig:
             raise ConfigError(f"scale.backend local runs one worker in this process: scale.num_workers "
                               f"{self.num_workers} needs scale.backend=ray")
 
+    def engine_cpus(self, on_ray_train: float) -> float:
+        """CPUs asked of Ray by an engine actor the run starts and waits for (SARR's self-chain engine, GRPO's vLLM
+        rollouts): none on backend local, where the run holds its CPU in Ray and waits while the engine works, so
+        the engine runs on it (asking for one more deadlocked two SARR trials of parallel studies on 2 CPUs, each
+        holding one); `on_ray_train` on Ray Train."""
+        return 0.0 if self.backend == "local" else on_ray_train
+
 
 @dataclass
 class TrainConfig:

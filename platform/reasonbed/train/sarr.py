@@ -44,20 +44,18 @@ def stage_adapter(result: TrainResult) -> str:
 def self_chain_engine(cfg: TrainConfig, options: SARRConfig, adapter: str) -> Any:
     """The engine that writes a round's self-chains with `adapter`.
 
-    A run that trains in its own process (scale.backend=local, as a sweep trial of `--smoke-test`) holds its CPU
-    in Ray and waits while its engine generates, so the engine and its image loaders run on that CPU
-    (num_cpus 0) instead of asking Ray for one more. Asking for one deadlocked two SARR trials of parallel
-    studies on 2 CPUs: each held a CPU, and each one's engine actor waited for a CPU forever. On Ray Train
-    the worker group has ended when the engine starts, and the engine and one of its image loaders share the
-    CPU the workers held (the engine asks for 1 - LOADER_CPUS): with a whole CPU per engine, two SARR trials of
-    parallel studies on 2 CPUs generating at once held both, and their loaders waited forever (reproduced).
+    On scale.backend=local the engine and its image loaders run on the run's own CPU (ScaleConfig.engine_cpus).
+    On Ray Train the worker group has ended when the engine starts, and the engine and one of its image loaders
+    share the CPU the workers held (the engine asks for 1 - LOADER_CPUS): with a whole CPU per engine, two SARR
+    trials of parallel studies on 2 CPUs generating at once held both, and their loaders waited forever
+    (reproduced).
     """
     from reasonbed.generation.pipeline import LOADER_CPUS
     from reasonbed.inference.base import EngineConfig
     from reasonbed.models.loading import resolve_model
 
     return EngineConfig(name=options.engine, model=resolve_model(cfg.model), lora_path=adapter, batch_size=16,
-                        max_model_len=2048, num_cpus=0.0 if cfg.scale.backend == "local" else 1.0 - LOADER_CPUS,
+                        max_model_len=2048, num_cpus=cfg.scale.engine_cpus(1.0 - LOADER_CPUS),
                         num_gpus=1.0 if cfg.scale.use_gpu else 0.0, resources=dict(cfg.scale.engine_resources))
 
 
