@@ -7,6 +7,7 @@ the calibration the rest of the suite relies on.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -41,6 +42,14 @@ QUICK = PretrainRecipe(corpus=CorpusSpec(shape_images=24, digit_images=8, option
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _largest_difference(first: Path, second: Path) -> float:
+    from safetensors.torch import load_file
+
+    a, b = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
+    assert a.keys() == b.keys()
+    return max(float((a[key] - b[key]).abs().max()) for key in a)
 
 
 def test_corpus_texts_are_true_and_options_vary():
@@ -147,6 +156,13 @@ def test_build_is_deterministic_cached_by_recipe_and_shows_progress(tmp_path: Pa
     marker = json.loads((first / MARKER).read_text())
     assert marker["spec"]["pretrain"] == json.loads(json.dumps(QUICK.as_dict())) and marker["pretraining"]["text_loss"] > 0
 
+    # Data parallelism is the one-process math: the same model up to float summation order, the same losses.
+    one_process = build_tiny_model("qwen2_vl", out=tmp_path / "one", recipe=dataclasses.replace(QUICK, processes=1))
+    assert QUICK.processes == 2 and _largest_difference(first, one_process) < 1e-5
+    losses = [json.loads((path / MARKER).read_text())["pretraining"] for path in (first, one_process)]
+    for key in ("vision_loss", "text_loss"):
+        assert losses[0][key] == pytest.approx(losses[1][key], rel=1e-3), key
+
     random_model = build_tiny_model("qwen2_vl", out=tmp_path / "r", pretrained=False)
     assert _sha(random_model / "model.safetensors") != _sha(first / "model.safetensors")  # it did train
 
@@ -234,3 +250,17 @@ def test_digits_zero_shot_above_chance_on_every_angle(tiny_model_dir: Path):
     model, processor = load_model_and_processor(ModelConfig(path=str(tiny_model_dir)))
     result = zero_shot(model, processor, "rotated_digits", chains=0, max_per_domain=60)
     assert min(result["accuracy"].values()) > result["chance"] + 0.03, result["accuracy"]
+
+
+def test_a_replica_that_fails_before_joining_is_reported_at_once():
+    """A helper replica that dies while starting (here: its call raises TypeError) fails the build at once, named,
+    instead of leaving rank 0 waiting out the join timeout."""
+    import operator
+
+    from reasonbed.models.replicas import JOIN_TIMEOUT_S, spawn_replicas
+
+    started = time.perf_counter()
+    with (pytest.raises(RuntimeError, match=r"replica 1 exited with code 1 before it joined"),
+          spawn_replicas(2, operator.truediv, ())):
+        pytest.fail("rank 0 joined a group whose helper had died")
+    assert time.perf_counter() - started < JOIN_TIMEOUT_S / 10

@@ -24,9 +24,10 @@ of web image-text data), and painting and photo images are drawn 1.5 times as of
 are the hardest to see). The default recipe gives the qwen2_vl `tiny` model a zero-shot accuracy of 0.42 on
 synthetic_shapes (cartoon 0.54, painting 0.28, photo 0.42, sketch 0.46; chance 0.17) and 0.49 on
 rotated_digits (0.35 upright to 0.58 at 60 degrees; chance 0.10), and valid five-tag chains in 81% (shapes)
-and 100% (digits) of greedy reasoning-prompt completions; its pretraining took 183 to 317 s on one core of 2
-in the builds of two machines (docs/training.md, "The tiny world": the commands, and the build side by side with
-version 1).
+and 100% (digits) of greedy reasoning-prompt completions. It runs in two data-parallel processes
+(`PretrainRecipe.processes`, `reasonbed.models.replicas`): 144 s against 202 s in one process, side by side on
+2 cores (`jobs/bench_pretrain.py`); one process took 183 to 317 s on the machines of docs/training.md, "The tiny
+world" (the commands, and the versions side by side).
 Everything is deterministic for a seed (corpus, order, initialisation; torch runs on a fixed
 number of threads), and every field of `PretrainRecipe` enters the factory's cache hash.
 """
@@ -52,8 +53,9 @@ from reasonbed.models.corpus import (
     text_weights,
 )
 from reasonbed.models.encoding import TEXT_KEYS, append_target, collate, encode_prompt, text_target_ids
+from reasonbed.models.replicas import Replicas, join_replicas, spawn_replicas
 
-RECIPE_VERSION = 2  # 2: the image-text loss from the answer positions' logits only (the same loss, other bytes)
+RECIPE_VERSION = 3  # 2: the image-text loss from the answer positions' logits only; 3: data-parallel processes
 
 Progress = Callable[[str], None]
 
@@ -74,16 +76,20 @@ class PretrainRecipe:
     warmup_steps: int = 50  # linear warmup steps of each stage
     weight_decay: float = 0.01  # AdamW weight decay (matrices only)
     max_grad_norm: float = 1.0  # gradient clipping
-    # torch threads while pretraining; fixed, since the bytes of a build depend on it. One: two threads are
-    # only ~20% faster on 2 idle cores and several times slower when another process competes for them.
+    # torch threads of each process while pretraining; fixed, since the bytes of a build depend on it. One: two
+    # threads are only ~20% faster on 2 idle cores and several times slower when another process competes for them.
     threads: int = 1
+    # data-parallel processes (`reasonbed.models.replicas`), each on its share of every batch: two use both cores
+    # of a 2-core machine (each half batch takes ~55-60% of a whole one's time). The bytes depend on it.
+    processes: int = 2
     version: int = RECIPE_VERSION  # bumped when the recipe's code changes what it builds
 
     def __post_init__(self) -> None:
         counts = (self.vision_steps, self.steps, self.warmup_steps)
-        if min(counts) < 0 or min(self.vision_batch_size, self.batch_size, self.chain_batch_size, self.threads) < 1:
+        sizes = (self.vision_batch_size, self.batch_size, self.chain_batch_size, self.threads, self.processes)
+        if min(counts) < 0 or min(sizes) < 1:
             raise ValueError(f"pretrain recipe: vision_steps, steps, warmup_steps ({counts}) must be >= 0, "
-                             f"batch sizes and threads >= 1")
+                             f"batch sizes, threads and processes {sizes} >= 1")
         if self.lr <= 0 or self.vision_lr <= 0 or self.vision_lr_scale < 0:
             raise ValueError(f"pretrain recipe: lr ({self.lr}) and vision_lr ({self.vision_lr}) must be > 0, "
                              f"vision_lr_scale ({self.vision_lr_scale}) >= 0")
@@ -236,20 +242,28 @@ def _optimizer(model: Any, extra: Sequence[Any], lr: float, recipe: PretrainReci
                                     num_training_steps=max(steps, 1))
 
 
-def _update(model: Any, extra: Sequence[Any], loss: Any, optimizer: Any, scheduler: Any, clip: float) -> float:
+def _update(model: Any, extra: Sequence[Any], loss: Any, optimizer: Any, scheduler: Any, clip: float,
+            replicas: Replicas) -> float:
+    """Backward, the gradients summed over the replicas, clipping and one optimizer step; the whole batch's loss."""
     import torch
 
     loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for p in itertools.chain(model.parameters(), extra) if p.grad is not None], clip)
+    parameters = [p for p in itertools.chain(model.parameters(), extra) if p.grad is not None]
+    total = replicas.sum_gradients(parameters, loss)
+    torch.nn.utils.clip_grad_norm_(parameters, clip)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(loss.detach())
+    return total
 
 
 def train_vision(model: Any, encoder: CorpusEncoder, attributes: list[dict[str, Any]], recipe: PretrainRecipe,
-                 seed: int, report: _Reporter) -> Any:
-    """Stage 1: the vision encoder on every image's attribute labels, through linear heads (returned, then dropped)."""
+                 seed: int, report: _Reporter, replicas: Replicas) -> Any:
+    """Stage 1: the vision encoder on every image's attribute labels, through linear heads (returned, then dropped).
+
+    The loss is the sum over attributes of the mean cross-entropy over the batch's labelled images; each replica
+    sums its share's terms and divides them by the whole batch's counts.
+    """
     import torch
 
     labels = torch.tensor([attribute_labels(attrs) for attrs in attributes])
@@ -260,31 +274,36 @@ def train_vision(model: Any, encoder: CorpusEncoder, attributes: list[dict[str, 
     rng = random.Random(f"corpus/{seed}/vision")
     for step in range(1, recipe.vision_steps + 1):
         chosen = [rng.randrange(len(attributes)) for _ in range(recipe.vision_batch_size)]
-        features = image_features(model, [encoder.vision[i] for i in chosen])
-        logits = head(features).split(sizes, dim=-1)
-        targets = labels[chosen]
-        loss = sum(torch.nn.functional.cross_entropy(part, targets[:, index], ignore_index=-100)
-                   for index, part in enumerate(logits) if bool((targets[:, index] != -100).any()))
-        report.step(step, _update(model, head.parameters(), loss, optimizer, scheduler, recipe.max_grad_norm))
+        counts = (labels[chosen] != -100).sum(dim=0).tolist()  # labelled images per attribute, whole batch
+        mine = replicas.share(chosen)
+        logits = head(image_features(model, [encoder.vision[i] for i in mine])).split(sizes, dim=-1)
+        targets = labels[mine]
+        loss = sum(torch.nn.functional.cross_entropy(part, targets[:, index], ignore_index=-100, reduction="sum")
+                   / counts[index] for index, part in enumerate(logits) if counts[index])
+        report.step(step, _update(model, head.parameters(), loss, optimizer, scheduler, recipe.max_grad_norm,
+                                  replicas))
     return head
 
 
 def train_text(model: Any, encoder: CorpusEncoder, batches: list[list[tuple[int, str, str]]],
-               recipe: PretrainRecipe, report: _Reporter) -> None:
-    """Stage 2: all weights on the image-text examples (loss on the answer tokens only)."""
+               recipe: PretrainRecipe, report: _Reporter, replicas: Replicas) -> None:
+    """Stage 2: all weights on the image-text examples (loss on the answer tokens only; each replica divides its
+    share's summed loss by the whole batch's count of answer tokens)."""
     pad = encoder.processor.tokenizer.pad_token_id
     optimizer, scheduler = _optimizer(model, [], recipe.lr, recipe, recipe.steps, vision_parameters(model, encoder),
                                       recipe.vision_lr_scale)
     for step, batch in enumerate(batches, start=1):
-        tensors = collate([encoder.item(*example) for example in batch], pad)
+        tensors = collate([encoder.item(*example) for example in replicas.share(batch)], pad)
         labels = tensors.pop("labels")
-        report.step(step, _update(model, [], answer_loss(model, tensors, labels), optimizer, scheduler,
-                                  recipe.max_grad_norm))
+        count = replicas.total((labels[:, 1:] != -100).sum())
+        report.step(step, _update(model, [], answer_loss(model, tensors, labels, count), optimizer, scheduler,
+                                  recipe.max_grad_norm, replicas))
 
 
-def answer_loss(model: Any, tensors: dict[str, Any], labels: Any) -> Any:
+def answer_loss(model: Any, tensors: dict[str, Any], labels: Any, count: Any = None) -> Any:
     """The mean next-token cross-entropy over the labelled tokens: transformers' causal-LM loss, computed from
-    the logits of the positions that predict a labelled token in some row only (`logits_to_keep`).
+    the logits of the positions that predict a labelled token in some row only (`logits_to_keep`). With `count`:
+    the summed cross-entropy divided by it (the loss of a share of a batch of `count` labelled tokens).
 
     A prompt is several times longer than its answer, so the output head and its softmax, over the whole
     vocabulary, then run on a fraction of the positions: the image-text stage took 13 to 29% less time in
@@ -295,8 +314,10 @@ def answer_loss(model: Any, tensors: dict[str, Any], labels: Any) -> Any:
     targets = labels[:, 1:]
     positions = (targets != -100).any(dim=0).nonzero().squeeze(1)
     logits = model(**tensors, logits_to_keep=positions).logits
-    return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                             targets[:, positions].reshape(-1), ignore_index=-100)
+    flat_logits, flat_targets = logits.float().reshape(-1, logits.shape[-1]), targets[:, positions].reshape(-1)
+    if count is None:
+        return torch.nn.functional.cross_entropy(flat_logits, flat_targets, ignore_index=-100)
+    return torch.nn.functional.cross_entropy(flat_logits, flat_targets, ignore_index=-100, reduction="sum") / count
 
 
 def _set_threads(count: int) -> None:
@@ -316,34 +337,63 @@ def _set_threads(count: int) -> None:
 
 def pretrain(model: Any, processor: Any, recipe: PretrainRecipe, seed: int, name: str = "tiny model",
              progress: Progress = stderr_progress, every: float = 5.0) -> dict[str, Any]:
-    """Pretrain all of `model`'s weights by `recipe` (deterministic for `seed`); returns what it measured.
+    """Pretrain all of `model`'s weights by `recipe` (deterministic for `seed`) in `recipe.processes` data-parallel
+    processes, this one and spawned helpers; returns what it measured.
 
     Progress lines (stage, step/total, loss, elapsed, eta) go to `progress` every `every` seconds.
     """
     import torch
+    from safetensors.torch import save
 
     started = time.perf_counter()
     threads = torch.get_num_threads()
     _set_threads(recipe.threads)
     try:
-        attributes = sample_attributes(recipe.corpus, seed)
-        images = [render_image(attrs, index, seed, recipe.corpus.image_size) for index, attrs in enumerate(attributes)]
-        encoder = CorpusEncoder(processor, images)
-        batches = text_schedule(recipe, attributes, seed)
-        for batch in batches:  # every distinct prompt and target through the processor once, up front
-            for _index, prompt, target in batch:
-                encoder.prompt(prompt), encoder.target(target)
-        progress(f"pretraining {name}: {len(images)} corpus images, {len(encoder.prompts)} prompts, "
-                 f"{len(encoder.targets)} targets encoded in {time.perf_counter() - started:.0f}s")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model.train()
-            vision = _Reporter(name, "vision", recipe.vision_steps, started, progress, every)
-            train_vision(model, encoder, attributes, recipe, seed, vision)
-            text = _Reporter(name, "image-text", recipe.steps, started, progress, every)
-            train_text(model, encoder, batches, recipe, text)
-            model.eval()
+        weights = save({key: value.contiguous() for key, value in model.state_dict().items()})
+        helper_args = (type(model), model.config, weights, processor, recipe, seed)
+        with spawn_replicas(recipe.processes, _helper_replica, helper_args) as replicas:
+            measured = _train_replica(model, processor, recipe, seed, replicas, name, progress, every, started)
     finally:
         torch._C.set_num_threads(threads)  # unchecked: an error of the build itself is not masked here
-    return {"seconds": round(time.perf_counter() - started, 1), "images": len(images), "prompts": len(encoder.prompts),
-            "vision_loss": vision.final_loss(), "text_loss": text.final_loss()}
+    return {"seconds": round(time.perf_counter() - started, 1), "processes": recipe.processes, **measured}
+
+
+def _helper_replica(store_path: str, rank: int, world: int, model_class: Any, config: Any, weights: bytes,
+                    processor: Any, recipe: PretrainRecipe, seed: int) -> None:
+    """A spawned helper's side of `pretrain`: the same model and steps on its share of every batch, silently."""
+    from safetensors.torch import load
+
+    _set_threads(recipe.threads)
+    model = model_class(config)
+    model.load_state_dict(load(weights))
+    replicas = join_replicas(store_path, rank, world)
+    _train_replica(model, processor, recipe, seed, replicas, f"replica {rank}", lambda line: None, 1e9,
+                   time.perf_counter())
+
+
+def _train_replica(model: Any, processor: Any, recipe: PretrainRecipe, seed: int, replicas: Replicas, name: str,
+                   progress: Progress, every: float, started: float) -> dict[str, Any]:
+    """One replica's pretraining: the corpus (each replica encodes all of it), then both stages."""
+    import torch
+
+    attributes = sample_attributes(recipe.corpus, seed)
+    images = [render_image(attrs, index, seed, recipe.corpus.image_size) for index, attrs in enumerate(attributes)]
+    encoder = CorpusEncoder(processor, images)
+    batches = text_schedule(recipe, attributes, seed)
+    for batch in batches:  # every distinct prompt and target through the processor once, up front
+        for _index, prompt, target in batch:
+            encoder.prompt(prompt), encoder.target(target)
+    progress(f"pretraining {name}: {len(images)} corpus images, {len(encoder.prompts)} prompts, "
+             f"{len(encoder.targets)} targets encoded in {time.perf_counter() - started:.0f}s, "
+             f"{replicas.world} process(es)")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.train()
+        vision = _Reporter(name, "vision", recipe.vision_steps, started, progress, every)
+        train_vision(model, encoder, attributes, recipe, seed, vision, replicas)
+        text = _Reporter(name, "image-text", recipe.steps, started, progress, every)
+        train_text(model, encoder, batches, recipe, text, replicas)
+        model.eval()
+    replicas.check_identical(list(model.parameters()))
+    return {"images": len(images), "prompts": len(encoder.prompts), "vision_loss": vision.final_loss(),
+            "text_loss": text.final_loss()}
