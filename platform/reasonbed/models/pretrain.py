@@ -371,13 +371,26 @@ def _helper_replica(store_path: str, rank: int, world: int, model_class: Any, co
                    time.perf_counter())
 
 
+def render_corpus(attributes: list[dict[str, Any]], seed: int, size: int, replicas: Replicas) -> list[Any]:
+    """Every corpus image; each replica draws its share and the replicas exchange the pixels (the same images)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    def draw(indices: list[int]) -> Any:
+        return torch.from_numpy(np.stack([np.asarray(render_image(attributes[index], index, seed, size).convert("RGB"))
+                                          for index in indices]))
+
+    return [Image.fromarray(row.numpy()) for row in replicas.gather_rows(len(attributes), draw)]
+
+
 def _train_replica(model: Any, processor: Any, recipe: PretrainRecipe, seed: int, replicas: Replicas, name: str,
                    progress: Progress, every: float, started: float) -> dict[str, Any]:
     """One replica's pretraining: the corpus (each replica encodes all of it), then both stages."""
     import torch
 
     attributes = sample_attributes(recipe.corpus, seed)
-    images = [render_image(attrs, index, seed, recipe.corpus.image_size) for index, attrs in enumerate(attributes)]
+    images = render_corpus(attributes, seed, recipe.corpus.image_size, replicas)
     encoder = CorpusEncoder(processor, images)
     batches = text_schedule(recipe, attributes, seed)
     for batch in batches:  # every distinct prompt and target through the processor once, up front

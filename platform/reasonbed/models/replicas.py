@@ -39,8 +39,23 @@ class Replicas:
 
     def share(self, items: Sequence[T]) -> list[T]:
         """This replica's contiguous share of `items` (the shares of all ranks, in rank order, are `items`)."""
-        count = len(items)
-        return list(items[self.rank * count // self.world:(self.rank + 1) * count // self.world])
+        start, end = _bounds(self.rank, self.world, len(items))
+        return list(items[start:end])
+
+    def gather_rows(self, count: int, rows_of: Callable[[list[int]], Any]) -> Any:
+        """A tensor of `count` rows, each made by one replica: this one makes the rows of its share of the
+        indices 0..count-1 (`rows_of(indices)`: a tensor with one row per index), and all exchange theirs."""
+        import torch
+
+        mine = rows_of(self.share(range(count)))
+        if self.group is None:
+            return mine
+        padded = torch.zeros((-(-count // self.world), *mine.shape[1:]), dtype=mine.dtype)  # allgather: equal sizes
+        padded[:len(mine)] = mine
+        parts = [torch.empty_like(padded) for _ in range(self.world)]
+        self.group.allgather([parts], [padded]).wait()
+        return torch.cat([part[:end - start] for rank, part in enumerate(parts)
+                          for start, end in [_bounds(rank, self.world, count)]])
 
     def total(self, value: Any) -> Any:
         """The sum over the replicas of the tensor `value` (a new tensor; `value` itself alone)."""
@@ -79,6 +94,11 @@ class Replicas:
         if not torch.equal(high, low):
             raise RuntimeError(f"pretraining: the {self.world} data-parallel replicas ended with different weights "
                                f"(largest difference {float((high - low).abs().max()):.3g})")
+
+
+def _bounds(rank: int, world: int, count: int) -> tuple[int, int]:
+    """The start and end of `rank`'s contiguous share of `count` items."""
+    return rank * count // world, (rank + 1) * count // world
 
 
 def _options(op: Any) -> Any:
