@@ -25,9 +25,9 @@ are the hardest to see). The default recipe gives the qwen2_vl `tiny` model a ze
 synthetic_shapes (cartoon 0.54, painting 0.28, photo 0.42, sketch 0.46; chance 0.17) and 0.49 on
 rotated_digits (0.35 upright to 0.58 at 60 degrees; chance 0.10), and valid five-tag chains in 81% (shapes)
 and 100% (digits) of greedy reasoning-prompt completions. It runs in two data-parallel processes
-(`PretrainRecipe.processes`, `reasonbed.models.replicas`): 144 s against 202 s in one process, side by side on
-2 cores (`jobs/bench_pretrain.py`); one process took 183 to 317 s on the machines of docs/training.md, "The tiny
-world" (the commands, and the versions side by side).
+(`PretrainRecipe.processes`, `reasonbed.models.replicas`): 144 and 154 s against 202 and 164 s in one process,
+in two side-by-side runs on 2 cores (`jobs/bench_pretrain.py`; docs/benchmarks.md), for about 20% more CPU; one
+process took 183 to 317 s on the machines of docs/training.md, "The tiny world" (the commands, the versions).
 Everything is deterministic for a seed (corpus, order, initialisation; torch runs on a fixed
 number of threads), and every field of `PretrainRecipe` enters the factory's cache hash.
 """
