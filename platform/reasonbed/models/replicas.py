@@ -1,14 +1,16 @@
 """Data parallelism for the tiny models' pretraining: one step in several processes on one machine.
 
-A tiny model's step is too small for two torch threads to help much (~20% on 2 idle cores), but each half of
-a batch takes a little over half the step's time. So a build runs `world` replicas, each a process with one
-thread: every replica draws the same batch, computes its contiguous share of it, and the replicas sum their
-gradients with gloo over 127.0.0.1 (one all-reduce per step). The math is the one-process math: each replica
-divides its share's summed loss by the whole batch's count (`Replicas.total`), so the summed gradient is the
-whole batch's gradient up to the order of float additions, and every replica then takes the same clipped
-optimizer step on the same weights. `Replicas.check_identical` checks at the end that they stayed equal.
+A tiny model's step is too small for two torch threads to help much (~20% on 2 idle cores), but half a batch
+takes a little over half a whole one's time (53% in the vision stage, 60% in the image-text stage, one thread).
+So a build runs `world` replicas, each a process with one thread: every replica draws the same batch, computes
+its contiguous share of it, and the replicas sum their gradients with gloo over 127.0.0.1 (one all-reduce per
+step). The math is the one-process math: each replica divides its share's summed loss by the whole batch's count
+(`Replicas.total`), so the summed gradient is the whole batch's gradient up to the order of float additions,
+and every replica then takes the same clipped optimizer step on the same weights (`Replicas.check_identical`
+checks at the end that they stayed equal). Work that is not per example (the optimizer step, each replica's
+interpreter) is repeated, so a build uses more CPU than in one process (docs/benchmarks.md).
 
-`spawn_replicas` starts the helper replicas (ranks 1..world-1, spawned processes running `target`) and joins
+`spawn_replicas` starts the helper replicas (ranks 1..world-1, fresh interpreters running `target`) and joins
 this process as rank 0; a helper that fails before joining is reported at once, one that fails later ends the
 next all-reduce with an error, and leaving the context (also by an exception or Ctrl-C) ends the helpers.
 """
@@ -173,8 +175,11 @@ class _Helper:
         self.name = f"replica {rank}"
         self.process = subprocess.Popen([sys.executable, "-m", "reasonbed.models.replicas"], stdin=subprocess.PIPE)
         assert self.process.stdin is not None
-        with self.process.stdin:
-            self.process.stdin.write(call)
+        try:
+            with self.process.stdin:
+                self.process.stdin.write(call)
+        except BrokenPipeError:  # it died while starting: `_wait_until_ready` reports its exit code
+            pass
 
     @property
     def exitcode(self) -> int | None:
