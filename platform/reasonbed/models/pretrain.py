@@ -26,10 +26,10 @@ synthetic_shapes (cartoon 0.54, painting 0.28, photo 0.42, sketch 0.46; chance 0
 rotated_digits (0.35 upright to 0.58 at 60 degrees; chance 0.10), and valid five-tag chains in 81% (shapes)
 and 100% (digits) of greedy reasoning-prompt completions. It runs in two data-parallel processes
 (`PretrainRecipe.processes`, `reasonbed.models.replicas`): 144 and 154 s against 202 and 164 s in one process,
-in two side-by-side runs on 2 cores (`jobs/bench_pretrain.py`; docs/benchmarks.md), for about 20% more CPU; one
+in two side-by-side runs on 2 cores (`jobs/bench_pretrain.py`; docs/benchmarks.md), for about a third more CPU; one
 process took 183 to 317 s on the machines of docs/training.md, "The tiny world" (the commands, the versions).
 Everything is deterministic for a seed (corpus, order, initialisation; torch runs on a fixed
-number of threads), and every field of `PretrainRecipe` enters the factory's cache hash.
+number of threads in a fixed number of processes), and every field of `PretrainRecipe` enters the factory's cache hash.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class PretrainRecipe:
     # threads are only ~20% faster on 2 idle cores and several times slower when another process competes for them.
     threads: int = 1
     # data-parallel processes (`reasonbed.models.replicas`), each on its share of every batch: two use both cores
-    # of a 2-core machine (each half batch takes ~55-60% of a whole one's time). The bytes depend on it.
+    # of a 2-core machine (half a batch takes 53-60% of a whole one's time). The bytes depend on it.
     processes: int = 2
     version: int = RECIPE_VERSION  # bumped when the recipe's code changes what it builds
 
