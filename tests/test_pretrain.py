@@ -30,8 +30,9 @@ from reasonbed.models.corpus import (
     render_image,
     sample_attributes,
 )
+from reasonbed.models.encoding import CorpusEncoder
 from reasonbed.models.loading import resolve_model_path
-from reasonbed.models.pretrain import CorpusEncoder, PretrainRecipe, answer_loss
+from reasonbed.models.pretrain import PretrainRecipe, answer_loss
 from reasonbed.models.tiny import MARKER, build_tiny_model, tiny_model_hash, tiny_model_spec
 
 REPO = Path(__file__).resolve().parents[1]

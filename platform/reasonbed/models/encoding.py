@@ -6,7 +6,8 @@
 token ids after it with labels that are -100 on every prompt and image position, so a loss covers only
 the target. Supervised pathways (`encode_pathway`: target text + end token) and GRPO completions (the
 sampled ids) are both encoded this way. `collate` right-pads a list of encodings into one batch; the
-vision tensors of the family's processor are concatenated along their first dimension.
+vision tensors of the family's processor are concatenated along their first dimension. `CorpusEncoder` holds
+a pretraining corpus encoded this way once (`reasonbed.models.pretrain`).
 """
 
 from __future__ import annotations
@@ -104,3 +105,59 @@ def collate(items: Sequence[dict[str, Any]], pad_token_id: int) -> dict[str, Any
         if key not in token_keys:
             batch[key] = torch.cat([item[key] for item in items], dim=0)
     return batch
+
+
+def encode_images(processor: Any, images: Sequence[Any], chunk: int = 64) -> list[dict[str, Any]]:
+    """Each image's vision tensors (what the processor returns beside the tokens), `chunk` images per call.
+
+    The images share one size, so each one owns an equal share of every vision tensor's first dimension.
+    """
+    chat = build_chat_prompt(processor, "")
+    encoded: list[dict[str, Any]] = []
+    for start in range(0, len(images), chunk):
+        part = list(images[start:start + chunk])
+        output = processor(text=[chat] * len(part), images=part, return_tensors="pt")
+        shape = output["input_ids"].shape
+        vision = {key: value for key, value in output.items()
+                  if key not in TEXT_KEYS and not (value.dim() == 2 and value.shape == shape)}
+        for key, value in vision.items():
+            if value.shape[0] % len(part):
+                raise ValueError(f"pretraining corpus: {key} of {len(part)} images does not split evenly")
+        encoded.extend({key: value.chunk(len(part))[index] for key, value in vision.items()}
+                       for index in range(len(part)))
+    return encoded
+
+
+class CorpusEncoder:
+    """The corpus pre-encoded once: each image's vision tensors, each distinct prompt and target's tokens.
+
+    A prompt's encoding depends on its image only through the image's size, the same for every corpus
+    image, so each distinct prompt goes through the processor once and is reused; `item()` equals
+    `reasonbed.models.encoding.encode_pathway` on that example (tests/test_pretrain.py checks it).
+    """
+
+    def __init__(self, processor: Any, images: Sequence[Any]) -> None:
+        sizes = {image.size for image in images}
+        if len(sizes) != 1:
+            raise ValueError(f"pretraining corpus: images must share one size, got {sorted(sizes)}")
+        self.processor = processor
+        self.reference = images[0]
+        self.vision = encode_images(processor, images)
+        self.prompts: dict[str, dict[str, Any]] = {}
+        self.targets: dict[str, list[int]] = {}
+
+    def prompt(self, prompt: str) -> dict[str, Any]:
+        """The processor's encoding of the templated `prompt` with a corpus-sized image (cached)."""
+        if prompt not in self.prompts:
+            self.prompts[prompt] = encode_prompt(self.processor, self.reference, prompt)
+        return self.prompts[prompt]
+
+    def target(self, target: str) -> list[int]:
+        """The ids of `target` and the end token (cached)."""
+        if target not in self.targets:
+            self.targets[target] = text_target_ids(self.processor.tokenizer, target)
+        return self.targets[target]
+
+    def item(self, image_index: int, prompt: str, target: str) -> dict[str, Any]:
+        """Unbatched tensors of one example: prompt (labels -100) + target + end token, and its image."""
+        return append_target({**self.prompt(prompt), **self.vision[image_index]}, self.target(target))
