@@ -128,7 +128,7 @@ def test_answer_loss_is_the_models_own_loss_and_gradient():
         loss.backward()
         return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
-    ours, our_grads = loss_and_grads(lambda: answer_loss(model, batch, labels))
+    ours, our_grads = loss_and_grads(lambda: answer_loss(model, batch, labels, (labels[:, 1:] != -100).sum()))
     theirs, their_grads = loss_and_grads(lambda: model(**batch, labels=labels).loss)
     assert ours.item() == pytest.approx(theirs.item(), rel=1e-5) and ours.item() > 0
     assert len(our_grads) == len(their_grads)

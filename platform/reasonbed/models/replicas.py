@@ -33,6 +33,10 @@ T = TypeVar("T")
 JOIN_TIMEOUT_S = 600.0  # how long a replica waits for the others (a helper's start on a busy machine included)
 
 
+class ReplicaError(RuntimeError):
+    """A replica failed (exited, did not join, or ended with other weights than the others)."""
+
+
 class Replicas:
     """This process's place among the replicas (`rank` of `world`) and their gloo group (None when alone)."""
 
@@ -56,8 +60,8 @@ class Replicas:
         padded[:len(mine)] = mine
         parts = [torch.empty_like(padded) for _ in range(self.world)]
         self.group.allgather([parts], [padded]).wait()
-        return torch.cat([part[:end - start] for rank, part in enumerate(parts)
-                          for start, end in [_bounds(rank, self.world, count)]])
+        lengths = [end - start for start, end in (_bounds(rank, self.world, count) for rank in range(self.world))]
+        return torch.cat([part[:length] for part, length in zip(parts, lengths, strict=True)])
 
     def total(self, value: Any) -> Any:
         """The sum over the replicas of the tensor `value` (a new tensor; `value` itself alone)."""
@@ -94,7 +98,7 @@ class Replicas:
         self.group.allreduce([high], _options(dist.ReduceOp.MAX)).wait()
         self.group.allreduce([low], _options(dist.ReduceOp.MIN)).wait()
         if not torch.equal(high, low):
-            raise RuntimeError(f"pretraining: the {self.world} data-parallel replicas ended with different weights "
+            raise ReplicaError(f"pretraining: the {self.world} data-parallel replicas ended with different weights "
                                f"(largest difference {float((high - low).abs().max()):.3g})")
 
 
@@ -156,8 +160,8 @@ def spawn_replicas(world: int, target: Callable[..., None], args: tuple[Any, ...
                 helper.wait(JOIN_TIMEOUT_S)
         except Exception as error:
             failed = [helper for helper in helpers if helper.exitcode not in (None, 0)]
-            if failed and "replica" not in str(error):  # e.g. gloo's error when a helper's connection closed
-                raise RuntimeError(f"pretraining: data-parallel {failed[0].name} failed (exit code "
+            if failed and not isinstance(error, ReplicaError):  # e.g. gloo's error when a helper's connection closed
+                raise ReplicaError(f"pretraining: data-parallel {failed[0].name} failed (exit code "
                                    f"{failed[0].exitcode}): {error}") from error
             raise
         finally:
@@ -165,7 +169,7 @@ def spawn_replicas(world: int, target: Callable[..., None], args: tuple[Any, ...
                 helper.stop()
         for helper in helpers:
             if helper.exitcode != 0:
-                raise RuntimeError(f"pretraining: {helper.name} exited with code {helper.exitcode}")
+                raise ReplicaError(f"pretraining: {helper.name} exited with code {helper.exitcode}")
 
 
 class _Helper:
@@ -208,10 +212,10 @@ def _wait_until_ready(store: Any, helpers: Sequence[Any]) -> None:
                 break
             except RuntimeError:  # not yet (the store's wait timed out)
                 if helper.exitcode is not None:
-                    raise RuntimeError(f"pretraining: replica {helper.name} exited with code {helper.exitcode} "
+                    raise ReplicaError(f"pretraining: {helper.name} exited with code {helper.exitcode} "
                                        f"before it joined") from None
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"pretraining: replica {helper.name} did not join within "
+                    raise ReplicaError(f"pretraining: {helper.name} did not join within "
                                        f"{JOIN_TIMEOUT_S:.0f} s") from None
 
 
