@@ -88,12 +88,12 @@ MODEL_FREE_FIRST = (
     "test_multinode.py", "test_storage_faults.py", "test_placement.py", "test_readme_headline.py", "test_wheel.py",
     "test_sweep_control.py", "test_core.py",
 )
-# Then the files of tests that need the model, those with the longest tests first (measured: docs/benchmarks.md,
-# "The test suite"), so that no long test starts last while the other worker idles.
+# Then the other files, the longest first (their summed test times, measured: docs/benchmarks.md, "The test
+# suite"), so that the last files handed out are short ones and neither worker idles long at the end.
 LONGEST_FIRST = (
-    "test_methods.py", "test_grpo.py", "test_generation.py", "test_cloud.py",
-    "test_evaluation_run.py", "test_share.py", "test_openai_engine.py", "test_train.py", "test_tune.py",
-    "test_novllm.py",
+    "test_methods.py", "test_grpo.py", "test_generation.py", "test_evaluation_run.py", "test_share.py",
+    "test_pretrain.py", "test_cloud.py", "test_tune.py", "test_openai_engine.py", "test_tracking.py",
+    "test_novllm.py", "test_models.py",
 )
 _model_build: subprocess.Popen | None = None
 # The randomly initialised tiny model (its build takes about 12 s): for the slow tests whose assertions are about

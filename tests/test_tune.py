@@ -170,11 +170,19 @@ def test_sweep_with_lodo_selection_runs_and_reports_it(tmp_path, ray_session):
     """DomainBed's protocol (random search, no early stopping): one study, two trials that both train to their
     end, each trained again with every source domain held out in turn: the records carry the held-out
     accuracies, the LODO table has a number, a held-out domain was never trained on, the tables say the protocol,
-    the zero-shot row is there."""
+    the zero-shot row is there. Its trials train in their own process, so they start no queue actor for Ray
+    Train's reports (one each, polled every 0.2 s, before 2026-12-04)."""
+    from ray.util.state import list_actors
+
     from reasonbed.report.build import build_report
 
+    def report_queues() -> int:  # Ray Train -> Tune report queues ever started on the session's Ray (dead ones too)
+        return len(list_actors(filters=[("class_name", "=", "_QueueActor")], limit=10_000, raise_on_missing_output=False))
+
+    queues = report_queues()
     outcome = run_sweep(_sweep(tmp_path, "num_samples=2", "test_domains=[photo]", "lodo_selection=true",
                                "search=random", "asha.enabled=false", "train.optim.max_steps=4", "train.eval.every=2"))
+    assert report_queues() == queues, "a trial training in its own process started a queue for Ray Train's reports"
     records = load_records(outcome["sweep"])
     assert len(records) == 2 and all(r.status == "completed" for r in records)
     first = min(optuna.load_study(study_name="direct-photo-s0", storage=outcome["study_storage"]).trials,

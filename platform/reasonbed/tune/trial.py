@@ -3,8 +3,9 @@
 The trial turns its sampled hyperparameters into TrainConfig overrides on top of the sweep's fixed
 values and its trial seed's split and training seeds (reasonbed.tune.seeds), writes `trial.json`
 (what it is, its seeds) and `provenance.json` (config, code and package versions,
-data manifest hash) into its trial directory first, then trains with a TuneReportCallback so every
-`ray.train.report` reaches Tune (ASHA) and the Optuna study.
+data manifest hash) into its trial directory first, then trains: on Ray Train with a TuneReportCallback so every
+`ray.train.report` reaches Tune (ASHA) and the Optuna study; in the trial's own process (`scale.backend=local`) its
+reports go to Tune directly.
 
 With `lodo_selection`, a trial that trains to its end (ASHA did not stop it) then trains once more per
 source domain V with V also held out (`val_domain=V`, same hyperparameters, nothing reported to Tune)
@@ -101,7 +102,10 @@ def run_trial(config: dict[str, Any], sweep: Any, method: str, test_domain: str,
     for file_name, content in files.items():  # in the sweep storage now, not at Tune's next artifact sync
         (trial_dir / file_name).write_text(json.dumps(content, indent=2, default=str))
         write_json(storage.join(trial_uri, file_name), content)
-    result = run(cfg, callbacks=(TuneReportCallback(),))
+    # Ray Train's reports reach Tune through the callback's queue, an actor of its own that the trial polls every
+    # 0.2 s: a trial that trains in its own process (`scale.backend=local`) reports to Tune itself and needs neither.
+    callbacks = (TuneReportCallback(),) if cfg.scale.backend == "ray" else ()
+    result = run(cfg, callbacks=callbacks)
     if not result.trained and result.final:  # a restored trial whose run had finished: Tune still needs its result
         tune.report(result.final)
     if sweep.lodo_selection:
