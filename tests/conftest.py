@@ -33,7 +33,7 @@ _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="rbtest-"))
 for _name, _sub in {
     "HF_HOME": "hf", "VLLM_CACHE_ROOT": "vllm", "XDG_CACHE_HOME": "xdg", "TORCHINDUCTOR_CACHE_DIR": "inductor",
     "REASONBED_CACHE": "reasonbed", "RAY_TMPDIR": "ray", "TRITON_CACHE_DIR": "triton",
-    "MPLCONFIGDIR": "mpl",
+    "MPLCONFIGDIR": "mpl", "VLLM_RPC_BASE_PATH": "rpc",  # vLLM's engine sockets (else in /tmp, left behind)
 }.items():
     os.environ[_name] = str(_SESSION_ROOT / _sub)
     (_SESSION_ROOT / _sub).mkdir(parents=True, exist_ok=True)
