@@ -2,7 +2,7 @@
 
 Builds the qwen2_vl `tiny` model from scratch with the factory's recipe, once with `processes=1` and once with
 the recipe's own count (2), alternating for `--rounds`, each into a fresh folder (nothing cached), and prints
-each build's seconds, the ratio of the medians (data-parallel / one process; 0.71 and 0.94 in two runs on 2
+each build's seconds, the ratio of the medians (data-parallel / one process; 0.71, 0.94 and 0.75 in three runs on 2
 cores, docs/benchmarks.md) and the largest difference between the two models' weights (the same math in another
 float summation order: 1.5e-6 after the smoke test's 7 steps, 1.7e-3 after the build's 2,300; the zero-shot
 figures of docs/training.md are the same to the digit).
