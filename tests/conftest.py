@@ -29,14 +29,21 @@ import pytest
 if TYPE_CHECKING:
     from reasonbed.models.configs import ModelConfig
 
-_SESSION_ROOT = Path(tempfile.mkdtemp(prefix="rbtest-"))
+# The system's temp dir, read once by the controller (pytest-xdist's workers inherit it): each process's session root
+# is made there, and so are the folders of the tests that need short paths (Ray's socket paths stay under 108
+# characters), and pytest's tmp_path folders (pytest keeps the last three runs' for a look after a failure).
+SYSTEM_TMP = os.environ.setdefault("REASONBED_TEST_SYSTEM_TMP", tempfile.gettempdir())
+os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", SYSTEM_TMP)
+_SESSION_ROOT = Path(tempfile.mkdtemp(prefix="rbtest-", dir=SYSTEM_TMP))
 for _name, _sub in {
     "HF_HOME": "hf", "VLLM_CACHE_ROOT": "vllm", "XDG_CACHE_HOME": "xdg", "TORCHINDUCTOR_CACHE_DIR": "inductor",
     "REASONBED_CACHE": "reasonbed", "RAY_TMPDIR": "ray", "TRITON_CACHE_DIR": "triton",
     "MPLCONFIGDIR": "mpl", "VLLM_RPC_BASE_PATH": "rpc",  # vLLM's engine sockets (else in /tmp, left behind)
+    "TMPDIR": "tmp",  # the rest: vLLM's FileStore files, multiprocessing's pymp-* folders of killed Ray workers, ...
 }.items():
     os.environ[_name] = str(_SESSION_ROOT / _sub)
     (_SESSION_ROOT / _sub).mkdir(parents=True, exist_ok=True)
+tempfile.tempdir = None  # this process reads TMPDIR again
 # Developers may keep the pretrained tiny models between sessions (CI builds them fresh, once per session).
 # Under pytest-xdist (`make test-fast` runs two workers) the controller imports this file first and names its own
 # cache here; the workers inherit it and share it: the tiny models and offline datasets are built once (under a

@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import SUITE_RAY_KNOBS, free_port
+from conftest import SUITE_RAY_KNOBS, SYSTEM_TMP, free_port
 from reasonbed.cli import cluster_check
 from reasonbed.cli import cluster_files as rc
 from reasonbed.ray_runtime import SETUP_HOOK, worker_runtime_env
@@ -455,7 +455,7 @@ def _summary(output: str) -> dict[str, Any]:
 
 
 def _head(prefix: str, max_workers_per_type: int) -> Iterator[OwnRayHead]:
-    root = Path(tempfile.mkdtemp(prefix=prefix))  # short: Ray's socket paths must stay < 108 chars
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir=SYSTEM_TMP))  # short: Ray's socket paths must stay < 108 chars
     gcs_port = free_port()
     config = rc.fake_autoscaling_config(rc.load_yaml(CLUSTER / "aws.yaml"), gcs_address=f"127.0.0.1:{gcs_port}",
                                         head_resources={"CPU": 2}, worker_cpus=1,
