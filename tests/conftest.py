@@ -137,7 +137,11 @@ def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001
     if _model_build is not None and _model_build.poll() is None:  # a selection that never needed the model
         _model_build.terminate()
         _model_build.wait(timeout=30)
-    shutil.rmtree(_SESSION_ROOT, ignore_errors=True)
+    for _ in range(5):  # a Ray process that outlives `ray.shutdown()` by a moment may still write a file into it
+        shutil.rmtree(_SESSION_ROOT, ignore_errors=True)
+        if not _SESSION_ROOT.exists():
+            break
+        time.sleep(1.0)
 
 
 @pytest.fixture(scope="session")
