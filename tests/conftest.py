@@ -3,7 +3,7 @@ OpenAI-compatible server (`start_vllm_server`) and one small trained adapter (`t
 tests that serve, export and predict.
 
 Everything the tests write (Ray's temp dir, Hugging Face, vLLM and torch caches, the tiny-model
-cache) goes under one temporary directory, set before any heavy import.
+cache, every process's TMPDIR) goes under one temporary directory, set before any heavy import.
 """
 
 from __future__ import annotations
