@@ -167,6 +167,12 @@ def save_random_adapter(directory: Path, model: ModelConfig, seed: int, std: flo
     return directory
 
 
+def short_temp_dir(prefix: str) -> Path:
+    """A new folder in the system's temp dir, not the session's deeper root: for a Ray of a test's own, whose socket
+    paths under it must stay under 108 characters. The test removes it."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=SYSTEM_TMP))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -25,7 +25,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -35,7 +34,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import SUITE_RAY_KNOBS, SYSTEM_TMP, free_port
+from conftest import SUITE_RAY_KNOBS, free_port, short_temp_dir
 from reasonbed.cli import cluster_check
 from reasonbed.cli import cluster_files as rc
 from reasonbed.ray_runtime import SETUP_HOOK, worker_runtime_env
@@ -455,7 +454,7 @@ def _summary(output: str) -> dict[str, Any]:
 
 
 def _head(prefix: str, max_workers_per_type: int) -> Iterator[OwnRayHead]:
-    root = Path(tempfile.mkdtemp(prefix=prefix, dir=SYSTEM_TMP))  # short: Ray's socket paths must stay < 108 chars
+    root = short_temp_dir(prefix)
     gcs_port = free_port()
     config = rc.fake_autoscaling_config(rc.load_yaml(CLUSTER / "aws.yaml"), gcs_address=f"127.0.0.1:{gcs_port}",
                                         head_resources={"CPU": 2}, worker_cpus=1,

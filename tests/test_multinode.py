@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import RANDOM_MODEL, SYSTEM_TMP, free_port, save_random_adapter
+from conftest import RANDOM_MODEL, free_port, save_random_adapter, short_temp_dir
 from reasonbed.models.configs import ModelConfig
 from test_cluster import OwnRayHead, _session_pids
 
@@ -103,7 +103,7 @@ class WorkerRaylet:
 
 @pytest.fixture(scope="module")
 def two_nodes(s3_server: str) -> Iterator[tuple[OwnRayHead, Path]]:  # noqa: ARG001 - raylets inherit the S3 env
-    root = Path(tempfile.mkdtemp(prefix="rbmn-", dir=SYSTEM_TMP))  # short: Ray's socket paths must stay < 108 chars
+    root = short_temp_dir("rbmn-")
     head = OwnRayHead(root / "h", None, head_cpus=2, gcs_port=free_port())
     worker = WorkerRaylet(head, root / "w", {"train_node": 1})
     try:

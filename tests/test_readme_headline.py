@@ -24,12 +24,11 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from conftest import RANDOM_MODEL, SYSTEM_TMP, free_port
+from conftest import RANDOM_MODEL, free_port, short_temp_dir
 from test_cluster import RAY_BIN, OwnRayHead, _session_pids
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +61,7 @@ def _run(argv: list[str], env: dict[str, str], timeout: float) -> subprocess.Com
 
 @pytest.mark.slow
 def test_readme_headline_steps_on_an_own_head() -> None:
-    root = Path(tempfile.mkdtemp(prefix="rbr-", dir=SYSTEM_TMP))  # short: Ray's socket paths must stay < 108 chars
+    root = short_temp_dir("rbr-")
     head = OwnRayHead(root, None, head_cpus=2, gcs_port=free_port())
     env = {key: value for key, value in head.env.items() if key != "RAY_AUTH_TOKEN"}  # the token file only
     env.pop("RAY_AUTH_MODE")
