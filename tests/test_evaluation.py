@@ -207,6 +207,26 @@ def test_metrics_from_answered_rows():
     assert matrix.tolist() == [[1, 0, 0], [1, 0, 1]]
 
 
+def test_a_corrupt_image_stops_the_evaluation_before_anything_or_is_skipped_and_counted(tmp_path):
+    """data.on_corrupt on the evaluation's read path: `error` names the file before any engine starts or anything is
+    written; `skip` leaves it out of the items and counts it (the report and provenance.json say it: the real
+    run in tests/test_evaluation_run.py)."""
+    from reasonbed.evaluation.runner import run_evaluation
+
+    root = tmp_path / "data"
+    synthetic.generate(str(root), images_per_class=1)
+    corrupt = "photo/star/star_00000.png"
+    (root / corrupt).write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    cfg = load(EvalConfig, overrides=[f"data.root={root}", f"output={tmp_path / 'out'}",
+                                      'models=[{model: {path: "Qwen/Qwen2-VL-2B-Instruct", family: qwen2_vl}}]'])
+    with pytest.raises(DatasetError, match=f"{corrupt}.*data.on_corrupt=skip"):
+        run_evaluation(cfg)
+    assert not (tmp_path / "out").exists()
+    found, _, checked = load_items(synthetic.SPEC, str(root), {}, "skip")
+    assert corrupt not in {item.path for item in found} and len(found) == 4 * 6 - 1
+    assert checked.record()["skipped"] == 1 and checked.record()["first"][0]["path"] == corrupt
+
+
 def test_dry_run_prints_the_resolved_config_and_starts_nothing(tmp_path, capsys):
     import yaml
 

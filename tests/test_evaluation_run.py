@@ -4,7 +4,9 @@ every table and plot, resumes from its shards, and its probe beats chance."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +24,7 @@ from reasonbed.evaluation.sampling import Sampler
 SECTIONS = ("## Models", "## Zero-shot accuracy", "## In-context learning", "## Domain knowledge",
             "## Linear probe against zero-shot", "## Confusion matrices", "## Cost", "## Skipped episodes",
             "## Provenance")
+CORRUPT = "photo/star/star_00099.png"  # beside the generated images: the run's counts stay those of the shapes
 
 
 @pytest.fixture(scope="module")
@@ -74,12 +77,15 @@ def evaluated(shapes, tiny_model_dir, tmp_path_factory, ray_session):
     from reasonbed.models.lora import peft_lora_config
 
     work = tmp_path_factory.mktemp("ood-run")
+    data = work / "data"  # the shapes and one corrupt file, skipped (data.on_corrupt=skip) and counted
+    shutil.copytree(shapes, data)
+    (data / CORRUPT).write_bytes(b"\x89PNG\r\n\x1a\n not an image")
     model, _ = load_model_and_processor(ModelConfig(path=str(tiny_model_dir)))
     lora = peft_lora_config(LoraConfig(), "qwen2_vl")
     lora.init_lora_weights = False  # a non-zero update, so the adapter visibly changes the answers
     peft.get_peft_model(model, lora).save_pretrained(work / "train-run" / "adapter")
     overrides = [
-        f"data.root={shapes}", "engine.name=hf", "engine.batch_size=12",
+        f"data.root={data}", "data.on_corrupt=skip", "engine.name=hf", "engine.batch_size=12",
         "shots=[0,2]", "queries_per_domain=3", "prompts=[direct]", "max_tokens_direct=6",
         f'models=[{{model: {{path: "{tiny_model_dir}"}}, name: base}}, '
         f'{{model: {{path: "{tiny_model_dir}"}}, adapter: "{work / "train-run"}", name: tuned}}]']
@@ -119,6 +125,9 @@ def test_report_has_every_table_and_plot(evaluated):
     by_model = predictions.pivot_table(index=["image_id", "condition", "k"], columns="model", values="completion",
                                        aggfunc="first")
     assert (by_model["base"] != by_model["tuned"]).any()  # the adapter was applied
+    skipped = json.loads((out / "provenance.json").read_text())["skipped_inputs"]
+    assert skipped["skipped"] == 1 and skipped["first"][0]["path"] == CORRUPT
+    assert "**1 corrupt image(s) skipped** (data.on_corrupt=skip" in text and f"`{CORRUPT}`" in text
 
 
 @pytest.mark.slow

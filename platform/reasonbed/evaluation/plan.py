@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from reasonbed.config import ConfigError
-from reasonbed.data.reader import scan
+from reasonbed.data.reader import ImageCheck, check_images, scan
 from reasonbed.data.specs import DatasetSpec
 from reasonbed.evaluation.adapters import adapter_digest, check_adapter, resolve_adapter
 from reasonbed.evaluation.config import ZERO_SHOT, EvalConfig, EvalModel
@@ -89,9 +89,12 @@ def resolve_models(cfg: EvalConfig) -> list[ResolvedModel]:
     return resolved
 
 
-def load_items(spec: DatasetSpec, root: str, storage_options: dict[str, Any]) -> tuple[list[Item], str, list]:
-    """Every image of the dataset as an Item with its nuisance value; the nuisance's name; the scan index."""
-    index = scan(spec, root, None, storage_options)
+def load_items(spec: DatasetSpec, root: str, storage_options: dict[str, Any], on_corrupt: str = "error"
+               ) -> tuple[list[Item], str, ImageCheck]:
+    """Every image of the dataset that decodes as an Item with its nuisance value; the nuisance's name; the image
+    check (`data.on_corrupt`: a corrupt image raises DatasetError naming it, or is skipped and counted)."""
+    checked = check_images(spec, root, scan(spec, root, None, storage_options), storage_options, on_corrupt)
+    index = checked.rows
     attribute = NUISANCE_ATTRIBUTES.get(spec.name, "domain")
     if attribute == "domain":
         values = {row["path"]: row["domain"] for row in index}
@@ -102,7 +105,7 @@ def load_items(spec: DatasetSpec, root: str, storage_options: dict[str, Any]) ->
         values = {row["path"]: str(metadata.get(row["path"], {}).get(attribute, "")) for row in index}
     items = [Item(str(row["id"]), str(row["path"]), str(row["domain"]), int(row["label"]), values[row["path"]])
              for row in index]
-    return items, attribute, index
+    return items, attribute, checked
 
 
 def _row(episode: Episode, prompt: str, spec: DatasetSpec) -> dict[str, Any]:

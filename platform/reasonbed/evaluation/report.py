@@ -146,9 +146,20 @@ def build_blocks(inputs: ReportInputs, out_dir: Path) -> tuple[list[Block], dict
               f"- code version: `{prov.get('code_version')}`",
               f"- packages: {', '.join(f'{k} {v}' for k, v in prov.get('packages', {}).items())}",
               f"- data manifest sha256: `{prov.get('data_manifest_sha256')}` ({prov.get('images')} images)",
+              *_skipped_inputs_line(prov.get("skipped_inputs")),
               "- resolved config:", "", "```yaml", _yaml(prov.get("config", {})).rstrip(), "```", ""]
     shown["cost"] = cost
     return _grouped(lines), shown
+
+
+def _skipped_inputs_line(skipped: dict[str, Any] | None) -> list[str]:
+    """The corrupt images left out (data.on_corrupt=skip), as one provenance line; none when none were."""
+    if not skipped or not skipped.get("skipped"):
+        return []
+    first = ", ".join(f"`{row['path']}`" for row in skipped.get("first", []))
+    more = " ..." if skipped["skipped"] > len(skipped.get("first", [])) else ""
+    return [f"- **{skipped['skipped']} corrupt image(s) skipped** (data.on_corrupt=skip; provenance.json "
+            f"`skipped_inputs`): {first}{more}"]
 
 
 def _grouped(items: Sequence[Block]) -> list[Block]:

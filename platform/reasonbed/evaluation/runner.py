@@ -51,7 +51,7 @@ def run_evaluation(cfg: EvalConfig) -> str:
     spec, root = catalog.resolve(cfg.data)
     domains = [spec.check_domain(domain) for domain in cfg.domains] or list(spec.domains)
     models = resolve_models(cfg)
-    items, nuisance, index = load_items(spec, root, cfg.data.storage_options)
+    items, nuisance, checked = load_items(spec, root, cfg.data.storage_options, cfg.data.on_corrupt)  # before any run
     sampler = Sampler(items, spec.display_names, cfg.seed, spec.name, nuisance)
     rows, skipped = plan_rows(cfg, spec, sampler)  # too few images for k fails here, before anything runs
     remote = storage.is_remote(cfg.output)
@@ -59,7 +59,9 @@ def run_evaluation(cfg: EvalConfig) -> str:
     out.mkdir(parents=True, exist_ok=True)
     store = ShardStore(storage.join(cfg.output, "predictions"))
     store.check_writable()
-    record = provenance(cfg, index)  # storage options redacted
+    record = provenance(cfg, checked.rows)  # storage options redacted
+    if checked.skipped:  # data.on_corrupt=skip: said in the report and in provenance.json
+        record["skipped_inputs"] = checked.record()
     (out / "config.yaml").write_text(yaml.safe_dump(record["config"], sort_keys=False))
     init_ray(address=cfg.ray_address or None)
     max_tokens = {"direct": cfg.max_tokens_direct, "reasoning": cfg.max_tokens_reasoning}
