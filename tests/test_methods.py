@@ -92,6 +92,16 @@ def test_sarr_round_keeps_self_chains_and_trains_as_a_sweep_trial(tmp_path, tiny
     assert adapters[0] != adapters[1], "round 1 trained: its adapter is not round 0's"
     base = _evaluations(result.run_dir / "round0")[0]
     assert base["step"] == 0 and result.final["val_acc"] >= base["val_acc"] + MIN_GAIN["sarr"]
+    # the run directory is finished like every run's: its inputs' image check recorded, and its own choice across
+    # the rounds (selected.json) is what `reasonbed export <run dir>` exports, the chosen round's checkpoint
+    from reasonbed.share.source import choose
+
+    provenance = json.loads((result.run_dir / "provenance.json").read_text())
+    assert provenance["skipped_inputs"] == {"on_corrupt": "error", "skipped": 0, "first": []}
+    chosen = choose(str(result.run_dir))
+    best = max(row["val_acc"] for row in _evaluations(result.run_dir))
+    assert chosen.report["val_acc"] == best and f"round {chosen.report['round']} step" in chosen.label
+    assert f"trial-7-round{chosen.report['round']}/checkpoint_" in chosen.checkpoint
 
 
 def _grpo(tmp_path: Path, tiny_model_dir: Path, *overrides: str) -> list[dict]:

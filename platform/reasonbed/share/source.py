@@ -56,17 +56,23 @@ def from_run(run_dir: str) -> Chosen:
     selected = _read_json(fs, f"{base}/selected.json")
     with fs.open(f"{base}/metrics.jsonl", "r") as handle:
         reports = [json.loads(line) for line in handle if line.strip()]
-    report = next((row for row in reports if row.get("step") == selected.get("step")), dict(selected))
+    report = next((row for row in reports if _stage_step(row) == _stage_step(selected)), dict(selected))
     if not selected.get("checkpoint"):
         raise ConfigError(f"{run_dir!r}: selected.json names no checkpoint (a run from before checkpoints were "
                           f"recorded); export its final adapter with `reasonbed export` on a newer run")
     config = _read_yaml(fs, f"{base}/config.yaml")
     provenance = _read_json(fs, f"{base}/provenance.json") if fs.exists(f"{base}/provenance.json") else {}
-    last = reports[-1].get("step") if reports else None
+    last = _stage_step(reports[-1]) if reports else None
+    stage = f"round {selected['round']} " if selected.get("round") is not None else ""
     return Chosen(str(selected["checkpoint"]), report, config, provenance, "run", run_dir,
-                  f"{config.get('method')} / {config.get('test_domain')} / seed {config.get('seed')} / step "
+                  f"{config.get('method')} / {config.get('test_domain')} / seed {config.get('seed')} / {stage}step "
                   f"{selected.get('step')}", fallback_adapter=storage.join(run_dir, "adapter")
-                  if selected.get("step") == last else "")
+                  if _stage_step(selected) == last else "")
+
+
+def _stage_step(report: dict[str, Any]) -> tuple[Any, Any]:
+    """Which report: its step, and its stage's round in a multi-stage run (SARR counts steps per round)."""
+    return report.get("round"), report.get("step")
 
 
 def from_sweep(sweep: str, selection: str, method: str = "", test_domain: str = "", seed: int | None = None

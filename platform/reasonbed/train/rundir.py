@@ -146,29 +146,39 @@ class RunDir:
 
     def finish(self, checkpoint: str | Path, index: Sequence[dict[str, Any]],
                skipped: dict[str, Any] | None = None) -> TrainResult:
-        """Copy the final adapter and write metrics, steps, selection, provenance (with the inputs skipped, see
-        reasonbed.data.reader.ImageCheck.record) and `done` from a checkpoint."""
-        from reasonbed.provenance import provenance
-
+        """The run's files (`write_final`) from its final checkpoint: its reports, step history and adapter."""
         fs, path = storage.filesystem(str(checkpoint))
         local = self.path / ".final-checkpoint"
         shutil.rmtree(local, ignore_errors=True)
         fs.get(f"{path}/", str(local), recursive=True)
         state = json.loads((local / "state.json").read_text())
-        reports, history = list(state.get("reports", [])), list(state.get("history", []))
-        adapter = self.path / "adapter"
-        shutil.rmtree(adapter, ignore_errors=True)
-        shutil.copytree(local / checkpointing.ADAPTER_DIR, adapter)
+        result = self.write_final(list(state.get("reports", [])), local / checkpointing.ADAPTER_DIR, index, skipped,
+                                  history=list(state.get("history", [])))
         shutil.rmtree(local, ignore_errors=True)
+        return result
+
+    def write_final(self, reports: Sequence[dict[str, Any]], adapter: Path, index: Sequence[dict[str, Any]],
+                    skipped: dict[str, Any] | None = None,
+                    history: Sequence[dict[str, Any]] | None = None) -> TrainResult:
+        """Write a finished run's files: the final adapter (copied), metrics (and steps when given), the run's own
+        training-domain validation choice (`selected.json`: the best val_acc, the later on ties), provenance (with
+        the inputs skipped, see reasonbed.data.reader.ImageCheck.record) and, last, `done`."""
+        from reasonbed.provenance import provenance
+
+        final_adapter = self.path / "adapter"
+        shutil.rmtree(final_adapter, ignore_errors=True)
+        shutil.copytree(adapter, final_adapter)
         _write_lines(self.path / "metrics.jsonl", reports)
-        _write_lines(self.path / STEPS_FILE, history)
-        if reports:  # the run's own training-domain validation choice: best val_acc, the later on ties
+        if history is not None:
+            _write_lines(self.path / STEPS_FILE, history)
+        if reports:
             best = max(enumerate(reports), key=lambda item: (float(item[1].get("val_acc", 0.0)), item[0]))[1]
             keep = ("step", "val_acc", "test_acc", "test_out_acc", "select_on", "checkpoint")
-            (self.path / "selected.json").write_text(json.dumps({k: best.get(k) for k in keep}, indent=2))
+            stage = {k: best[k] for k in ("round", "global_step") if k in best}  # a multi-stage run's (SARR's)
+            (self.path / "selected.json").write_text(json.dumps({**{k: best.get(k) for k in keep}, **stage}, indent=2))
         (self.path / "provenance.json").write_text(json.dumps({**provenance(self.cfg, index),
                                                                "skipped_inputs": skipped or {}}, indent=2))
         (self.path / "done").write_text(json.dumps({k: v for k, v in (reports[-1] if reports else {}).items()
                                                      if plain_metric(v)}, default=float))
-        return TrainResult(self.path, [{k: v for k, v in row.items() if plain_metric(v)} for row in reports], adapter,
-                           skipped or {})
+        return TrainResult(self.path, [{k: v for k, v in row.items() if plain_metric(v)} for row in reports],
+                           final_adapter, skipped or {})

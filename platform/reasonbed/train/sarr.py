@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -28,8 +27,8 @@ from reasonbed import storage
 from reasonbed.methods.sarr import SARRConfig, SARRMethod
 from reasonbed.train.checkpointing import ADAPTER_DIR
 from reasonbed.train.config import TrainConfig
-from reasonbed.train.driver import chains_by_image, resolve, run_training
-from reasonbed.train.rundir import RunDir, TrainResult, plain_metric
+from reasonbed.train.driver import chains_by_image, resolve_checked, run_training
+from reasonbed.train.rundir import RunDir, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -85,9 +84,9 @@ def stage_config(cfg: TrainConfig, options: SARRConfig, round_index: int, **chan
 def run_sarr(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
     """MTCT then `rounds` SARR rounds; the run directory holds every stage and the final adapter."""
     from reasonbed.data.splits import lodo_split
-    from reasonbed.provenance import provenance
 
-    cfg, spec, _, index = resolve(cfg)
+    cfg, spec, _, checked = resolve_checked(cfg)
+    index = checked.rows
     options = SARRMethod.parse_options(cfg.method_config)
     run = RunDir.open(cfg)
     if run.done:
@@ -114,16 +113,9 @@ def run_sarr(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
                        "train_images": len(train_ids), "steps": result.final.get("step", 0), **_accuracy(result)})
         log.info("SARR round %d: kept %.1f%% of self-chains (%d images), val_acc %.3f", round_index,
                  summary["kept_pct"], summary["images_with_kept_chain"], rounds[-1]["val_acc"])
-    shutil.rmtree(run.path / "adapter", ignore_errors=True)
-    shutil.copytree(result.adapter, run.path / "adapter")
-    with open(run.path / "metrics.jsonl", "w") as handle:
-        handle.writelines(json.dumps({k: v for k, v in row.items() if plain_metric(v)}, default=float) + "\n"
-                          for row in metrics)
     with open(run.path / "sarr_rounds.jsonl", "w") as handle:
         handle.writelines(json.dumps(row, default=float) + "\n" for row in rounds)
-    (run.path / "provenance.json").write_text(json.dumps(provenance(cfg, index), indent=2))
-    (run.path / "done").write_text(json.dumps(metrics[-1] if metrics else {}, default=float))
-    return TrainResult(run.path, metrics, run.path / "adapter")
+    return run.write_final(metrics, result.adapter, index, checked.record())
 
 
 def _accuracy(result: TrainResult) -> dict[str, float]:
