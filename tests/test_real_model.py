@@ -13,14 +13,21 @@ from PIL import Image
 
 from reasonbed import cli
 from reasonbed.config import ConfigError, load
-from reasonbed.models import LoraConfig, ModelConfig, apply_lora, build_tiny_model, load_model_and_processor
+from reasonbed.models import (
+    FAMILIES,
+    LoraConfig,
+    ModelConfig,
+    apply_lora,
+    build_tiny_model,
+    load_model_and_processor,
+)
 from reasonbed.models.configs import check_real_model
 from reasonbed.models.loading import resolve_model, set_gradient_checkpointing, weights_dtype
 from reasonbed.models.memory import estimate_training_memory
 from reasonbed.train.config import ScaleConfig, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
-FAMILIES = ["qwen2_vl", "qwen2_5_vl", "internvl3"]
+ALL_FAMILIES = sorted(FAMILIES.names())  # every registered family
 
 
 def _tiny(family: str) -> str:
@@ -136,7 +143,7 @@ def test_gradient_checkpointing_auto_follows_the_parameter_count() -> None:
 # ------------------------------------------------------------------------------------------- family
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_family_is_detected_from_config_json(family: str) -> None:
     from reasonbed.models.families import get_family
 
@@ -222,7 +229,7 @@ def test_real_dataset_without_a_model_path_fails_in_the_api_too(tmp_path: Path) 
 # ----------------------------------------------------------------------------------------- memory
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", ALL_FAMILIES)
 def test_memory_estimate_counts_exactly_what_training_loads(family: str) -> None:
     cfg = ModelConfig(path=_tiny(family))
     estimate = estimate_training_memory(cfg, LoraConfig(), micro_batch=2)
