@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import os
 import random
@@ -212,6 +213,12 @@ def write_bytes(url: str, data: bytes) -> None:
     if "/" in path.strip("/"):
         fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     fs.pipe_file(path, data)
+
+
+def read_json(fs: AbstractFileSystem, path: str) -> Any:
+    """The JSON document at `path` of `fs` (a pair `filesystem()` returns)."""
+    with fs.open(path, "r") as handle:
+        return json.load(handle)
 
 
 def join(root: str, *parts: str) -> str:

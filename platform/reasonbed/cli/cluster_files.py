@@ -25,7 +25,6 @@ Ray imports happen inside the functions, so importing this module is cheap.
 from __future__ import annotations
 
 import copy
-import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -321,14 +320,6 @@ def raycluster_autoscaling_config(spec: Mapping[str, Any], name: str = "reasonbe
 
     ray_cr = {"metadata": {"name": name, "namespace": namespace}, "spec": copy.deepcopy(dict(spec))}
     return _derive_autoscaling_config_from_ray_cr(ray_cr)
-
-
-def ray_start_resources(params: Mapping[str, str]) -> dict[str, int]:
-    """Custom resources from a KubeRay `rayStartParams.resources` value (`'"{\\"x\\": 1}"'`)."""
-    raw = params.get("resources")
-    if not raw:
-        return {}
-    return json.loads(raw.strip()[1:-1].replace("\\", ""))
 
 
 def check_directory(directory: str | Path) -> list[str]:

@@ -79,11 +79,6 @@ def trainable_parameter_counts(model: Any, family: ModelFamily | str) -> dict[st
     return counts
 
 
-def trainable_parameter_names(model: Any) -> list[str]:
-    """Names of the parameters that require gradients."""
-    return [name for name, parameter in model.named_parameters() if parameter.requires_grad]
-
-
 def adapter_files(model: Any) -> dict[str, bytes]:
     """A peft model's current adapter as peft writes it (adapter_config.json, adapter_model.safetensors).
 

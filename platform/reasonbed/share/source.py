@@ -34,11 +34,6 @@ class Chosen:
     fallback_adapter: str = ""  # the run's final adapter/ (used when the checkpoint is the last and was pruned)
 
 
-def _read_json(fs: Any, path: str) -> Any:
-    with fs.open(path, "r") as handle:
-        return json.load(handle)
-
-
 def _read_yaml(fs: Any, path: str) -> dict[str, Any]:
     import yaml
 
@@ -53,7 +48,7 @@ def from_run(run_dir: str) -> Chosen:
         raise ConfigError(f"{run_dir!r}: the run is not finished (no `done` marker); export a finished run")
     if not fs.exists(f"{base}/selected.json"):
         raise ConfigError(f"{run_dir!r}: no selected.json (a run with no evaluation report has nothing to export)")
-    selected = _read_json(fs, f"{base}/selected.json")
+    selected = storage.read_json(fs, f"{base}/selected.json")
     with fs.open(f"{base}/metrics.jsonl", "r") as handle:
         reports = [json.loads(line) for line in handle if line.strip()]
     report = next((row for row in reports if _stage_step(row) == _stage_step(selected)), dict(selected))
@@ -61,7 +56,7 @@ def from_run(run_dir: str) -> Chosen:
         raise ConfigError(f"{run_dir!r}: selected.json names no checkpoint (a run from before checkpoints were "
                           f"recorded); export its final adapter with `reasonbed export` on a newer run")
     config = _read_yaml(fs, f"{base}/config.yaml")
-    provenance = _read_json(fs, f"{base}/provenance.json") if fs.exists(f"{base}/provenance.json") else {}
+    provenance = storage.read_json(fs, f"{base}/provenance.json") if fs.exists(f"{base}/provenance.json") else {}
     last = _stage_step(reports[-1]) if reports else None
     stage = f"round {selected['round']} " if selected.get("round") is not None else ""
     return Chosen(str(selected["checkpoint"]), report, config, provenance, "run", run_dir,

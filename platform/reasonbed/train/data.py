@@ -10,7 +10,6 @@ s3://) and cached.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
@@ -25,10 +24,6 @@ def epoch_order(n: int, seed: int, epoch: int) -> tuple[int, ...]:
     order = list(range(n))
     random.Random(f"{seed}/epoch/{epoch}").shuffle(order)
     return tuple(order)
-
-
-def total_steps(n: int, batch_size: int, epochs: float, max_steps: int) -> int:
-    return max_steps if max_steps else max(1, math.ceil(epochs * n / batch_size))
 
 
 def step_indices(n: int, batch_size: int, step: int, seed: int) -> list[tuple[int, int]]:

@@ -33,12 +33,6 @@ def write_json(uri: str, content: Any) -> None:
     storage.write_bytes(uri, json.dumps(content, indent=2, default=str).encode())
 
 
-def read_json(uri: str) -> Any:
-    fs, path = storage.filesystem(uri)
-    with fs.open(path, "r") as handle:
-        return json.load(handle)
-
-
 def sqlite_file(study_url: str) -> Path | None:
     """The file of a sqlite:/// Optuna URL, or None for another database."""
     return Path(study_url[len("sqlite:///"):]) if study_url.startswith("sqlite:///") else None

@@ -66,11 +66,6 @@ class TrialRecord:
         return self.reports[-1] if self.reports else {}
 
 
-def _read_json(fs: Any, path: str) -> Any:
-    with fs.open(path, "r") as handle:
-        return json.load(handle)
-
-
 def _read_lines(fs: Any, path: str) -> list[dict[str, Any]]:
     with fs.open(path, "r") as handle:
         return [json.loads(line) for line in handle if line.strip()]
@@ -94,7 +89,7 @@ def load_records(sweep_uri: str, storage_options: Mapping[str, Any] | None = Non
         directory = trial_json.rsplit("/", 1)[0]
         if directory.rsplit("/", 2)[-2] not in studies:  # e.g. a partial run kept aside in .interrupted/
             continue
-        meta = _read_json(fs, trial_json)
+        meta = storage.read_json(fs, trial_json)
         result_path = f"{directory}/result.json"
         reports = valid_reports(_read_lines(fs, result_path) if fs.exists(result_path) else [])
         errored = fs.exists(f"{directory}/error.txt") or fs.exists(f"{directory}/error.pkl")
@@ -110,9 +105,9 @@ def load_records(sweep_uri: str, storage_options: Mapping[str, Any] | None = Non
         records.append(TrialRecord(
             study=meta["study"], method=meta["method"], test_domain=meta["test_domain"], seed=int(meta["seed"]),
             trial_id=meta["trial_id"], hparams=meta.get("hparams", {}), reports=reports, status=status,
-            provenance=_read_json(fs, provenance_path) if fs.exists(provenance_path) else {},
+            provenance=storage.read_json(fs, provenance_path) if fs.exists(provenance_path) else {},
             cpus=float(meta.get("cpus", 0)), gpus=float(meta.get("gpus", 0)), path=directory,
-            lodo=_read_json(fs, lodo_path) if fs.exists(lodo_path) else {}, seeds=dict(meta.get("seeds") or {}),
+            lodo=storage.read_json(fs, lodo_path) if fs.exists(lodo_path) else {}, seeds=dict(meta.get("seeds") or {}),
             draw=None if meta.get("draw") is None else int(meta["draw"]),
         ))
     return records
@@ -126,7 +121,7 @@ def load_zero_shot(sweep_uri: str, storage_options: Mapping[str, Any] | None = N
     fs, base = storage.filesystem(sweep_uri, storage_options)
     records = []
     for path in sorted(fs.glob(f"{base}/zero_shot/*/zero_shot.json")):
-        data = _read_json(fs, path)
+        data = storage.read_json(fs, path)
         name = path.rsplit("/", 2)[-2]
         reports = valid_reports(data.get("reports") or [])
         if reports and "seconds" in data:  # the run's wall time is its cost, as Tune's time_total_s for trials
@@ -144,4 +139,4 @@ def read_sweep(sweep_uri: str, storage_options: Mapping[str, Any] | None = None)
     fs, base = storage.filesystem(sweep_uri, storage_options)
     if not fs.exists(f"{base}/sweep.json"):
         raise FileNotFoundError(f"{sweep_uri!r} is not a sweep folder (no sweep.json)")
-    return _read_json(fs, f"{base}/sweep.json")
+    return storage.read_json(fs, f"{base}/sweep.json")
