@@ -134,4 +134,6 @@ def test_a_reasoning_method_is_compared_with_the_base_model_on_its_own_prompt():
     baselines = {row.select_on: row.cells["photo"].values for row in rows if row.zero_shot}
     assert baselines == {"direct": (0.4,), "reasoning": (0.2,)} and [r.method for r in rows[2:]] == ["direct",
                                                                                                        "reasoning"]
-    assert "reasoning" in method_prompts("reasoning") and method_prompts("direct") == {"direct"}
+    assert "reasoning" in method_prompts("reasoning", {}) and method_prompts("direct", {}) == {"direct"}
+    assert method_prompts("grpo", {"prompt": "reasoning"}) == {"direct", "reasoning"}  # the options' prompt
+    assert method_prompts("grpo", {"prompt": "direct"}) == {"direct"}

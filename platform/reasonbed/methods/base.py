@@ -65,9 +65,15 @@ class Method:
     def pathways(self, example: Mapping[str, Any], rng: random.Random) -> list[Pathway]:
         raise NotImplementedError(f"method {self.name!r} has no pathways (it names worker_step {self.worker_step!r})")
 
+    @classmethod
+    def scored_prompt(cls, options: Any) -> str:
+        """The prompt the method's model is asked with at evaluation by default, given its parsed options (a class
+        fact: readable without building the method)."""
+        return cls.eval_prompt
+
     def prompt_kind(self) -> str:
-        """The prompt the method's model is asked with at evaluation by default."""
-        return self.eval_prompt
+        """The prompt this method's model is asked with at evaluation by default."""
+        return self.scored_prompt(self.options)
 
     def select_on(self, cfg: Any) -> str:
         """The prompt whose accuracy is val_acc / test_acc: eval.select_on, or the method's own."""

@@ -129,9 +129,10 @@ class GRPOMethod(Method):
     config_class = GRPOConfig
     worker_step = "reasonbed.rl.step:GRPOStep"
 
-    def prompt_kind(self) -> str:
+    @classmethod
+    def scored_prompt(cls, options: Any) -> str:
         """Evaluation uses the prompt the policy is trained on."""
-        return self.options.prompt
+        return options.prompt
 
     def prompt(self) -> str:
         """The user text of every rollout."""

@@ -15,7 +15,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -35,19 +35,20 @@ def zero_shot_name(test_domain: str, seed: int) -> str:
     return f"{test_domain.replace(' ', '_')}-s{seed}"
 
 
-def method_prompts(method: str) -> set[str]:
-    """The prompts a method scores on (class facts: its eval prompt and, with default options, the prompt it trains)."""
+def method_prompts(method: str, options: Mapping[str, Any]) -> set[str]:
+    """The prompts a method with `options` (its method_config) scores on: class facts, no method built."""
     from reasonbed.methods.base import method_class
 
     cls = method_class(method)
-    return {cls.eval_prompt, str(getattr(cls.parse_options({}), "prompt", cls.eval_prompt))}
+    return {cls.eval_prompt, cls.scored_prompt(cls.parse_options(options))}
 
 
 def zero_shot_config(cfg: SweepConfig, test_domain: str, seed: int, run_dir: Path, train_storage: str) -> Any:
     """The TrainConfig of one zero-shot evaluation: a trial's, with method zero_shot and a run of its own."""
     base = trial_train_config({}, cfg, cfg.methods[0], test_domain, seed, "")
     # every prompt a swept method's numbers may come from, so each method row has its base-model row
-    prompts = {base.eval.select_on} | {prompt for method in cfg.methods for prompt in method_prompts(method)}
+    prompts = {base.eval.select_on} | {prompt for method in cfg.methods for prompt in method_prompts(
+        method, trial_train_config({}, cfg, method, test_domain, seed, "").method_config)}  # the sweep's options
     evaluation = replace(base.eval, reasoning=base.eval.reasoning or "reasoning" in prompts)
     return replace(base, method=METHOD, method_config={}, chains="", run_dir=str(run_dir), eval=evaluation,
                    name=f"{METHOD}-{zero_shot_name(test_domain, seed)}", storage_path=train_storage)
