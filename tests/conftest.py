@@ -81,9 +81,9 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 
 import reasonbed  # noqa: E402,F401  (installs the torchvision import fix in this process)
 
-# The pretrained tiny model takes about 4 minutes to build on a fresh machine, on one thread. The session starts
-# that build at once, in a process of its own (`reasonbed tiny-model --no-eval`), and first runs the tests of these
-# files that need no pretrained model (the others carry the mark `pretrained_model`); a test that needs it waits on
+# The pretrained tiny model takes 2 to 5 minutes to build on a fresh 2-core machine (two processes of one torch
+# thread each; docs/training.md, "The tiny world"). The session starts that build at once, in a process of its own
+# (`reasonbed tiny-model --no-eval`), and first runs the tests of these files that need no pretrained model (the others carry the mark `pretrained_model`); a test that needs it waits on
 # the factory's build lock, then reuses the build. Files without a model test first, then those whose slow tests run
 # the random tiny model (RANDOM_MODEL below), then those with a test of the pretrained model at their end, so that on
 # two workers (`make test` hands out a whole file at a time, in this order) both keep working while the model builds

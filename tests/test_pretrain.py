@@ -54,6 +54,26 @@ def _largest_difference(first: Path, second: Path) -> float:
     return max(float((a[key] - b[key]).abs().max()) for key in a)
 
 
+def test_corpus_images_are_none_of_the_benchmarks_images(tmp_path):
+    """The corpus draws its images from seeds of its own: none of the default corpus's first 1000 shape images (seed
+    0, the tiny model's) is pixel for pixel an image of the synthetic benchmark, whose test domains it must not see."""
+    import numpy as np
+    from PIL import Image
+
+    from reasonbed.data import synthetic
+
+    def pixels(image: Image.Image) -> str:
+        return hashlib.sha256(np.asarray(image.convert("RGB")).tobytes()).hexdigest()
+
+    spec = CorpusSpec()
+    synthetic.generate(str(tmp_path), images_per_class=12, image_size=spec.image_size)
+    benchmark = {pixels(Image.open(path)) for path in tmp_path.rglob("*.png")}
+    shapes = [(index, attrs) for index, attrs in enumerate(sample_attributes(spec, seed=0)) if attrs["kind"] == "shape"]
+    corpus = {pixels(render_image(attrs, index, 0, spec.image_size)) for index, attrs in shapes[:1000]}
+    assert len(benchmark) == 4 * 6 * 12 and len(corpus) > 990
+    assert not benchmark & corpus
+
+
 def test_corpus_texts_are_true_and_options_vary():
     spec = CorpusSpec(shape_images=60, digit_images=20)
     attributes = sample_attributes(spec, seed=5)
@@ -245,13 +265,15 @@ def test_greedy_chains_are_valid_in_at_least_half_the_cases(shapes_zero_shot: di
     assert chains["tokens"]["max"] <= 120, chains
 
 
-def test_digits_zero_shot_above_chance_on_every_angle(tiny_model_dir: Path):
+def test_digits_zero_shot_above_chance_on_every_angle_and_below_ceiling_on_some(tiny_model_dir: Path):
     from reasonbed.evaluation.zeroshot import zero_shot
     from reasonbed.models.loading import load_model_and_processor
 
     model, processor = load_model_and_processor(ModelConfig(path=str(tiny_model_dir)))
     result = zero_shot(model, processor, "rotated_digits", chains=0, max_per_domain=60)
-    assert min(result["accuracy"].values()) > result["chance"] + 0.03, result["accuracy"]
+    accuracy = result["accuracy"]
+    assert min(accuracy.values()) > result["chance"] + 0.03, accuracy
+    assert min(accuracy.values()) < 0.8 * max(accuracy.values()), accuracy  # one angle is clearly harder
 
 
 def test_a_replica_that_fails_before_joining_is_reported_at_once():

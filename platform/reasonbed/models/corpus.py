@@ -95,8 +95,9 @@ class CorpusSpec:
     kind_weights: tuple[tuple[str, float], ...] = (("caption", 0.1), ("qa", 0.25), ("classify", 0.35),
                                                    ("chain", 0.3))
     option_lists: int = 24  # option lists per answer in the seeded pool (bounds the distinct prompts)
-    # Shapes the corpus calls by another word (drawing name -> word); calibration: the benchmark's label
-    # "ring" is a word the model never read, as real datasets' label words often are (see pretrain.py).
+    # Shapes the corpus calls by another word (drawing name -> word), a calibration knob: e.g. (("ring", "hoop"),)
+    # makes the benchmark's label "ring" a word the model never read, as real datasets' label words often are.
+    # The default recipe uses none (its calibration knobs: style_weights and text_rarity).
     words: tuple[tuple[str, str], ...] = ()
     # Relative frequency in the image-text stage of the images of these shapes (1 for every other image);
     # calibration: a long tail, as in web image-text data (see reasonbed.models.pretrain).
