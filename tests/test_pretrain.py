@@ -265,14 +265,20 @@ def test_greedy_chains_are_valid_in_at_least_half_the_cases(shapes_zero_shot: di
     assert chains["tokens"]["max"] <= 120, chains
 
 
-def test_digits_zero_shot_above_chance_on_every_angle_and_below_ceiling_on_some(tiny_model_dir: Path):
-    from reasonbed.evaluation.zeroshot import zero_shot
-    from reasonbed.models.loading import load_model_and_processor
+def test_digits_zero_shot_above_chance_on_every_angle_and_below_ceiling_on_some(tiny_model_dir: Path, capsys):
+    """Through `reasonbed tiny-model` (the cached model; what it prints: the model, then each domain's accuracy)."""
+    import re
 
-    model, processor = load_model_and_processor(ModelConfig(path=str(tiny_model_dir)))
-    result = zero_shot(model, processor, "rotated_digits", chains=0, max_per_domain=60)
-    accuracy = result["accuracy"]
-    assert min(accuracy.values()) > result["chance"] + 0.03, accuracy
+    from reasonbed import cli
+
+    assert cli.main(["tiny-model", "--dataset", "rotated_digits", "--chains", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0] == str(tiny_model_dir)
+    chance = float(re.search(r"rotated_digits: zero-shot accuracy .*chance ([\d.]+);", printed)[1])
+    accuracy = {angle: float(value) for angle, value, _ in re.findall(r"^ +(\d+) +([\d.]+) +\((\d+) images\)$",
+                                                                      printed, flags=re.MULTILINE)}
+    assert chance == 0.1 and len(accuracy) == 6, printed
+    assert min(accuracy.values()) > chance + 0.03, accuracy
     assert min(accuracy.values()) < 0.8 * max(accuracy.values()), accuracy  # one angle is clearly harder
 
 
