@@ -252,6 +252,30 @@ def test_zero_shot_runs_once_per_domain_and_seed_and_resumes(tmp_path, ray_sessi
 
 # --- bad input --------------------------------------------------------------------------------------
 
+def test_the_main_jobs_cells_each_come_from_at_least_48_test_images(tmp_path):
+    """`make run`'s sweep (`--smoke-test`): each test domain's in part, which its table cells score, holds at least 48
+    images (a cell's standard error is small), and no evaluation cap cuts it, for every method and test domain."""
+    import copy
+
+    from reasonbed.cli.tune import SMOKE
+    from reasonbed.data import catalog
+    from reasonbed.data.reader import scan
+    from reasonbed.data.splits import lodo_split
+    from reasonbed.tune.trial import trial_train_config
+
+    sweep = load(SweepConfig, base={**copy.deepcopy(SMOKE), "storage": str(tmp_path / "sweep")})
+    spec, root = catalog.resolve(sweep.data)
+    index = scan(spec, root)
+    domains = sweep.test_domains or list(spec.domains)
+    assert len(domains) == 4 and set(sweep.methods) == {"direct", "mtct"}
+    for method in sweep.methods:
+        for domain in domains:
+            cfg = trial_train_config({}, sweep, method, domain, 0, "")
+            split = lodo_split(spec, index, domain, cfg.data.holdout_fraction, cfg.data.split_seed)
+            cap = cfg.eval.max_per_domain  # 0: every image
+            assert len(split.test_in) >= 48 and (cap == 0 or cap >= 48), (method, domain, len(split.test_in), cap)
+
+
 def test_malformed_search_space_names_file_key_problem(tmp_path):
     (tmp_path / "direct.yaml").write_text("params:\n  optim.lr: {loguniform: [0, 1.0e-3]}\n")
     with pytest.raises(SearchSpaceError, match=r"direct.yaml: params.optim.lr: loguniform needs low < high"):
