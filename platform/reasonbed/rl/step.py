@@ -24,14 +24,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from reasonbed.inference.base import Completion, EngineConfig, Request, SamplingConfig, build_engine
-from reasonbed.models.encoding import append_target, collate, decode_image, encode_prompt
+from reasonbed.models.encoding import append_target, decode_image, encode_prompt
 from reasonbed.rewards import score
 from reasonbed.rewards.builtin import parse_answer
 from reasonbed.rl.grpo import group_advantages, grpo_loss
 from reasonbed.train import checkpointing
 from reasonbed.train.data import worker_share
 from reasonbed.train.losses import token_logps
-from reasonbed.train.step import forward_logits, optimizer_step
+from reasonbed.train.step import device_batch, forward_logits, optimizer_step
 
 log = logging.getLogger(__name__)
 
@@ -176,12 +176,10 @@ class GRPOStep:
 
         setup, options = self.setup, self.options
         inner = checkpointing.unwrap(setup.model)
-        pad = setup.processor.tokenizer.pad_token_id
         size = max(1, len(items) // setup.cfg.optim.grad_accum)
         chunks = []
         for start in range(0, len(items), size):
-            batch = {key: value.to(setup.device) for key, value in collate(items[start:start + size], pad).items()}
-            labels = batch.pop("labels")
+            batch, labels = device_batch(setup, items[start:start + size])
             ref = old = None
             with torch.no_grad():
                 if options.kl_weight > 0:

@@ -52,6 +52,13 @@ def optimizer_step(setup: Any, chunks: Sequence[Any], loss_of: Callable[[Any], A
     return total
 
 
+def device_batch(setup: Any, items: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], Any]:
+    """Encoded items (prompt + target, `reasonbed.models.encoding`) collated onto the run's device: the model's
+    inputs, and the labels (-100 outside the targets) apart."""
+    batch = {key: value.to(setup.device) for key, value in collate(items, setup.processor.tokenizer.pad_token_id).items()}
+    return batch, batch.pop("labels")
+
+
 def forward_logits(setup: Any, batch: dict[str, Any]) -> Any:
     """The model's logits for a collated batch (labels removed beforehand), under the run's precision."""
     with autocast(setup.cfg.optim.precision, setup.device):
@@ -66,7 +73,7 @@ class SupervisedStep:
         cfg, world = setup.cfg, setup.ctx.world
         self.micro = cfg.optim.batch_size // world // cfg.optim.grad_accum
 
-    def _chunk(self, share: Sequence[tuple[int, int]], step: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _chunk(self, share: Sequence[tuple[int, int]], step: int) -> tuple[dict[str, Any], Any, dict[str, Any]]:
         setup = self.setup
         items, weights, normalise, owner = [], [], [], []
         for position, (index, epoch) in enumerate(share):
@@ -78,12 +85,10 @@ class SupervisedStep:
                 weights.append(pathway.weight)
                 normalise.append(pathway.normalise)
                 owner.append(position)
-        batch = {key: value.to(setup.device) for key, value in collate(items, setup.processor.tokenizer.pad_token_id).items()}
-        return batch, {"weights": weights, "normalise": normalise, "owner": owner}
+        return (*device_batch(setup, items), {"weights": weights, "normalise": normalise, "owner": owner})
 
-    def _loss(self, chunk: tuple[dict[str, Any], dict[str, Any]]) -> Any:
-        batch, layout = chunk
-        labels = batch.pop("labels")
+    def _loss(self, chunk: tuple[dict[str, Any], Any, dict[str, Any]]) -> Any:
+        batch, labels, layout = chunk
         nll, counts = token_nll(forward_logits(self.setup, batch), labels)
         return pathway_loss(nll, counts, layout["weights"], layout["normalise"], layout["owner"],
                             max(layout["owner"]) + 1)
