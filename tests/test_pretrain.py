@@ -178,6 +178,13 @@ def test_build_is_deterministic_cached_by_recipe_and_shows_progress(tmp_path: Pa
     marker = json.loads((first / MARKER).read_text())
     assert marker["spec"]["pretrain"] == json.loads(json.dumps(QUICK.as_dict())) and marker["pretraining"]["text_loss"] > 0
 
+    # Replaying the two processes in one (the suite's build) writes their bytes, with their losses.
+    replayed = build_tiny_model("qwen2_vl", out=tmp_path / "replayed", recipe=QUICK, in_one_process=True)
+    assert _sha(replayed / "model.safetensors") == _sha(first / "model.safetensors")
+    measured = [json.loads((path / MARKER).read_text())["pretraining"] for path in (first, replayed)]
+    assert [m["in_one_process"] for m in measured] == [False, True] and all(m["processes"] == 2 for m in measured)
+    assert all(measured[0][key] == measured[1][key] for key in ("vision_loss", "text_loss")), measured
+
     # Data parallelism is the one-process math: the same model up to float summation order, the same losses.
     one_process = build_tiny_model("qwen2_vl", out=tmp_path / "one", recipe=dataclasses.replace(QUICK, processes=1))
     assert QUICK.processes == 2 and _largest_difference(first, one_process) < 1e-5

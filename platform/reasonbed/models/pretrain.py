@@ -25,7 +25,8 @@ are the hardest to see). The default recipe gives the qwen2_vl `tiny` model a ze
 synthetic_shapes (cartoon 0.54, painting 0.28, photo 0.42, sketch 0.46; chance 0.17) and 0.49 on
 rotated_digits (0.35 upright to 0.58 at 60 degrees; chance 0.10), and valid five-tag chains in 81% (shapes)
 and 100% (digits) of greedy reasoning-prompt completions. It runs in two data-parallel processes
-(`PretrainRecipe.processes`, `reasonbed.models.replicas`): 144 and 154 s against 202 and 164 s in one process,
+(`PretrainRecipe.processes`, `reasonbed.models.replicas`; or replays both in one, for the same bytes with less
+CPU and more wall time: `in_one_process`, the test suite's build): 144 and 154 s against 202 and 164 s in one process,
 in two side-by-side runs on 2 cores (`jobs/bench_pretrain.py`; docs/benchmarks.md), for about a third more CPU; one
 process took 183 to 317 s on the machines of docs/training.md, "The tiny world" (the commands, the versions).
 Everything is deterministic for a seed (corpus, order, initialisation; torch runs on a fixed
@@ -34,6 +35,8 @@ number of threads in a fixed number of processes), and every field of `PretrainR
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import itertools
 import random
 import sys
@@ -184,19 +187,35 @@ def _optimizer(model: Any, extra: Sequence[Any], lr: float, recipe: PretrainReci
                                     num_training_steps=max(steps, 1))
 
 
-def _update(model: Any, extra: Sequence[Any], loss: Any, optimizer: Any, scheduler: Any, clip: float,
-            replicas: Replicas) -> float:
-    """Backward, the gradients summed over the replicas, clipping and one optimizer step; the whole batch's loss."""
+def _update(model: Any, extra: Sequence[Any], shares: Sequence[Any], loss_of: Callable[[Any], Any], optimizer: Any,
+            scheduler: Any, clip: float, replicas: Replicas) -> float:
+    """Each share this process computes: its loss (`loss_of`) and backward, autograd adding the gradients up; then
+    the gradients summed over the replicas, clipping and one optimizer step; the whole batch's loss."""
     import torch
 
-    loss.backward()
+    total = None
+    for share in shares:
+        loss = loss_of(share)
+        loss.backward()
+        total = loss.detach() if total is None else total + loss.detach()
     parameters = [p for p in itertools.chain(model.parameters(), extra) if p.grad is not None]
-    total = replicas.sum_gradients(parameters, loss)
+    summed = replicas.sum_gradients(parameters, total)
     torch.nn.utils.clip_grad_norm_(parameters, clip)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return total
+    return summed
+
+
+def _vision_loss(model: Any, head: Any, encoder: CorpusEncoder, labels: Any, sizes: list[int], counts: list[int],
+                 mine: list[int]) -> Any:
+    """A share's part of the vision stage's loss: its attribute cross-entropies divided by the whole batch's counts."""
+    import torch
+
+    logits = head(image_features(model, [encoder.vision[i] for i in mine])).split(sizes, dim=-1)
+    targets = labels[mine]
+    return sum(torch.nn.functional.cross_entropy(part, targets[:, index], ignore_index=-100, reduction="sum")
+               / counts[index] for index, part in enumerate(logits) if counts[index])
 
 
 def train_vision(model: Any, encoder: CorpusEncoder, attributes: list[dict[str, Any]], recipe: PretrainRecipe,
@@ -217,13 +236,9 @@ def train_vision(model: Any, encoder: CorpusEncoder, attributes: list[dict[str, 
     for step in range(1, recipe.vision_steps + 1):
         chosen = [rng.randrange(len(attributes)) for _ in range(recipe.vision_batch_size)]
         counts = (labels[chosen] != -100).sum(dim=0).tolist()  # labelled images per attribute, whole batch
-        mine = replicas.share(chosen)
-        logits = head(image_features(model, [encoder.vision[i] for i in mine])).split(sizes, dim=-1)
-        targets = labels[mine]
-        loss = sum(torch.nn.functional.cross_entropy(part, targets[:, index], ignore_index=-100, reduction="sum")
-                   / counts[index] for index, part in enumerate(logits) if counts[index])
-        report.step(step, _update(model, head.parameters(), loss, optimizer, scheduler, recipe.max_grad_norm,
-                                  replicas))
+        loss_of = functools.partial(_vision_loss, model, head, encoder, labels, sizes, counts)
+        report.step(step, _update(model, list(head.parameters()), replicas.shares(chosen), loss_of, optimizer,
+                                  scheduler, recipe.max_grad_norm, replicas))
     return head
 
 
@@ -235,11 +250,17 @@ def train_text(model: Any, encoder: CorpusEncoder, batches: list[list[tuple[int,
     optimizer, scheduler = _optimizer(model, [], recipe.lr, recipe, recipe.steps, vision_parameters(model, encoder),
                                       recipe.vision_lr_scale)
     for step, batch in enumerate(batches, start=1):
-        tensors = collate([encoder.item(*example) for example in replicas.share(batch)], pad)
-        labels = tensors.pop("labels")
-        count = replicas.total((labels[:, 1:] != -100).sum())
-        report.step(step, _update(model, [], answer_loss(model, tensors, labels, count), optimizer, scheduler,
-                                  recipe.max_grad_norm, replicas))
+        parts = []  # (tensors, labels) of each share this process computes
+        for share in replicas.shares(batch):
+            tensors = collate([encoder.item(*example) for example in share], pad)
+            parts.append((tensors, tensors.pop("labels")))
+        count = replicas.total(sum((labels[:, 1:] != -100).sum() for _, labels in parts))
+        loss_of = functools.partial(_answer_loss_of_part, model, count)
+        report.step(step, _update(model, [], parts, loss_of, optimizer, scheduler, recipe.max_grad_norm, replicas))
+
+
+def _answer_loss_of_part(model: Any, count: Any, part: tuple[dict[str, Any], Any]) -> Any:
+    return answer_loss(model, part[0], part[1], count)
 
 
 def answer_loss(model: Any, tensors: dict[str, Any], labels: Any, count: Any) -> Any:
@@ -277,9 +298,10 @@ def _set_threads(count: int) -> None:
 
 
 def pretrain(model: Any, processor: Any, recipe: PretrainRecipe, seed: int, name: str = "tiny model",
-             progress: Progress = stderr_progress, every: float = 5.0) -> dict[str, Any]:
+             progress: Progress = stderr_progress, every: float = 5.0, in_one_process: bool = False) -> dict[str, Any]:
     """Pretrain all of `model`'s weights by `recipe` (deterministic for `seed`) in `recipe.processes` data-parallel
-    processes, this one and spawned helpers; returns what it measured.
+    processes, this one and spawned helpers, or, `in_one_process`, replaying them all in this one (the same bytes;
+    `reasonbed.models.replicas`); returns what it measured.
 
     Progress lines (stage, step/total, loss, elapsed, eta) go to `progress` every `every` seconds.
     """
@@ -290,14 +312,19 @@ def pretrain(model: Any, processor: Any, recipe: PretrainRecipe, seed: int, name
     threads = torch.get_num_threads()
     _set_threads(recipe.threads)
     try:
-        helper_args = () if recipe.processes == 1 else (  # what a helper builds its replica from
-            type(model), model.config, save({key: value.contiguous() for key, value in model.state_dict().items()}),
-            processor, recipe, seed)
-        with spawn_replicas(recipe.processes, _helper_replica, helper_args) as replicas:
+        if in_one_process:
+            context: Any = contextlib.nullcontext(Replicas.replayed(recipe.processes))
+        else:
+            helper_args = () if recipe.processes == 1 else (  # what a helper builds its replica from
+                type(model), model.config, save({key: value.contiguous() for key, value in model.state_dict().items()}),
+                processor, recipe, seed)
+            context = spawn_replicas(recipe.processes, _helper_replica, helper_args)
+        with context as replicas:
             measured = _train_replica(model, processor, recipe, seed, replicas, name, progress, every, started)
     finally:
         torch._C.set_num_threads(threads)  # unchecked: an error of the build itself is not masked here
-    return {"seconds": round(time.perf_counter() - started, 1), "processes": recipe.processes, **measured}
+    return {"seconds": round(time.perf_counter() - started, 1), "processes": recipe.processes,
+            "in_one_process": in_one_process, **measured}
 
 
 def _helper_replica(store_path: str, rank: int, world: int, model_class: Any, config: Any, weights: bytes,
@@ -339,8 +366,8 @@ def _train_replica(model: Any, processor: Any, recipe: PretrainRecipe, seed: int
         for _index, prompt, target in batch:
             encoder.prompt(prompt), encoder.target(target)
     progress(f"pretraining {name}: {len(images)} corpus images, {len(encoder.prompts)} prompts, "
-             f"{len(encoder.targets)} targets encoded in {time.perf_counter() - started:.0f}s, "
-             f"{replicas.world} process(es)")
+             f"{len(encoder.targets)} targets encoded in {time.perf_counter() - started:.0f}s, {replicas.world} "
+             f"{'replicas replayed in one process' if len(replicas.ranks) > 1 else 'process(es)'}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model.train()

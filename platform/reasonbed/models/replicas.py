@@ -10,6 +10,11 @@ and every replica then takes the same clipped optimizer step on the same weights
 checks at the end that they stayed equal). Work that is not per example (the optimizer step, each replica's
 interpreter) is repeated, so a build uses more CPU than in one process (docs/benchmarks.md).
 
+A build may also replay the replicas in one process (`Replicas.replayed`): it computes every rank's share in
+turn and lets autograd add their gradients, the same float additions the all-reduce makes, so it writes the same
+bytes as `world` processes; without the repeated work it uses less CPU, and more wall time (for a machine whose
+cores are busy anyway, e.g. the test suite's build).
+
 `spawn_replicas` starts the helper replicas (ranks 1..world-1, fresh interpreters running `target`) and joins
 this process as rank 0; a helper that fails before joining is reported at once, one that fails later ends the
 next all-reduce with an error, and leaving the context (also by an exception or Ctrl-C) ends the helpers.
@@ -38,15 +43,28 @@ class ReplicaError(RuntimeError):
 
 
 class Replicas:
-    """This process's place among the replicas (`rank` of `world`) and their gloo group (None when alone)."""
+    """This process's place among the replicas (`rank` of `world`) and their gloo group (None when alone or when
+    this process replays all `world` of them: `replayed`)."""
 
     def __init__(self, rank: int = 0, world: int = 1, group: Any = None) -> None:
         self.rank, self.world, self.group = rank, world, group
+        self.ranks = [rank]  # the ranks whose shares this process computes
+
+    @classmethod
+    def replayed(cls, world: int) -> Replicas:
+        """All `world` replicas in this process, one share after the other (the module's doc)."""
+        replicas = cls(0, world)
+        replicas.ranks = list(range(world))
+        return replicas
 
     def share(self, items: Sequence[T]) -> list[T]:
-        """This replica's contiguous share of `items` (the shares of all ranks, in rank order, are `items`)."""
-        start, end = _bounds(self.rank, self.world, len(items))
-        return list(items[start:end])
+        """This process's contiguous part of `items`: its shares, in rank order (all of `items` when it replays)."""
+        return [item for part in self.shares(items) for item in part]
+
+    def shares(self, items: Sequence[T]) -> list[list[T]]:
+        """The contiguous share of `items` of each rank this process computes (the shares of all ranks, in rank
+        order, are `items`)."""
+        return [list(items[slice(*_bounds(rank, self.world, len(items)))]) for rank in self.ranks]
 
     def gather_rows(self, count: int, rows_of: Callable[[list[int]], Any]) -> Any:
         """A tensor of `count` rows, each made by one replica: this one makes the rows of its share of the

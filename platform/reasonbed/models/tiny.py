@@ -163,7 +163,7 @@ def count_parameters(family: str, size: str = "tiny") -> int:
 
 
 def _write(directory: Path, spec: dict[str, Any], digest: str, recipe: PretrainRecipe | None,
-           progress: Callable[[str], None]) -> None:
+           progress: Callable[[str], None], in_one_process: bool = False) -> None:
     family = get_family(spec["family"])
     tokenizer = build_tokenizer(family)
     model = instantiate_tiny_model(family, spec["size"], tokenizer, spec["seed"])
@@ -173,7 +173,7 @@ def _write(directory: Path, spec: dict[str, Any], digest: str, recipe: PretrainR
         from reasonbed.models.pretrain import pretrain
 
         pretraining = pretrain(model, processor, _recipe(recipe), spec["seed"],
-                               name=f"{spec['family']}-{spec['size']}", progress=progress)
+                               name=f"{spec['family']}-{spec['size']}", progress=progress, in_one_process=in_one_process)
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     parameters = sum(parameter.numel() for parameter in model.parameters())
@@ -201,10 +201,11 @@ def _build_lock(target: Path, progress: Callable[[str], None]) -> Iterator[None]
 
 def build_tiny_model(family: str, size: str = "tiny", out: str | Path | None = None, seed: int = 0,
                      pretrained: bool = True, recipe: PretrainRecipe | None = None,
-                     progress: Callable[[str], None] | None = None) -> Path:
+                     progress: Callable[[str], None] | None = None, in_one_process: bool = False) -> Path:
     """Build (or reuse) the tiny model of `family` at `size`; returns its directory.
 
-    `pretrained` (the `tiny` size only) pretrains it by `recipe` (default: the factory's recipe);
+    `pretrained` (the `tiny` size only) pretrains it by `recipe` (default: the factory's recipe), `in_one_process`
+    replaying the recipe's data-parallel processes in this one (the same bytes, less CPU, more wall time);
     `progress` receives the pretraining's progress lines (default: stderr). Without `out` the model
     goes to the content-addressed cache directory. With `out`, a complete build with the same hash
     there is reused; an earlier factory build is replaced; any other non-empty directory is left
@@ -228,15 +229,15 @@ def build_tiny_model(family: str, size: str = "tiny", out: str | Path | None = N
     with _build_lock(target, progress):
         if _is_complete(target, digest):  # built by the process this one waited for
             return target
-        return _build_into(target, spec, digest, recipe, progress)
+        return _build_into(target, spec, digest, recipe, progress, in_one_process)
 
 
 def _build_into(target: Path, spec: dict[str, Any], digest: str, recipe: PretrainRecipe | None,
-                progress: Callable[[str], None]) -> Path:
+                progress: Callable[[str], None], in_one_process: bool = False) -> Path:
     """Write a build into a staging sibling of `target` and rename it into place."""
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        _write(staging, spec, digest, recipe, progress)
+        _write(staging, spec, digest, recipe, progress, in_one_process)
         if target.exists():  # empty, incomplete or stale factory build
             if _is_complete(target, digest):  # another process finished first
                 return target
