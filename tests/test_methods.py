@@ -30,7 +30,7 @@ WORLD = {"data": {"dataset": "synthetic_shapes", "images_per_class": 12}, "test_
          "optim": {"batch_size": 8, "epochs": 3.0, "lr": 2e-3, "warmup_ratio": 0.0},
          "eval": {"at_start": True, "every": 22, "reasoning_max_tokens": 128}}
 # Measured (docs/training.md, "The tiny world"), validation accuracy base -> selected: direct 0.52 -> 0.81,
-# reasoning 0.50 -> 0.60, mtct 0.52 -> 0.83, grpo 0.52 -> 0.74; the thresholds leave room for a changed recipe,
+# reasoning 0.50 -> 0.60, mtct 0.52 -> 0.83, grpo 0.52 -> 0.71; the thresholds leave room for a changed recipe,
 # none for no learning.
 MIN_GAIN = {"direct": 0.15, "reasoning": 0.05, "mtct": 0.15, "sarr": 0.15, "grpo": 0.1}
 
@@ -120,7 +120,7 @@ def _grpo_beats_the_base_model_and_its_reward_rises(method: str, tmp_path: Path,
     in its rollouts (the reward) and in greedy answers to the validation images (val_acc)."""
     from reasonbed.train.run import run
 
-    result = run(_cfg(tmp_path / "run", "method=grpo", f"model.path={tiny_model_dir}", "eval.every=10",
+    result = run(_cfg(tmp_path / "run", "method=grpo", f"model.path={tiny_model_dir}", "eval.every=20",
                       "optim.max_steps=60", "optim.lr=1e-3", "optim.schedule=constant", "method_config.engine=hf",
                       "method_config.group_size=4", "method_config.prompt=direct", "method_config.max_tokens=8",
                       "method_config.rewards=[accuracy]", "method_config.reward_weights=[1.0]"))
