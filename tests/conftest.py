@@ -84,10 +84,11 @@ import reasonbed  # noqa: E402,F401  (installs the torchvision import fix in thi
 # The pretrained tiny model takes 2 to 5 minutes to build on a fresh 2-core machine (two processes of one torch
 # thread each; docs/training.md, "The tiny world"). The session starts that build at once, in a process of its own
 # that replays the two (`reasonbed tiny-model --no-eval --in-one-process`: the same bytes for less CPU, as the
-# tests keep both cores busy anyway; docs/benchmarks.md), and first runs the tests of these files that need no pretrained model (the others carry the mark `pretrained_model`); a test that needs it waits on
-# the factory's build lock, then reuses the build. Files without a model test first, then those whose slow tests run
-# the random tiny model (RANDOM_MODEL below), then those with a test of the pretrained model at their end, so that on
-# two workers (`make test` hands out a whole file at a time, in this order) both keep working while the model builds
+# tests keep both cores busy anyway; docs/benchmarks.md), and first runs the tests of these files that need no
+# pretrained model (the others carry the mark `pretrained_model`); a test that needs it waits on the factory's
+# build lock, then reuses the build. Files without a model test first, then those whose slow tests run the random
+# tiny model (RANDOM_MODEL below), then those with a test of the pretrained model at their end, so that on two
+# workers (`make test` hands out a whole file at a time, in this order) both keep working while the model builds
 # and neither waits for it early.
 MODEL_FREE_FIRST = (
     "test_cluster.py", "test_runtime.py", "test_report.py", "test_data.py", "test_documented_commands.py",
@@ -130,9 +131,8 @@ def pytest_collection_modifyitems(session, config, items):  # noqa: ARG001
         # start must register within Ray's fixed 30 s; with the build competing at equal priority, `ray start`
         # timed out there in two clean-clone runs. The build takes what the tests leave idle.
         with open(_SESSION_ROOT / "tiny-model-build.log", "wb") as log:
-            _model_build = subprocess.Popen([sys.executable, "-m", "reasonbed", "tiny-model", "--no-eval",
-                                             "--in-one-process"],  # the two processes' bytes, for about a quarter less CPU
-                                            stdout=log, stderr=subprocess.STDOUT, preexec_fn=lambda: os.nice(10))
+            build = [sys.executable, "-m", "reasonbed", "tiny-model", "--no-eval", "--in-one-process"]  # less CPU
+            _model_build = subprocess.Popen(build, stdout=log, stderr=subprocess.STDOUT, preexec_fn=lambda: os.nice(10))
 
 
 def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001

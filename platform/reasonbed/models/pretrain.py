@@ -25,10 +25,11 @@ are the hardest to see). The default recipe gives the qwen2_vl `tiny` model a ze
 synthetic_shapes (cartoon 0.54, painting 0.28, photo 0.42, sketch 0.46; chance 0.17) and 0.49 on
 rotated_digits (0.35 upright to 0.58 at 60 degrees; chance 0.10), and valid five-tag chains in 81% (shapes)
 and 100% (digits) of greedy reasoning-prompt completions. It runs in two data-parallel processes
-(`PretrainRecipe.processes`, `reasonbed.models.replicas`; or replays both in one, for the same bytes with less
-CPU and more wall time: `in_one_process`, the test suite's build): 144 and 154 s against 202 and 164 s in one process,
+(`PretrainRecipe.processes`, `reasonbed.models.replicas`): 144 and 154 s against 202 and 164 s in one process,
 in two side-by-side runs on 2 cores (`jobs/bench_pretrain.py`; docs/benchmarks.md), for about a third more CPU; one
 process took 183 to 317 s on the machines of docs/training.md, "The tiny world" (the commands, the versions).
+`in_one_process` replays the two processes in one: the same bytes, for the CPU and wall time of one process (the
+test suite's build, beside tests that keep both cores busy).
 Everything is deterministic for a seed (corpus, order, initialisation; torch runs on a fixed
 number of threads in a fixed number of processes), and every field of `PretrainRecipe` enters the factory's cache hash.
 """

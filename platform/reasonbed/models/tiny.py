@@ -172,8 +172,8 @@ def _write(directory: Path, spec: dict[str, Any], digest: str, recipe: PretrainR
     if spec["pretrain"] is not None:
         from reasonbed.models.pretrain import pretrain
 
-        pretraining = pretrain(model, processor, _recipe(recipe), spec["seed"],
-                               name=f"{spec['family']}-{spec['size']}", progress=progress, in_one_process=in_one_process)
+        pretraining = pretrain(model, processor, _recipe(recipe), spec["seed"], name=f"{spec['family']}-{spec['size']}",
+                               progress=progress, in_one_process=in_one_process)
     model.save_pretrained(directory)
     processor.save_pretrained(directory)
     parameters = sum(parameter.numel() for parameter in model.parameters())

@@ -55,7 +55,8 @@ def optimizer_step(setup: Any, chunks: Sequence[Any], loss_of: Callable[[Any], A
 def device_batch(setup: Any, items: Sequence[dict[str, Any]]) -> tuple[dict[str, Any], Any]:
     """Encoded items (prompt + target, `reasonbed.models.encoding`) collated onto the run's device: the model's
     inputs, and the labels (-100 outside the targets) apart."""
-    batch = {key: value.to(setup.device) for key, value in collate(items, setup.processor.tokenizer.pad_token_id).items()}
+    collated = collate(items, setup.processor.tokenizer.pad_token_id)
+    batch = {key: value.to(setup.device) for key, value in collated.items()}
     return batch, batch.pop("labels")
 
 
