@@ -45,10 +45,12 @@ def method_prompts(method: str, options: Mapping[str, Any]) -> set[str]:
 
 def zero_shot_config(cfg: SweepConfig, test_domain: str, seed: int, run_dir: Path, train_storage: str) -> Any:
     """The TrainConfig of one zero-shot evaluation: a trial's, with method zero_shot and a run of its own."""
-    base = trial_train_config({}, cfg, cfg.methods[0], test_domain, seed, "")
-    # every prompt a swept method's numbers may come from, so each method row has its base-model row
-    prompts = {base.eval.select_on} | {prompt for method in cfg.methods for prompt in method_prompts(
-        method, trial_train_config({}, cfg, method, test_domain, seed, "").method_config)}  # the sweep's options
+    trials = {method: trial_train_config({}, cfg, method, test_domain, seed, "") for method in cfg.methods}
+    base = trials[cfg.methods[0]]
+    # every prompt a swept method's numbers may come from (with the sweep's options), so each method row has its
+    # base-model row
+    prompts = {base.eval.select_on} | {prompt for method, trial in trials.items()
+                                       for prompt in method_prompts(method, trial.method_config)}
     evaluation = replace(base.eval, reasoning=base.eval.reasoning or "reasoning" in prompts)
     return replace(base, method=METHOD, method_config={}, chains="", run_dir=str(run_dir), eval=evaluation,
                    name=f"{METHOD}-{zero_shot_name(test_domain, seed)}", storage_path=train_storage)
