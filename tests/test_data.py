@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from reasonbed.data import catalog, digits, synthetic
@@ -53,6 +54,10 @@ def test_synthetic_benchmark_is_deterministic_and_complete(shapes_root, tmp_path
 
 
 def test_rotated_digits_from_shipped_images(tmp_path, ray_session):
+    images, labels = digits.load_digits()  # the UCI test set the package ships (digits.csv.gz)
+    assert images.shape == (1797, 8, 8) and images.min() == 0 and images.max() == 16
+    assert np.bincount(labels).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+    assert images[0, 1].tolist() == [0, 0, 13, 15, 10, 15, 5, 0]  # a zero's second row
     spec = digits.generate(str(tmp_path), images_per_domain=40, image_size=28)
     result = read_domainbed(spec, str(tmp_path))
     assert result.dataset.count() == 40 * len(digits.ANGLES)

@@ -207,6 +207,31 @@ def test_metrics_from_answered_rows():
     assert matrix.tolist() == [[1, 0, 0], [1, 0, 1]]
 
 
+def test_probe_reads_a_linear_class_across_domains_and_its_l2_leaves_the_intercept_free():
+    import numpy as np
+
+    from reasonbed.evaluation.probe import fit_logistic_regression, fit_probes
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(3, 8)) * 3
+
+    def domain(shift: float, n: int = 60) -> dict[str, np.ndarray]:
+        labels = np.arange(n) % 3
+        vision = centers[labels] + rng.normal(size=(n, 8)) + shift
+        vision[:, 0] *= 1000.0  # standardised away
+        vision[:, 1] = 5.0  # a constant feature: no division by zero
+        return {"vision": vision, "labels": labels}
+
+    features = {"a": domain(0.0), "b": domain(0.3), "c": domain(-0.3)}
+    rows = fit_probes(features, ["a", "c"], ["vision"], n_classes=3, c=1.0, max_iter=200, seed=0)
+    assert [row["domain"] for row in rows] == ["a", "c"] and all(row["train_images"] == 120 for row in rows)
+    assert all(row["accuracy"] > 0.9 for row in rows), rows
+    # Almost no weight allowed: the unpenalised intercept alone predicts the most frequent class everywhere.
+    labels = np.array([0] * 10 + [1] * 30 + [2] * 20)
+    predict = fit_logistic_regression(centers[labels] + rng.normal(size=(60, 8)), labels, 3, 1e-8, 200, 0)
+    assert set(predict(rng.normal(size=(40, 8)) * 5).tolist()) == {1}
+
+
 def test_a_corrupt_image_stops_the_evaluation_before_anything_or_is_skipped_and_counted(tmp_path):
     """data.on_corrupt on the evaluation's read path: `error` names the file before any engine starts or anything is
     written; `skip` leaves it out of the items and counts it (the report and provenance.json say it: the real

@@ -143,7 +143,7 @@ def hyperparameters_plot(chosen: Mapping[tuple, Choice | None], path: Path, limi
 
 def importance_plot(importances: Mapping[str, Mapping[str, float]], study_method: Mapping[str, str], path: Path
                     ) -> Path | None:
-    """Mean fANOVA importance of each hyperparameter per method (over its studies), min-max as error."""
+    """Mean PED-ANOVA importance of each hyperparameter per method (over its studies), min-max as error."""
     per_method: dict[str, dict[str, list[float]]] = {}
     for study, values in importances.items():
         for param, value in values.items():
@@ -160,7 +160,7 @@ def importance_plot(importances: Mapping[str, Mapping[str, float]], study_method
         ax.barh(range(len(names)), means, xerr=[low, high], capsize=3)
         ax.set_yticks(range(len(names)), names, fontsize=8)
         ax.set_xlim(0, 1)
-        ax.set_xlabel("importance (fANOVA)")
+        ax.set_xlabel("importance (PED-ANOVA)")
         studies = sum(1 for s in importances if study_method[s] == method)
         ax.set_title(f"{method} ({studies} studies)", fontsize=9)
     return save_figure(fig, path)

@@ -142,7 +142,7 @@ def chosen_table(chosen: Mapping[tuple, Choice | None], records: Sequence[TrialR
 def importance_blocks(importances: Mapping[str, Mapping[str, float]], skipped: Mapping[str, str],
                       storage_url: str | None) -> list[str | Table]:
     """Per-study importances as a table, and a note for every study without them."""
-    blocks: list[str | Table] = ["## Hyperparameter importance (Optuna, fANOVA)"]
+    blocks: list[str | Table] = ["## Hyperparameter importance (Optuna, PED-ANOVA)"]
     if storage_url is None:
         return [*blocks, "No Optuna storage was found for this sweep (neither `study_storage` nor an `optuna.db` "
                          "copy in the sweep folder): importances are left out."]
