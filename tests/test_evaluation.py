@@ -143,6 +143,17 @@ def test_engine_without_multi_image_support_is_refused():
     assert cfg.images_per_prompt == 1
 
 
+def test_every_engine_says_where_its_weights_are_and_the_template_cannot_predict():
+    from reasonbed.inference.base import ENGINES, engine_weights
+    from reasonbed.share.predict import PredictConfig
+
+    weights = {name: engine_weights(name) for name in ENGINES.names()}  # read from the classes, nothing built
+    assert weights == {"hf": "local", "openai": "served", "template": "none", "vllm": "local", "vllm_actor": "local"}
+    assert all(isinstance(ENGINES.get(name).multi_image, bool) for name in ENGINES.names())
+    with pytest.raises(ConfigError, match="the template engine has no model .* cannot predict"):
+        load(PredictConfig, overrides=["engine.name=template", "output=/tmp/x.parquet", "data=/tmp/images"])
+
+
 def test_bad_config_values_name_the_key():
     with pytest.raises(ConfigError, match="conditions.*'noise'.*allowed"):
         load(EvalConfig, overrides=["conditions=[target,noise]"])

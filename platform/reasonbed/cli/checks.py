@@ -17,6 +17,7 @@ from reasonbed import storage
 from reasonbed.config import ConfigError, load, to_dict
 from reasonbed.data import catalog
 from reasonbed.data.specs import DATASETS, DatasetError, DatasetSpec, load_spec_yaml
+from reasonbed.inference.base import engine_weights
 from reasonbed.registry import RegistryError
 
 
@@ -94,7 +95,7 @@ def check_generation(cfg: Any, prefix: str = "") -> None:
     check_domains(data_spec(cfg.data), "domains", cfg.domains)
     if not cfg.output:
         raise ConfigError("output is required (a local directory or s3://bucket/prefix)")
-    if cfg.engine.name in ("vllm", "hf"):
+    if engine_weights(cfg.engine.name) == "local":
         check_model(cfg.data, cfg.engine.model, f"{prefix}engine.model")
 
 

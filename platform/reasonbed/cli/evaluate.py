@@ -56,6 +56,7 @@ def _model_overrides(args: argparse.Namespace) -> list[str]:
 def resolve(args: argparse.Namespace) -> Any:
     from reasonbed.cli.checks import check_model, data_spec
     from reasonbed.evaluation.config import EvalConfig
+    from reasonbed.inference.base import engine_weights
 
     first = [f"shots={json.dumps(comma_list(args.shots, int))}"] if args.shots else []
     args.overrides = [*_model_overrides(args), *args.overrides]
@@ -63,7 +64,7 @@ def resolve(args: argparse.Namespace) -> Any:
     if args.smoke_test and not cfg.output:
         cfg = replace(cfg, output=temporary_path("reasonbed-ood-"))
     data_spec(cfg.data)  # an unknown dataset fails here
-    if cfg.engine.name != "openai":  # a real dataset needs real models (the tiny one serves offline data only)
+    if engine_weights(cfg.engine.name) == "local":  # a real dataset needs real models (the tiny one: offline data)
         for index, entry in enumerate(cfg.models):
             check_model(cfg.data, entry.model, f"models[{index}].model")
     return cfg

@@ -24,7 +24,7 @@ from reasonbed.evaluation.adapters import adapter_digest, check_adapter, resolve
 from reasonbed.evaluation.config import ZERO_SHOT, EvalConfig, EvalModel
 from reasonbed.evaluation.sampling import Episode, Item, Sampler, Unavailable
 from reasonbed.generation.shards import Shard, plan_shards
-from reasonbed.inference.base import EngineConfig
+from reasonbed.inference.base import EngineConfig, engine_weights
 from reasonbed.models.configs import ModelConfig
 from reasonbed.prompts import PROMPT_VERSION
 
@@ -64,7 +64,7 @@ def resolve_models(cfg: EvalConfig) -> list[ResolvedModel]:
 
     resolved = []
     for entry in cfg.models:
-        if cfg.engine.name == "openai":  # the model lives behind the endpoint: nothing to resolve here
+        if engine_weights(cfg.engine.name) == "served":  # the model lives behind the endpoint: nothing to resolve
             path, model = cfg.engine.served_model or entry.model.path, entry.model
         else:
             model = resolve_model(entry.model)  # the tiny model built, the family detected

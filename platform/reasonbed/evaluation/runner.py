@@ -19,6 +19,7 @@ from typing import Any
 
 from reasonbed.config import ConfigError
 from reasonbed.evaluation.config import EvalConfig
+from reasonbed.inference.base import engine_weights
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def run_evaluation(cfg: EvalConfig) -> str:
         tables += [read_shard(store, shard) for shard in shards]  # the planned ones only, never stale files
     predictions = pa.concat_tables(tables).select(SCHEMA.names).to_pandas()
     probe_rows, feature_seconds = [], {}
-    if cfg.probe.enabled and cfg.engine.name != "openai" and len(spec.domains) > 1:
+    if cfg.probe.enabled and engine_weights(cfg.engine.name) == "local" and len(spec.domains) > 1:
         pool = {domain: sampler.queries(domain, cfg.probe.max_images_per_domain) for domain in spec.domains}
         for model in models:
             features, feature_seconds[model.name] = domain_features(

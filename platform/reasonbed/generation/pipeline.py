@@ -25,7 +25,7 @@ from reasonbed.generation.config import GenerationConfig
 from reasonbed.generation.schema import to_table
 from reasonbed.generation.shards import Shard, ShardStore, plan_shards
 from reasonbed.generation.summary import summarise
-from reasonbed.inference.base import SamplingConfig, engine_secrets, runs_async
+from reasonbed.inference.base import SamplingConfig, engine_secrets, engine_weights, runs_async
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def run_generation(cfg: GenerationConfig, image_ids: set[str] | None = None) -> 
     from reasonbed.ray_runtime import init_ray
 
     spec, root = catalog.resolve(cfg.data)
-    if cfg.engine.name in ("vllm", "hf"):  # fail here, naming the path, not inside an actor
+    if engine_weights(cfg.engine.name) == "local":  # fail here, naming the path, not inside an actor
         from dataclasses import replace
 
         from reasonbed.models.loading import resolve_model

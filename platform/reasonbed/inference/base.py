@@ -2,7 +2,9 @@
 
 An engine turns a batch of (image, prompt text) requests into `n` completions each; a request may
 carry in-context examples (images with the answers shown for them), which engines whose class sets
-`multi_image = True` send as earlier chat turns (`check_multi_image` refuses the others). Engines are
+`multi_image = True` send as earlier chat turns (`check_multi_image` refuses the others). Each engine
+class also says where its model's weights are (`weights`, read by `engine_weights` without building
+it): "local" (it loads `engine.model`), "served" (an endpoint holds them) or "none". Engines are
 registered by dotted path in `ENGINES` and imported only when chosen, so vLLM or the OpenAI client
 are imported only by runs that use them. `build_engine(cfg)` constructs one; `runs_async(cfg)` says
 whether it has an async face for several batches at once (vLLM's async engine).
@@ -11,7 +13,7 @@ whether it has an async face for several batches at once (vLLM's async engine).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from reasonbed.compat.engines import default_engine, require_vllm
 from reasonbed.config import ConfigError
@@ -142,6 +144,8 @@ class Engine(Protocol):
     """
 
     model_id: str
+    weights: ClassVar[Literal["local", "served", "none"]]  # see `engine_weights`
+    multi_image: ClassVar[bool]  # several images per prompt (in-context examples): see `check_multi_image`
 
     def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[list[Completion]]:
         """`sampling.n` completions per request, in request order."""
@@ -165,10 +169,18 @@ ENGINES.add("openai", "reasonbed.inference.openai_engine:OpenAIEngine")
 ENGINES.add("vllm_actor", "reasonbed.inference.vllm_actor:VLLMActorEngine")
 
 
+def engine_weights(engine: str) -> Literal["local", "served", "none"]:
+    """Where the weights of the model engine `engine` answers with are, from its class (imports its module, builds
+    nothing): "local" - it loads `engine.model` in its own process (the path must resolve; its features can be
+    probed), "served" - an endpoint holds them (`engine.base_url`: nothing local to resolve), "none" - no model
+    (the template teacher writes chains from the images' metadata: it cannot predict)."""
+    return ENGINES.get(engine).weights
+
+
 def check_multi_image(engine: str, images: int) -> None:
     """Raise `ConfigError` naming the engine when it cannot put `images` (> 1) images in one prompt."""
-    if images > 1 and not getattr(ENGINES.get(engine), "multi_image", False):
-        capable = ", ".join(name for name in ENGINES.names() if getattr(ENGINES.get(name), "multi_image", False))
+    if images > 1 and not ENGINES.get(engine).multi_image:
+        capable = ", ".join(name for name in ENGINES.names() if ENGINES.get(name).multi_image)
         raise ConfigError(f"engine.name: engine {engine!r} does not support several images per prompt "
                           f"({images} asked: in-context examples + the query); engines that do: {capable}")
 

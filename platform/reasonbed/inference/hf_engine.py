@@ -19,6 +19,7 @@ class HFEngine:
     """transformers generation over (image, prompt) requests, left-padded batches."""
 
     multi_image: ClassVar[bool] = True  # in-context example images go to the processor as one list per prompt
+    weights: ClassVar[str] = "local"  # loads engine.model in its own process
 
     def __init__(self, cfg: EngineConfig, model: Any = None, processor: Any = None, **_: Any) -> None:
         self.cfg = cfg

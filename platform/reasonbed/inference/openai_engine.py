@@ -36,6 +36,7 @@ class OpenAIEngine:
     """Chat completions with one image per request (plus in-context example turns), `n` choices each."""
 
     multi_image: ClassVar[bool] = True  # examples go as earlier user (image + text) / assistant turns
+    weights: ClassVar[str] = "served"  # the endpoint at engine.base_url holds the model
 
     def __init__(self, cfg: EngineConfig, **_: Any) -> None:
         import openai

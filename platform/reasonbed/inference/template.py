@@ -24,6 +24,7 @@ class TemplateEngine:
     """The `template` engine: a perfect (optionally noisy) teacher for `synthetic_shapes`."""
 
     multi_image: ClassVar[bool] = False  # writes chains about one image; in-context examples are refused
+    weights: ClassVar[str] = "none"  # no model: chains from the images' metadata
 
     def __init__(self, cfg: EngineConfig, data_root: str = "", storage_options: dict | None = None,
                  **_: Any) -> None:

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from reasonbed.inference.base import Completion, EngineConfig, Request, SamplingConfig
 from reasonbed.models.lora import adapter_files
@@ -65,6 +65,9 @@ class _Actor:
 
 class VLLMActorEngine:
     """A vLLM engine in a Ray actor, started with `model`'s adapter; `sync` ships the current adapter."""
+
+    multi_image: ClassVar[bool] = True  # vLLM's prompts: up to engine.images_per_prompt images
+    weights: ClassVar[str] = "local"  # loads engine.model (the policy's base) in its actor
 
     def __init__(self, cfg: EngineConfig, model: Any, start_timeout_s: float = 900.0,
                  resources: dict[str, float] | None = None, **_: Any) -> None:

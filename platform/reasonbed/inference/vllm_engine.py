@@ -85,6 +85,7 @@ class VLLMEngine:
     """vLLM inference over (image, prompt) requests, with in-context example images; sync and async faces."""
 
     multi_image: ClassVar[bool] = True  # up to engine.images_per_prompt images per prompt
+    weights: ClassVar[str] = "local"  # loads engine.model in its own process
 
     def __init__(self, cfg: EngineConfig, **_: Any) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")

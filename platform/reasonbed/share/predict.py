@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from reasonbed import storage
 from reasonbed.config import ConfigError
-from reasonbed.inference.base import EngineConfig, Request, SamplingConfig
+from reasonbed.inference.base import EngineConfig, Request, SamplingConfig, engine_weights
 
 log = logging.getLogger(__name__)
 COLUMNS = ("image_id", "path", "domain", "label", "class_name", "prompt_kind", "prompt", "answer",
@@ -54,9 +54,9 @@ class PredictConfig:
             raise ConfigError("data (--data): a folder of images (local or s3://) is required")
         if self.max_tokens < 0:
             raise ConfigError(f"max_tokens: value {self.max_tokens!r} must be >= 0")
-        if self.engine.name == "template":
-            raise ConfigError("engine.name: the template engine writes teacher chains, it cannot predict; "
-                              "use vllm, hf or openai")
+        if engine_weights(self.engine.name) == "none":
+            raise ConfigError(f"engine.name: the {self.engine.name} engine has no model (it writes teacher chains), "
+                              "it cannot predict; use vllm, hf or openai")
 
 
 def _export_info(*paths: str) -> dict[str, Any]:
@@ -104,7 +104,7 @@ def resolve(cfg: PredictConfig) -> Resolved:
     limits = EvalConfig()
     max_tokens = cfg.max_tokens or (limits.reasoning_max_tokens if prompt == "reasoning" else limits.direct_max_tokens)
     root = cfg.data or catalog.resolve(catalog.DataConfig(dataset=cfg.dataset))[1]
-    if cfg.engine.name == "openai":
+    if engine_weights(cfg.engine.name) == "served":
         name = cfg.engine.served_model or model.path
     else:
         model = resolve_model(model)  # the tiny model built, the family detected
