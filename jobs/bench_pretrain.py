@@ -66,13 +66,6 @@ def _sha(path: Path) -> str:
     return hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
 
 
-def _largest_difference(first: Path, second: Path) -> float:
-    from safetensors.torch import load_file
-
-    a, b = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
-    return max(float((a[key] - b[key]).abs().max()) for key in a)
-
-
 def _check(args: argparse.Namespace) -> None:
     if args.rounds < 1:
         raise ValueError(f"--rounds {args.rounds}: must be >= 1")
@@ -85,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parse(parser, argv, _check)
     from reasonbed.models.pretrain import PretrainRecipe
+    from reasonbed.models.tiny import largest_weight_difference
 
     parallel, one = _recipe(args.smoke_test, PretrainRecipe().processes), _recipe(args.smoke_test, 1)
     kinds = {"one": (one, False), "parallel": (parallel, False), "replayed": (parallel, True)}
@@ -103,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{', replayed in one' if in_one_process else ''}) {took:.1f} s, CPU {used:.1f} s", flush=True)
             rounds.append({**{f"seconds_{kind}": wall[kind][-1] for kind in kinds},
                            **{f"cpu_seconds_{kind}": cpu[kind][-1] for kind in kinds},
-                           "largest_weight_difference": _largest_difference(built["one"], built["parallel"]),
+                           "largest_weight_difference": largest_weight_difference(built["one"], built["parallel"]),
                            "replayed_identical": _sha(built["replayed"]) == _sha(built["parallel"])})
             difference = max(difference, rounds[-1]["largest_weight_difference"])
             identical = identical and rounds[-1]["replayed_identical"]

@@ -34,7 +34,13 @@ from reasonbed.models.corpus import (
 from reasonbed.models.encoding import CorpusEncoder
 from reasonbed.models.loading import resolve_model_path
 from reasonbed.models.pretrain import PretrainRecipe, answer_loss
-from reasonbed.models.tiny import MARKER, build_tiny_model, tiny_model_hash, tiny_model_spec
+from reasonbed.models.tiny import (
+    MARKER,
+    build_tiny_model,
+    largest_weight_difference,
+    tiny_model_hash,
+    tiny_model_spec,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 # A recipe that exercises every stage in seconds.
@@ -44,14 +50,6 @@ QUICK = PretrainRecipe(corpus=CorpusSpec(shape_images=24, digit_images=8, option
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _largest_difference(first: Path, second: Path) -> float:
-    from safetensors.torch import load_file
-
-    a, b = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
-    assert a.keys() == b.keys()
-    return max(float((a[key] - b[key]).abs().max()) for key in a)
 
 
 def test_corpus_images_are_none_of_the_benchmarks_images(tmp_path):
@@ -187,7 +185,7 @@ def test_build_is_deterministic_cached_by_recipe_and_shows_progress(tmp_path: Pa
 
     # Data parallelism is the one-process math: the same model up to float summation order, the same losses.
     one_process = build_tiny_model("qwen2_vl", out=tmp_path / "one", recipe=dataclasses.replace(QUICK, processes=1))
-    assert QUICK.processes == 2 and _largest_difference(first, one_process) < 1e-5
+    assert QUICK.processes == 2 and largest_weight_difference(first, one_process) < 1e-5
     losses = [json.loads((path / MARKER).read_text())["pretraining"] for path in (first, one_process)]
     for key in ("vision_loss", "text_loss"):
         assert losses[0][key] == pytest.approx(losses[1][key], rel=1e-3), key

@@ -108,6 +108,17 @@ def _is_complete(directory: Path, digest: str) -> bool:
         return False
 
 
+def largest_weight_difference(first: str | Path, second: str | Path) -> float:
+    """The largest absolute difference between two built models' weights (their `model.safetensors`); a
+    ValueError when they do not hold the same tensors."""
+    from safetensors.torch import load_file
+
+    a, b = load_file(Path(first) / "model.safetensors"), load_file(Path(second) / "model.safetensors")
+    if a.keys() != b.keys():
+        raise ValueError(f"{first} and {second} hold different tensors: {sorted(a.keys() ^ b.keys())[:5]}")
+    return max(float((a[key] - b[key]).abs().max()) for key in a)
+
+
 def build_tokenizer(family: ModelFamily) -> Any:
     """The family's transformers tokenizer over a BPE trained on the built-in corpus."""
     import transformers
