@@ -143,7 +143,8 @@ def test_engine_without_multi_image_support_is_refused():
     assert cfg.images_per_prompt == 1
 
 
-def test_every_engine_says_where_its_weights_are_and_the_template_cannot_predict():
+def test_every_engine_says_where_its_weights_are_and_which_cannot_run_on_their_own():
+    from reasonbed.generation.config import GenerationConfig
     from reasonbed.inference.base import ENGINES, engine_weights
     from reasonbed.share.predict import PredictConfig
 
@@ -152,6 +153,11 @@ def test_every_engine_says_where_its_weights_are_and_the_template_cannot_predict
     assert all(isinstance(ENGINES.get(name).multi_image, bool) for name in ENGINES.names())
     with pytest.raises(ConfigError, match="the template engine has no model .* cannot predict"):
         load(PredictConfig, overrides=["engine.name=template", "output=/tmp/x.parquet", "data=/tmp/images"])
+    # GRPO's rollout engine is built from a training run's live model: refused wherever engines run on their own
+    for config, overrides in ((GenerationConfig, ["output=/tmp/chains"]), (EvalConfig, []),
+                              (PredictConfig, ["output=/tmp/x.parquet", "data=/tmp/images"])):
+        with pytest.raises(ConfigError, match="engine 'vllm_actor' samples a training run's live policy.*hf, openai"):
+            load(config, overrides=["engine.name=vllm_actor", *overrides])
 
 
 def test_bad_config_values_name_the_key():
@@ -218,10 +224,14 @@ def test_metrics_from_answered_rows():
     assert matrix.tolist() == [[1, 0, 0], [1, 0, 1]]
 
 
-def test_probe_reads_a_linear_class_across_domains_and_its_l2_leaves_the_intercept_free():
+def test_probe_is_scikit_learns_logistic_regression_on_standardised_features():
+    """At the fitted weights the gradient of sum(cross-entropy) + |W|^2 / (2c) vanishes (scikit-learn's objective for
+    LogisticRegression(C=c), unpenalised intercept), on features standardised as StandardScaler does; the class of a
+    held-out domain is read."""
     import numpy as np
+    import torch
 
-    from reasonbed.evaluation.probe import fit_logistic_regression, fit_probes
+    from reasonbed.evaluation.probe import LinearProbe, fit_probes
 
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(3, 8)) * 3
@@ -230,17 +240,27 @@ def test_probe_reads_a_linear_class_across_domains_and_its_l2_leaves_the_interce
         labels = np.arange(n) % 3
         vision = centers[labels] + rng.normal(size=(n, 8)) + shift
         vision[:, 0] *= 1000.0  # standardised away
-        vision[:, 1] = 5.0  # a constant feature: no division by zero
-        return {"vision": vision, "labels": labels}
+        vision[:, 1] = 5.0  # a constant feature: left unscaled, no division by zero
+        return {"vision": vision.astype(np.float32), "labels": labels}
 
     features = {"a": domain(0.0), "b": domain(0.3), "c": domain(-0.3)}
-    rows = fit_probes(features, ["a", "c"], ["vision"], n_classes=3, c=1.0, max_iter=200, seed=0)
+    rows = fit_probes(features, ["a", "c"], ["vision"], n_classes=3, c=1.0, max_iter=200)
     assert [row["domain"] for row in rows] == ["a", "c"] and all(row["train_images"] == 120 for row in rows)
     assert all(row["accuracy"] > 0.9 for row in rows), rows
-    # Almost no weight allowed: the unpenalised intercept alone predicts the most frequent class everywhere.
-    labels = np.array([0] * 10 + [1] * 30 + [2] * 20)
-    predict = fit_logistic_regression(centers[labels] + rng.normal(size=(60, 8)), labels, 3, 1e-8, 200, 0)
-    assert set(predict(rng.normal(size=(40, 8)) * 5).tolist()) == {1}
+
+    x = np.concatenate([features["b"]["vision"], features["c"]["vision"]])
+    labels = np.array([0] * 10 + [1] * 70 + [2] * 40)  # unbalanced: the intercept matters
+    for c in (0.05, 1.0):
+        probe = LinearProbe.fit(x, labels, 3, c, 500)
+        assert probe.iterations < 500
+        standardised = (torch.as_tensor(x, dtype=torch.float64) - probe.mean) / probe.scale
+        assert torch.allclose(standardised.mean(0), torch.zeros(8, dtype=torch.float64), atol=1e-9)
+        assert torch.allclose(standardised.std(0, unbiased=False)[[0, *range(2, 8)]], torch.ones(7, dtype=torch.float64))
+        assert probe.scale[1] == 1.0
+        residual = torch.softmax(probe.logits(x), 1) - torch.nn.functional.one_hot(torch.as_tensor(labels), 3)
+        assert torch.allclose(standardised.T @ residual + probe.weights / c, torch.zeros(8, 3, dtype=torch.float64),
+                              atol=1e-4), c
+        assert torch.allclose(residual.sum(0), torch.zeros(3, dtype=torch.float64), atol=1e-4), c
 
 
 def test_a_corrupt_image_stops_the_evaluation_before_anything_or_is_skipped_and_counted(tmp_path):

@@ -276,6 +276,24 @@ def test_the_main_jobs_cells_each_come_from_at_least_48_test_images(tmp_path):
             assert len(split.test_in) >= 48 and (cap == 0 or cap >= 48), (method, domain, len(split.test_in), cap)
 
 
+def test_importances_are_ped_anova_shares_and_none_when_no_parameter_tells_the_best_trials_apart(tmp_path):
+    from reasonbed.tune.optuna_search import param_importances
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    sampler = optuna.samplers.RandomSampler(seed=0)
+    ranked = optuna.create_study(study_name="ranked", storage=url, direction="maximize", sampler=sampler)
+    ranked.optimize(lambda t: t.suggest_float("lr", 0.0, 1.0) + 0.0 * t.suggest_float("dropout", 0.0, 1.0),
+                    n_trials=20)
+    tied = optuna.create_study(study_name="tied", storage=url, direction="maximize", sampler=sampler)
+    tied.optimize(lambda t: 0.5 + 0.0 * t.suggest_float("lr", 0.0, 1.0) * t.suggest_float("dropout", 0.0, 1.0),
+                  n_trials=6)
+    values = param_importances(url, "ranked")
+    assert set(values) == {"lr", "dropout"} and sum(values.values()) == pytest.approx(1.0)
+    assert values["lr"] > 0.8, values  # the objective is lr
+    assert values == dict(optuna.importance.get_param_importances(ranked))  # Optuna's default evaluator
+    assert param_importances(url, "tied") == {}  # all raw importances 0: not shown as equal shares
+
+
 def test_malformed_search_space_names_file_key_problem(tmp_path):
     (tmp_path / "direct.yaml").write_text("params:\n  optim.lr: {loguniform: [0, 1.0e-3]}\n")
     with pytest.raises(SearchSpaceError, match=r"direct.yaml: params.optim.lr: loguniform needs low < high"):

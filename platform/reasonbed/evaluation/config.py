@@ -7,7 +7,7 @@ from typing import Literal
 
 from reasonbed.config import ConfigError
 from reasonbed.data.catalog import DataConfig
-from reasonbed.inference.base import EngineConfig, check_multi_image
+from reasonbed.inference.base import EngineConfig, check_multi_image, check_standalone
 from reasonbed.models.configs import ModelConfig
 from reasonbed.tracking import TrackingConfig
 
@@ -74,6 +74,7 @@ class EvalConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow / W&B logging of the report
 
     def __post_init__(self) -> None:
+        check_standalone(self.engine.name)
         unknown = [name for name in self.conditions if name not in CONDITIONS]
         if unknown:
             raise ConfigError(f"conditions: value {unknown[0]!r} is not allowed; allowed: {', '.join(CONDITIONS)}")

@@ -64,7 +64,7 @@ def resolve_models(cfg: EvalConfig) -> list[ResolvedModel]:
 
     resolved = []
     for entry in cfg.models:
-        if engine_weights(cfg.engine.name) == "served":  # the model lives behind the endpoint: nothing to resolve
+        if engine_weights(cfg.engine.name) != "local":  # behind an endpoint, or no model: nothing local to resolve
             path, model = cfg.engine.served_model or entry.model.path, entry.model
         else:
             model = resolve_model(entry.model)  # the tiny model built, the family detected

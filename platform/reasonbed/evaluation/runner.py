@@ -84,7 +84,7 @@ def run_evaluation(cfg: EvalConfig) -> str:
                 model, spec.name, pool, classification_prompt(spec.display_names), root,
                 dict(cfg.data.storage_options), cfg.probe.batch_size)
             probe_rows += [{"model": model.name, **row} for row in fit_probes(
-                features, domains, cfg.probe.features, len(spec.classes), cfg.probe.c, cfg.probe.max_iter, cfg.seed)]
+                features, domains, cfg.probe.features, len(spec.classes), cfg.probe.c, cfg.probe.max_iter)]
     inputs = ReportInputs(cfg, spec, models, domains, predictions, probe_rows, feature_seconds, skipped, nuisance,
                           record, time.perf_counter() - started)
     report = write_report(inputs, out)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from reasonbed.config import ConfigError
 from reasonbed.data.catalog import DataConfig
-from reasonbed.inference.base import EngineConfig, SamplingConfig
+from reasonbed.inference.base import EngineConfig, SamplingConfig, check_standalone
 from reasonbed.tracking import TrackingConfig
 
 
@@ -31,6 +31,7 @@ class GenerationConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow / W&B logging of the summary
 
     def __post_init__(self) -> None:
+        check_standalone(self.engine.name)
         if self.shard_size < 1:
             raise ConfigError(f"shard_size: value {self.shard_size!r} must be >= 1")
         if self.second_pass_n < 1:

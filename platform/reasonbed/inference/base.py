@@ -4,7 +4,9 @@ An engine turns a batch of (image, prompt text) requests into `n` completions ea
 carry in-context examples (images with the answers shown for them), which engines whose class sets
 `multi_image = True` send as earlier chat turns (`check_multi_image` refuses the others). Each engine
 class also says where its model's weights are (`weights`, read by `engine_weights` without building
-it): "local" (it loads `engine.model`), "served" (an endpoint holds them) or "none". Engines are
+it): "local" (it loads `engine.model`), "served" (an endpoint holds them) or "none"; and whether it follows
+a training run's live policy (`follows_policy`: GRPO's rollout engine, which `check_standalone` refuses
+everywhere else). Engines are
 registered by dotted path in `ENGINES` and imported only when chosen, so vLLM or the OpenAI client
 are imported only by runs that use them. `build_engine(cfg)` constructs one; `runs_async(cfg)` says
 whether it has an async face for several batches at once (vLLM's async engine).
@@ -146,6 +148,7 @@ class Engine(Protocol):
     model_id: str
     weights: ClassVar[Literal["local", "served", "none"]]  # see `engine_weights`
     multi_image: ClassVar[bool]  # several images per prompt (in-context examples): see `check_multi_image`
+    follows_policy: ClassVar[bool]  # built from a training run's live model (GRPO's rollouts): see `check_standalone`
 
     def generate(self, requests: list[Request], sampling: SamplingConfig) -> list[list[Completion]]:
         """`sampling.n` completions per request, in request order."""
@@ -175,6 +178,15 @@ def engine_weights(engine: str) -> Literal["local", "served", "none"]:
     probed), "served" - an endpoint holds them (`engine.base_url`: nothing local to resolve), "none" - no model
     (the template teacher writes chains from the images' metadata: it cannot predict)."""
     return ENGINES.get(engine).weights
+
+
+def check_standalone(engine: str) -> None:
+    """Raise `ConfigError` when engine `engine` cannot run from its config alone: it samples a training run's live
+    policy (GRPO's rollouts build it from their model), so generation, evaluation and prediction refuse it."""
+    if ENGINES.get(engine).follows_policy:
+        standalone = ", ".join(name for name in ENGINES.names() if not ENGINES.get(name).follows_policy)
+        raise ConfigError(f"engine.name: engine {engine!r} samples a training run's live policy (GRPO's rollouts) "
+                          f"and cannot run on its own; engines that can: {standalone}")
 
 
 def check_multi_image(engine: str, images: int) -> None:

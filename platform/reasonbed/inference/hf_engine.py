@@ -20,6 +20,7 @@ class HFEngine:
 
     multi_image: ClassVar[bool] = True  # in-context example images go to the processor as one list per prompt
     weights: ClassVar[str] = "local"  # loads engine.model in its own process
+    follows_policy: ClassVar[bool] = False  # runs from its config alone
 
     def __init__(self, cfg: EngineConfig, model: Any = None, processor: Any = None, **_: Any) -> None:
         self.cfg = cfg

@@ -37,6 +37,7 @@ class OpenAIEngine:
 
     multi_image: ClassVar[bool] = True  # examples go as earlier user (image + text) / assistant turns
     weights: ClassVar[str] = "served"  # the endpoint at engine.base_url holds the model
+    follows_policy: ClassVar[bool] = False  # runs from its config alone
 
     def __init__(self, cfg: EngineConfig, **_: Any) -> None:
         import openai

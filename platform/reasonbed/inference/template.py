@@ -25,6 +25,7 @@ class TemplateEngine:
 
     multi_image: ClassVar[bool] = False  # writes chains about one image; in-context examples are refused
     weights: ClassVar[str] = "none"  # no model: chains from the images' metadata
+    follows_policy: ClassVar[bool] = False  # runs from its config alone
 
     def __init__(self, cfg: EngineConfig, data_root: str = "", storage_options: dict | None = None,
                  **_: Any) -> None:

@@ -68,6 +68,7 @@ class VLLMActorEngine:
 
     multi_image: ClassVar[bool] = True  # vLLM's prompts: up to engine.images_per_prompt images
     weights: ClassVar[str] = "local"  # loads engine.model (the policy's base) in its actor
+    follows_policy: ClassVar[bool] = True  # built from the training process's model (`model=`), synced each step
 
     def __init__(self, cfg: EngineConfig, model: Any, start_timeout_s: float = 900.0,
                  resources: dict[str, float] | None = None, **_: Any) -> None:

@@ -86,6 +86,7 @@ class VLLMEngine:
 
     multi_image: ClassVar[bool] = True  # up to engine.images_per_prompt images per prompt
     weights: ClassVar[str] = "local"  # loads engine.model in its own process
+    follows_policy: ClassVar[bool] = False  # runs from its config alone
 
     def __init__(self, cfg: EngineConfig, **_: Any) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")

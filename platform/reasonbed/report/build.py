@@ -108,7 +108,7 @@ def study_importances(storage_url: str | None, studies: Sequence[str]) -> tuple[
             states = study_summary(storage_url, study)["states"]
             skipped[study] = (f"too few COMPLETE trials to estimate ({states.get('COMPLETE', 0)} complete; "
                               f"states {states})" if states.get("COMPLETE", 0) < 2
-                              else "the estimator could not rank its parameters (e.g. a single value each)")
+                              else "no parameter tells its best trials apart (e.g. tied objectives, one value each)")
     return importances, skipped
 
 

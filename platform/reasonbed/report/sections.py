@@ -149,7 +149,9 @@ def importance_blocks(importances: Mapping[str, Mapping[str, float]], skipped: M
     params = sorted({p for values in importances.values() for p in values})
     if importances:
         blocks.append("Importance of each hyperparameter for the study's objective (`val_acc`, training-domain "
-                      "validation), over its COMPLETE trials; trials stopped early (PRUNED) are not used.")
+                      "validation), over its COMPLETE trials; trials stopped early (PRUNED) are not used. PED-ANOVA: "
+                      "how far the hyperparameter's values in the study's best 10% of trials (at least one) stand "
+                      "apart from all of them; shares summing to 1 per study, rough with few trials.")
         blocks.append(Table(["Study", *params], [[study, *(f"{values[p]:.3f}" if p in values else "" for p in params)]
                                                  for study, values in importances.items()]))
     if skipped:

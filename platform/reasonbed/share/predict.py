@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from reasonbed import storage
 from reasonbed.config import ConfigError
-from reasonbed.inference.base import EngineConfig, Request, SamplingConfig, engine_weights
+from reasonbed.inference.base import EngineConfig, Request, SamplingConfig, check_standalone, engine_weights
 
 log = logging.getLogger(__name__)
 COLUMNS = ("image_id", "path", "domain", "label", "class_name", "prompt_kind", "prompt", "answer",
@@ -48,6 +48,7 @@ class PredictConfig:
     ray_address: str = ""  # join this Ray cluster (empty: RAY_ADDRESS or a local Ray)
 
     def __post_init__(self) -> None:
+        check_standalone(self.engine.name)
         if not self.output:
             raise ConfigError("output (--out): the predictions parquet file to write is required")
         if not self.data and not self.dataset:

@@ -137,7 +137,9 @@ def study_summary(storage_url: str, study_name: str) -> dict[str, Any]:
 
 
 def param_importances(storage_url: str, study_name: str) -> dict[str, float]:
-    """Optuna's parameter importances (PED-ANOVA) over finished trials; empty if too few.
+    """Optuna's parameter importances (PED-ANOVA) over finished trials, summing to 1; empty if too few, or when
+    no parameter tells the best trials apart (all raw importances 0, which Optuna's normalisation would show as
+    equal shares).
 
     PED-ANOVA (Watanabe et al., IJCAI 2023; Optuna 5's default evaluator, named here so that a change of
     Optuna's default cannot change the statistic unnoticed): how much each hyperparameter's distribution in
@@ -148,8 +150,9 @@ def param_importances(storage_url: str, study_name: str) -> dict[str, float]:
     if len(finished) < 2:
         return {}
     try:
-        return dict(optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator()))
+        raw = optuna.importance.PedAnovaImportanceEvaluator().evaluate(study)
     except (RuntimeError, ValueError) as error:
         log.info("no parameter importances for %s: %s", study_name, error)
         return {}
+    total = sum(raw.values())
+    return {param: value / total for param, value in raw.items()} if total > 0 else {}
