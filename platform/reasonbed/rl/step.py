@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from reasonbed.inference.base import Completion, EngineConfig, Request, SamplingConfig, build_engine
+from reasonbed.inference.base import ENGINES, Completion, EngineConfig, Request, SamplingConfig, build_engine
 from reasonbed.models.encoding import append_target, decode_image, encode_prompt
 from reasonbed.rewards import score
 from reasonbed.rewards.builtin import parse_answer
@@ -87,10 +87,10 @@ def rollout_engine(setup: Any) -> Any:
     """The rollout engine of `method_config.engine`, from the engine registry (rank 0 only)."""
     options, cfg = setup.method.options, setup.cfg
     engine_cfg = rollout_engine_config(cfg, options, setup.config["model_path"])
-    if engine_cfg.name == "vllm_actor":
+    if ENGINES.get(engine_cfg.name).follows_policy:  # an engine of its own (an actor) that the policy syncs
         return build_engine(engine_cfg, model=setup.model, start_timeout_s=options.rollout_start_timeout_s,
                             resources={**cfg.scale.engine_resources, **options.rollout_resources})
-    return build_engine(engine_cfg, model=checkpointing.unwrap(setup.model), processor=setup.processor)
+    return build_engine(engine_cfg, model=checkpointing.unwrap(setup.model), processor=setup.processor)  # shares it
 
 
 class GRPOStep:
