@@ -251,17 +251,23 @@ def test_configs_from_dict_defaults():
 # ----------------------------------------------------------------------------------------- vLLM
 
 
+BOUNDED = 112 * 112  # model.max_image_pixels for the vLLM comparison: a 150 x 100 image must shrink on both sides
+
+
 @pytest.fixture(scope="module")
 def vllm_engine(tiny_model_dir: Path):
-    """One in-process vLLM engine over the tiny model for this module; freed afterwards."""
+    """One in-process vLLM engine over the tiny model for this module, from reasonbed's engine arguments with
+    `model.max_image_pixels` set; freed afterwards."""
     vllm = pytest.importorskip("vllm")
+    from reasonbed.inference.base import EngineConfig
+    from reasonbed.inference.vllm_engine import engine_arguments
+
     # vLLM inspects model classes in a fresh `python -m ...` subprocess that never imports reasonbed:
     # the torchvision fix reaches it through the environment's startup file (make setup writes it).
     started = time.perf_counter()
-    llm = vllm.LLM(
-        model=str(tiny_model_dir), dtype="float32", enforce_eager=True, max_model_len=1024,
-        limit_mm_per_prompt={"image": 1}, max_num_seqs=4, seed=0,
-    )
+    cfg = EngineConfig(name="vllm", model=ModelConfig(path=str(tiny_model_dir), max_image_pixels=BOUNDED),
+                       max_model_len=1024, engine_kwargs={"max_num_seqs": 4})
+    llm = vllm.LLM(**engine_arguments(cfg, str(tiny_model_dir)))
     print(f"vLLM engine started in {time.perf_counter() - started:.1f} s")
     yield llm
     del llm
@@ -270,15 +276,22 @@ def vllm_engine(tiny_model_dir: Path):
 
 @pytest.mark.slow
 def test_vllm_loads_and_generates_like_transformers(vllm_engine, tiny_model_dir: Path):
+    """Same prompt ids (image placeholders included) and same greedy tokens as transformers, with the image
+    pixel bound applied by both: an image under it keeps its size, a larger one shrinks alike."""
     import vllm
 
-    model, processor = load_model_and_processor(ModelConfig(path=str(tiny_model_dir)))
+    from reasonbed.models import load_processor
+
+    model, processor = load_model_and_processor(ModelConfig(path=str(tiny_model_dir), max_image_pixels=BOUNDED))
+    unbounded = load_processor(ModelConfig(path=str(tiny_model_dir)))
     prompt = build_chat_prompt(processor, QUESTION)
     params = vllm.SamplingParams(max_tokens=6, min_tokens=6, temperature=0.0)
-    for size in ((56, 56), (150, 100)):
+    for size, shrinks in (((56, 56), False), ((150, 100), True)):
         image = _image(size)
         (output,) = vllm_engine.generate([{"prompt": prompt, "multi_modal_data": {"image": image}}], params)
         assert len(output.outputs[0].token_ids) == 6
         hf_prompt_ids, hf_new_ids = _hf_greedy(model, processor, image)
+        default_ids = unbounded(images=[image], text=[prompt])["input_ids"][0]
+        assert (len(hf_prompt_ids) < len(default_ids)) == shrinks, size  # the bound is in force (or not needed)
         assert list(output.prompt_token_ids) == hf_prompt_ids  # same image placeholder expansion
         assert list(output.outputs[0].token_ids) == hf_new_ids  # same architecture and weights

@@ -276,8 +276,8 @@ def test_served_adapter_answers_like_transformers_and_reasonbeds_openai_engine_u
     from reasonbed.inference.base import build_engine
     from reasonbed.inference.openai_engine import image_data_url
     from reasonbed.models import ModelConfig
+    from reasonbed.prompts import answer_class, prompt_for
     from reasonbed.share.predict import PredictConfig, run_predict
-    from reasonbed.train.evaluate import answer_class, prompt_for
 
     monkeypatch.setenv(KEY_ENV, KEY)
     root = Path(catalog.resolve(DataConfig(dataset="synthetic_shapes", images_per_class=2))[1])

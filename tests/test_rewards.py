@@ -6,16 +6,15 @@ from __future__ import annotations
 import pytest
 
 from reasonbed.data.synthetic import SPEC
-from reasonbed.prompts import STAGES, format_chain
+from reasonbed.prompts import STAGES, answer_class, format_chain
 from reasonbed.registry import RegistryError
-from reasonbed.rewards import REWARDS, score, super_classes_of
-from reasonbed.rewards.builtin import parse_answer
+from reasonbed.rewards import REWARDS, score
 from reasonbed.rewards.transforms import TRANSFORMS
 
 # SPEC: round: circle, ring; polygon: square, triangle; symbol: cross, star
 NAMES = SPEC.display_names
 LABEL = {name: index for index, name in enumerate(NAMES)}
-SUPER = super_classes_of(SPEC)
+SUPER = SPEC.super_classes
 CONTEXT = {"class_names": NAMES, "super_classes": SUPER}
 
 
@@ -95,10 +94,13 @@ def test_length_penalty_beyond_budget():
         reward("length", ["a"], [0], length_budget=0)
 
 
-def test_parse_answer_rejects_bad_prompt_kind():
-    assert parse_answer("star", NAMES, "direct") == LABEL["star"]
-    with pytest.raises(ValueError, match="prompt_kind 'chat'"):
-        parse_answer("star", NAMES, "chat")
+def test_answer_class_reads_the_answer_of_each_prompt_kind_and_rejects_others():
+    assert answer_class("star", "direct", NAMES) == LABEL["star"]
+    assert answer_class(chain("a star"), "reasoning", NAMES) == LABEL["star"]
+    assert answer_class("star", "reasoning", NAMES) is None  # no conclusion: no answer
+    assert answer_class(None, "direct", NAMES) is None and answer_class("", "reasoning", NAMES) is None
+    with pytest.raises(ValueError, match="prompt kind 'chat'"):
+        answer_class("star", "chat", NAMES)
 
 
 def test_score_combines_weighted_terms_and_keeps_each():

@@ -15,10 +15,10 @@ from reasonbed.config import ConfigError, load, read_yaml
 from reasonbed.data import catalog
 from reasonbed.inference.base import EngineConfig, Request, SamplingConfig, build_engine
 from reasonbed.models import ModelConfig
+from reasonbed.prompts import prompt_for
 from reasonbed.share.export import ExportConfig, export
 from reasonbed.share.predict import PredictConfig, run_predict
 from reasonbed.train.config import TrainConfig
-from reasonbed.train.evaluate import prompt_for
 
 pytestmark = pytest.mark.slow
 GREEDY = SamplingConfig(n=1, temperature=0.0, max_tokens=12)  # training evaluation's direct budget
@@ -163,6 +163,25 @@ def test_predict_on_a_labelled_folder_scores_as_the_training_evaluation(exported
     test_in = sum(1 for row in placed if row["domain"] == "photo" and row["part"] == "in")
     weighted = (report["test_acc"] * test_in + report["test_out_acc"] * (12 - test_in)) / 12
     assert scores["photo"]["acc"] == pytest.approx(weighted) and scores["photo"]["images"] == 12
+
+
+def test_predict_sees_images_at_the_size_the_export_was_trained_on(exported_adapter, tmp_path):
+    """An export records training's model.min/max_image_pixels; predict's engine takes them unless it sets its own."""
+    from reasonbed.share.predict import resolve
+
+    info = json.loads((exported_adapter / "reasonbed.json").read_text())
+    assert info["min_image_pixels"] == info["max_image_pixels"] == 0  # the run kept the processor's own sizes
+    bounded = tmp_path / "bounded-export"
+    shutil.copytree(exported_adapter, bounded)
+    (bounded / "reasonbed.json").write_text(json.dumps({**info, "max_image_pixels": 112 * 112}))
+
+    def engine_model(**model: int) -> ModelConfig:
+        cfg = PredictConfig(data=str(tmp_path), adapter=str(bounded), output=str(tmp_path / "p.parquet"),
+                            engine=EngineConfig(name="hf", model=ModelConfig(**model)))
+        return resolve(cfg).engine.model
+
+    assert engine_model().max_image_pixels == 112 * 112
+    assert engine_model(max_image_pixels=56 * 56).max_image_pixels == 56 * 56  # set for this run: it wins
 
 
 def test_export_from_a_sweep_is_the_model_its_selection_picked(tmp_path, ray_session):

@@ -5,6 +5,8 @@ following options:" plus the classes); the reasoning prompt asks for five tagged
 <SUMMARY>, <CAPTION>, <REASONING>, <REFLECTION>, <CONCLUSION>. `parse_class` maps a completion to
 one class, tolerating case, punctuation, singular/plural, separators inside names, compound nouns and
 extra words; an answer naming no class or two classes is unparseable (None) and counts as wrong.
+`prompt_for` and `answer_class` are the one prompt and the one reading of an answer per prompt kind (direct,
+reasoning) that evaluation, predictions and GRPO's rewards share.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from functools import lru_cache
 
 PROMPT_VERSION = "rd-mldg-v1"
 STAGES = ("SUMMARY", "CAPTION", "REASONING", "REFLECTION", "CONCLUSION")
+PROMPT_KINDS = ("direct", "reasoning")  # the classification prompt, the reasoning prompt
 QUESTION = "What type of object is in this photo? Choose from the following options:"
 
 
@@ -184,6 +187,28 @@ def parse_chain(text: str) -> ParsedChain:
     missing = [stage for stage in STAGES if stage not in stages]
     in_order = positions == sorted(positions)
     return ParsedChain(stages=stages, in_order=in_order, missing=missing)
+
+
+def check_prompt_kind(kind: str) -> str:
+    """`kind` when it is one of PROMPT_KINDS, else ValueError naming it."""
+    if kind not in PROMPT_KINDS:
+        raise ValueError(f"prompt kind {kind!r} is not one of {', '.join(PROMPT_KINDS)}")
+    return kind
+
+
+def prompt_for(kind: str, class_names: Sequence[str]) -> str:
+    """The user text of prompt `kind` over `class_names`."""
+    if check_prompt_kind(kind) == "reasoning":
+        return reasoning_prompt(class_names)
+    return classification_prompt(class_names)
+
+
+def answer_class(text: str | None, kind: str, class_names: Sequence[str]) -> int | None:
+    """The class an answer to prompt `kind` names: the whole answer (direct) or the chain's conclusion
+    (reasoning); None when there is no answer, or it names no class or several (counted wrong)."""
+    if check_prompt_kind(kind) == "reasoning":
+        text = parse_chain(text).conclusion if text else None
+    return parse_class(text, class_names)
 
 
 def format_chain(stages: dict[str, str]) -> str:

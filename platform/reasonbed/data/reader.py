@@ -104,7 +104,7 @@ def _decode_error(data: bytes) -> str:
     return ""
 
 
-def _load_images(batch: dict[str, Any], root: str, storage_options: Mapping[str, Any] | None,
+def load_images(batch: dict[str, Any], root: str, storage_options: Mapping[str, Any] | None,
                  verify: bool) -> dict[str, Any]:
     """Ray Data batch function: add image bytes (and a decode error, if any) to index rows."""
     fs, base = storage.filesystem(root, storage_options)
@@ -233,7 +233,7 @@ def read_domainbed(spec: DatasetSpec, root: str, domains: Sequence[str] | None =
     checked = check_images(spec, root, rows, storage_options, on_corrupt)
     blocks = max(1, min(64, len(checked.rows) // 256))
     dataset = ray.data.from_items(checked.rows, override_num_blocks=blocks).map_batches(
-        _load_images, fn_kwargs={"root": root, "storage_options": dict(storage_options or {}), "verify": False},
+        load_images, fn_kwargs={"root": root, "storage_options": dict(storage_options or {}), "verify": False},
         batch_size=256, batch_format="numpy",
     ).drop_columns(["error"]).materialize()
     return ReadResult(dataset=dataset, index=checked.rows, skipped=checked.skipped)

@@ -85,6 +85,11 @@ class DatasetSpec:
                 return group
         return None
 
+    @property
+    def super_classes(self) -> list[str | None]:
+        """Per class index, its super-class in the hierarchy (None when ungrouped): the hierarchy reward's input."""
+        return [self.super_class(name) for name in self.classes]
+
 
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
 

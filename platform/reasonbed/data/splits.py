@@ -72,13 +72,6 @@ class LodoSplit:
     def val_ids(self) -> set[str]:
         return {image_id for ids in self.val.values() for image_id in ids}
 
-    def part_of(self) -> dict[str, str]:
-        """image id -> "train" | "val" | "test"."""
-        parts = {image_id: "test" for image_id in self.test}
-        parts.update({image_id: "val" for image_id in self.val_ids})
-        parts.update({image_id: "train" for image_id in self.train_ids})
-        return parts
-
     def role_and_part(self) -> dict[str, tuple[str, str]]:
         """image id -> (role, DomainBed part): ("source" | "test", "in" | "out")."""
         found = {image_id: ("test", "in") for image_id in self.test_in}

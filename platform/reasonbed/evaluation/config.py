@@ -9,6 +9,7 @@ from reasonbed.config import ConfigError
 from reasonbed.data.catalog import DataConfig
 from reasonbed.inference.base import EngineConfig, check_multi_image, check_standalone
 from reasonbed.models.configs import ModelConfig
+from reasonbed.prompts import PROMPT_KINDS
 from reasonbed.tracking import TrackingConfig
 
 # In-context conditions (k > 0 examples each) and the k = 0 domain-knowledge prompt; the plain
@@ -16,7 +17,6 @@ from reasonbed.tracking import TrackingConfig
 ICL_CONDITIONS = ("target", "domain_shift", "label_shift", "spurious")
 CONDITIONS = (*ICL_CONDITIONS, "knowledge")
 ZERO_SHOT = "zero_shot"
-PROMPT_KINDS = ("direct", "reasoning")
 
 
 @dataclass

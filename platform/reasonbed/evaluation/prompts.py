@@ -12,8 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from reasonbed.data.specs import DatasetSpec
-from reasonbed.prompts import classification_prompt
-from reasonbed.train.evaluate import prompt_for
+from reasonbed.prompts import classification_prompt, prompt_for
 
 
 def example_prompt(class_names: Sequence[str]) -> str:

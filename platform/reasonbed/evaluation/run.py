@@ -23,7 +23,7 @@ from reasonbed.evaluation.plan import ResolvedModel
 from reasonbed.evaluation.prompts import example_prompt, query_prompt
 from reasonbed.generation.shards import Shard, ShardStore
 from reasonbed.inference.base import EngineConfig, Example, Request, SamplingConfig, build_engine
-from reasonbed.train.evaluate import answer_class
+from reasonbed.prompts import answer_class
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Any
 from reasonbed import storage
 from reasonbed.config import to_dict
 from reasonbed.data import catalog
-from reasonbed.data.reader import _load_images, check_images, scan
+from reasonbed.data.reader import check_images, load_images, scan
 from reasonbed.data.specs import DatasetError, DatasetSpec
 from reasonbed.generation.actors import AsyncGenerationActor, GenerationActor
 from reasonbed.generation.config import GenerationConfig
@@ -52,7 +52,7 @@ def _run_pass(cfg: GenerationConfig, spec: DatasetSpec, root: str, store: ShardS
     expected = {shard.name: shard.image_ids for shard in shards}
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // cfg.engine.batch_size, 200)))
     dataset = dataset.map_batches(
-        _load_images, fn_kwargs={"root": root, "storage_options": dict(cfg.data.storage_options), "verify": True},
+        load_images, fn_kwargs={"root": root, "storage_options": dict(cfg.data.storage_options), "verify": True},
         # a loader asks for no more CPU than its engine: an engine on its caller's CPU (num_cpus 0) takes them along
         batch_size=cfg.engine.batch_size, num_cpus=min(LOADER_CPUS, cfg.engine.num_cpus),
         concurrency=LOADERS_PER_ACTOR * cfg.engine.actors,

@@ -21,7 +21,8 @@ from typing import Any, ClassVar
 
 from reasonbed.inference.base import Completion, EngineConfig, Request, SamplingConfig
 from reasonbed.models.encoding import build_chat_prompt
-from reasonbed.models.loading import load_processor, resolve_model_path, weights_dtype
+from reasonbed.models.families import get_family
+from reasonbed.models.loading import load_processor, resolve_model, resolve_model_path, weights_dtype
 from reasonbed.models.lora import local_adapter
 
 
@@ -57,6 +58,11 @@ def engine_arguments(cfg: EngineConfig, path: str) -> dict[str, Any]:
         # enable_tower_connector_lora: apply the adapter's vision-encoder modules too (else ignored)
         kwargs.update({"enable_lora": True, "max_lora_rank": 64, "max_loras": 1,
                        "enable_tower_connector_lora": True})
+    if cfg.model.min_image_pixels or cfg.model.max_image_pixels:
+        # the image bounds the training processor applies (`ModelFamily.configure_processor`), so vLLM's prompts
+        # hold the same image tokens as training's
+        family = cfg.model.family or resolve_model(cfg.model).family
+        kwargs["mm_processor_kwargs"] = get_family(family).vllm_mm_processor_kwargs(cfg.model)
     kwargs.update(cfg.engine_kwargs)
     return kwargs
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 from reasonbed.compat.engines import default_engine, require_vllm
 from reasonbed.config import ConfigError
 from reasonbed.methods.base import Method
-from reasonbed.prompts import classification_prompt, reasoning_prompt
+from reasonbed.prompts import prompt_for
 
 
 @dataclass
@@ -136,9 +136,7 @@ class GRPOMethod(Method):
 
     def prompt(self) -> str:
         """The user text of every rollout."""
-        if self.options.prompt == "reasoning":
-            return reasoning_prompt(self.class_names)
-        return classification_prompt(self.class_names)
+        return prompt_for(self.options.prompt, self.class_names)
 
     def updates_per_step(self, cfg: Any) -> int:
         return self.options.iterations

@@ -183,7 +183,7 @@ def build_blocks(data: SweepData, out_dir: Path, storage_url: str | None) -> tup
                                     "ORACLE (test-domain selection, upper bound)": rows["oracle"]},
                                    data.domains, plot_dir / "accuracy.png", chance=chance)
     curves = plots.learning_curves_plot(data.records, data.methods, data.domains, chosen["training_domain"],
-                                        plot_dir / "learning_curves.png")
+                                        plot_dir / "learning_curves.png", chance=chance)
     hparams = plots.hyperparameters_plot(chosen["training_domain"], plot_dir / "hyperparameters.png")
     importances, skipped = study_importances(storage_url, data.sweep.get("studies", []))
     study_method = {r.study: r.method for r in data.records}

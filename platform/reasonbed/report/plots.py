@@ -68,9 +68,9 @@ def _time(row: Mapping[str, Any], fallback: int) -> int:
 
 
 def learning_curves_plot(records: Sequence[TrialRecord], methods: Sequence[str], domains: Sequence[str],
-                         chosen: Mapping[tuple, Choice | None], path: Path) -> Path | None:
+                         chosen: Mapping[tuple, Choice | None], path: Path, chance: float | None = None) -> Path | None:
     """val_acc against training examples seen (ASHA's time unit; the step when a report lacks it) for every
-    trial, one panel per (method, test domain); stars mark chosen checkpoints.
+    trial, one panel per (method, test domain); stars mark chosen checkpoints, a dashed line chance when known.
 
     Solid lines reached their last step, dashed ones were stopped early (ASHA); colour = seed.
     """
@@ -94,6 +94,8 @@ def learning_curves_plot(records: Sequence[TrialRecord], methods: Sequence[str],
                 if choice is not None and choice.trial_id == record.trial_id:
                     ax.plot([_time(choice.report, choice.step)], [100 * choice.val_acc], marker="*", markersize=12,
                             color=colours[record.seed], markeredgecolor="black")
+            if chance is not None:
+                ax.axhline(100 * chance, color="black", linestyle="--", linewidth=1)
             ax.set_title(f"{method} / test {domain}", fontsize=9)
             ax.set_xlabel("examples seen", fontsize=8)
             if j == 0:
@@ -102,6 +104,8 @@ def learning_curves_plot(records: Sequence[TrialRecord], methods: Sequence[str],
     handles += [plt.Line2D([], [], color="grey", linestyle="--", label="stopped early"),
                 plt.Line2D([], [], color="grey", marker="*", linestyle="", markeredgecolor="black",
                            label="chosen (training-domain)")]
+    if chance is not None:
+        handles.append(plt.Line2D([], [], color="black", linestyle="--", label=f"chance ({100 * chance:.1f}%)"))
     axes[0][-1].legend(handles=handles, fontsize=7)
     return save_figure(fig, path)
 

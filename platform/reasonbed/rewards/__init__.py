@@ -14,9 +14,4 @@ REWARDS.add("consistency", "reasonbed.rewards.builtin:consistency_reward")
 REWARDS.add("length", "reasonbed.rewards.builtin:length_reward")
 
 
-def super_classes_of(spec) -> list[str | None]:  # noqa: ANN001 - a reasonbed.data.specs.DatasetSpec
-    """Per class index of `spec`, its super-class in the spec's hierarchy (None when ungrouped)."""
-    return [spec.super_class(name) for name in spec.classes]
-
-
-__all__ = ["CONTEXT_KEYS", "REWARDS", "RewardFn", "RewardScores", "check_weights", "score", "super_classes_of"]
+__all__ = ["CONTEXT_KEYS", "REWARDS", "RewardFn", "RewardScores", "check_weights", "score"]

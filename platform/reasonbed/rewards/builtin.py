@@ -21,29 +21,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from reasonbed.prompts import STAGES, parse_chain, parse_class
-
-PROMPT_KINDS = ("direct", "reasoning")
-
-
-def _check_kind(prompt_kind: str) -> str:
-    if prompt_kind not in PROMPT_KINDS:
-        raise ValueError(f"prompt_kind {prompt_kind!r} is not one of {', '.join(PROMPT_KINDS)}")
-    return prompt_kind
-
-
-def answer_text(completion: str | None, prompt_kind: str = "reasoning") -> str | None:
-    """The part of a completion that holds the answer (the conclusion, or the whole direct answer)."""
-    if not completion:
-        return None
-    if _check_kind(prompt_kind) == "reasoning":
-        return parse_chain(completion).conclusion
-    return completion
-
-
-def parse_answer(completion: str | None, class_names: Sequence[str], prompt_kind: str = "reasoning") -> int | None:
-    """The class index a completion answers, or None (no answer, no option, or several)."""
-    return parse_class(answer_text(completion, prompt_kind), class_names)
+from reasonbed.prompts import STAGES, answer_class, check_prompt_kind, parse_chain, parse_class
 
 
 def _words(text: str) -> str:
@@ -61,7 +39,7 @@ def is_plain_option(text: str | None, class_names: Sequence[str]) -> bool:
 def format_reward(completions: Sequence[str | None], labels: Sequence[int], *, class_names: Sequence[str] = (),
                   prompt_kind: str = "reasoning", **_: Any) -> list[float]:
     """Reasoning: 1.0 for all five stages in order, else 0.1 per stage present; direct: 1.0 for a plain option."""
-    if _check_kind(prompt_kind) == "direct":
+    if check_prompt_kind(prompt_kind) == "direct":
         return [1.0 if is_plain_option(text, class_names) else 0.0 for text in completions]
     scores = []
     for text in completions:
@@ -73,7 +51,7 @@ def format_reward(completions: Sequence[str | None], labels: Sequence[int], *, c
 def accuracy_reward(completions: Sequence[str | None], labels: Sequence[int], *, class_names: Sequence[str],
                     prompt_kind: str = "reasoning", **_: Any) -> list[float]:
     """1.0 when the parsed answer is the label."""
-    return [float(parse_answer(text, class_names, prompt_kind) == int(label))
+    return [float(answer_class(text, prompt_kind, class_names) == int(label))
             for text, label in zip(completions, labels, strict=True)]
 
 
@@ -85,7 +63,7 @@ def hierarchy_reward(completions: Sequence[str | None], labels: Sequence[int], *
         raise ValueError(f"super_classes has {len(super_classes)} entries for {len(class_names)} classes")
     scores = []
     for text, label in zip(completions, labels, strict=True):
-        answer = parse_answer(text, class_names, prompt_kind)
+        answer = answer_class(text, prompt_kind, class_names)
         if answer is None:
             scores.append(-float(outside_penalty))
         elif answer == int(label):
@@ -107,11 +85,11 @@ def consistency_reward(completions: Sequence[str | None], labels: Sequence[int],
                          "transformed image per completion")
     scores = []
     for text, views in zip(completions, view_completions, strict=True):
-        answer = parse_answer(text, class_names, prompt_kind)
+        answer = answer_class(text, prompt_kind, class_names)
         if answer is None or not views:
             scores.append(0.0)
             continue
-        agree = sum(parse_answer(view, class_names, prompt_kind) == answer for view in views)
+        agree = sum(answer_class(view, prompt_kind, class_names) == answer for view in views)
         scores.append(agree / len(views))
     return scores
 

@@ -1,4 +1,4 @@
-"""GRPO's arithmetic: group-normalised advantages, per-token log-probs, the clipped loss with k3 KL.
+"""GRPO's arithmetic: group-normalised advantages and the clipped loss with k3 KL.
 
 For a prompt with G completions o_1..o_G and rewards r_1..r_G (Shao et al. 2024, DeepSeekMath):
   A_i = (r_i - mean(r)) / (std(r) + eps)        (std: the unbiased sample std, as TRL computes it)

@@ -25,8 +25,8 @@ from typing import Any
 
 from reasonbed.inference.base import ENGINES, Completion, EngineConfig, Request, SamplingConfig, build_engine
 from reasonbed.models.encoding import append_target, decode_image, encode_prompt
+from reasonbed.prompts import answer_class
 from reasonbed.rewards import score
-from reasonbed.rewards.builtin import parse_answer
 from reasonbed.rl.grpo import group_advantages, grpo_loss
 from reasonbed.train import checkpointing
 from reasonbed.train.data import worker_share
@@ -146,7 +146,7 @@ class GRPOStep:
                        length_budget=options.length_budget)
         total = torch.tensor(scores.total, dtype=torch.float32)
         grouped = total.view(len(groups), options.group_size)
-        correct = [float(parse_answer(text, class_names, options.prompt) == label)
+        correct = [float(answer_class(text, options.prompt, class_names) == label)
                    for text, label in zip(texts, labels, strict=True)]
         means = {**scores.means(), "reward_std": float(grouped.std(dim=1).mean()),
                  "zero_std_groups": float((grouped.std(dim=1) == 0).float().mean()),

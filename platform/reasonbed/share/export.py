@@ -82,8 +82,8 @@ def export(cfg: ExportConfig) -> Path:
     """Write the export; returns the output directory."""
     from reasonbed.evaluation.adapters import check_adapter
     from reasonbed.models.loading import resolve_model
+    from reasonbed.prompts import prompt_for
     from reasonbed.share.card import model_card
-    from reasonbed.train.evaluate import prompt_for
 
     out = Path(cfg.out).expanduser()
     if out.exists() and any(out.iterdir()):
@@ -104,6 +104,8 @@ def export(cfg: ExportConfig) -> Path:
     info = {"name": f"{dataset}-{chosen.train_config.get('method')}-{chosen.train_config.get('test_domain')}"
                     f"{'-merged' if cfg.merge else '-lora'}",
             "base_model": base, "family": model_cfg.family, "merged": cfg.merge, "dataset": dataset,
+            # the image bounds training applied (0: the processor's own), so predictions see images alike
+            "min_image_pixels": model_cfg.min_image_pixels, "max_image_pixels": model_cfg.max_image_pixels,
             "classes": classes, "prompt": prompt, "prompt_text": prompt_for(prompt, classes),
             "test_domain": chosen.train_config.get("test_domain"), "selection": chosen.selection,
             "source": chosen.source, "checkpoint": chosen.checkpoint, "step": chosen.report.get("step"),

@@ -3,7 +3,7 @@
 `run_predict(cfg)` lists the images (reasonbed.share.images), reads them in Ray Data tasks
 (reasonbed.data.reader's loader), and answers them in a pool of engine actors - vLLM with the LoRA
 adapter by default, or `hf`, or an `openai` endpoint (e.g. vLLM's server, docs/serving.md) - greedily,
-with the prompt and parser training evaluates with (reasonbed.train.evaluate.prompt_for /
+with the prompt and parser training evaluates with (reasonbed.prompts.prompt_for /
 answer_class). It writes one row per image to a parquet file (prompt, answer, parsed class, the chain
 for the reasoning prompt) and, when the folder is labelled (DomainBed layout), per-domain accuracy to
 `<output>.accuracy.json`. Class names and the prompt come from the config, else from an export's
@@ -96,6 +96,10 @@ def resolve(cfg: PredictConfig) -> Resolved:
         model = replace(model, path=info["base_model"], family=info.get("family", model.family))
     elif info.get("family") and info["family"] != model.family:
         model = replace(model, family=info["family"])
+    trained_bounds = {key: int(info[key]) for key in ("min_image_pixels", "max_image_pixels")
+                      if info.get(key) and not getattr(model, key)}  # the export's, unless engine.model sets its own
+    if trained_bounds:
+        model = replace(model, **trained_bounds)
     spec = get_spec(cfg.dataset) if cfg.dataset else None
     classes = list(cfg.classes) or list(info.get("classes") or []) or (spec.display_names if spec else [])
     if len(classes) < 2:
@@ -125,7 +129,7 @@ class PredictActor:
 
         import reasonbed  # noqa: F401 - installs the torchvision fix in this actor too
         from reasonbed.inference.base import build_engine
-        from reasonbed.train.evaluate import prompt_for
+        from reasonbed.prompts import prompt_for
 
         os.environ.update(secrets or {})  # the endpoint key lives only in this actor's environment
         self.engine = build_engine(engine_cfg)
@@ -136,7 +140,7 @@ class PredictActor:
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         from PIL import Image
 
-        from reasonbed.train.evaluate import answer_class
+        from reasonbed.prompts import answer_class
 
         rows = [dict(zip(batch.keys(), values, strict=True)) for values in zip(*batch.values(), strict=True)]
         base = {"prompt_kind": self.kind, "prompt": self.text, "model": self.model_name, "adapter": self.adapter,
@@ -183,7 +187,7 @@ def run_predict(cfg: PredictConfig) -> dict[str, Any]:
     import pyarrow.parquet as pq
     import ray.data
 
-    from reasonbed.data.reader import _load_images
+    from reasonbed.data.reader import load_images
     from reasonbed.inference.base import engine_secrets
     from reasonbed.ray_runtime import init_ray
     from reasonbed.share.images import list_images
@@ -199,7 +203,7 @@ def run_predict(cfg: PredictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     batch = resolved.engine.batch_size
     dataset = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // batch, 200)))
-    dataset = dataset.map_batches(_load_images, fn_kwargs={"root": resolved.root, "storage_options": dict(
+    dataset = dataset.map_batches(load_images, fn_kwargs={"root": resolved.root, "storage_options": dict(
         cfg.storage_options), "verify": True}, batch_size=batch, num_cpus=0.25)
     dataset = dataset.map_batches(
         PredictActor, fn_constructor_kwargs={"engine_cfg": resolved.engine, "classes": resolved.classes,

@@ -219,7 +219,7 @@ def run_training(cfg: TrainConfig, callbacks: Sequence[Any] = (),
     loop_config = {"cfg": worker_cfg, "examples": examples, "eval_rows": rows, "model_path": model.path,
                    "data_root": root, "class_names": spec.display_names, "run_dir": str(run.path),
                    "run_name": cfg.run_name, "checkpoint_root": run.storage_root,
-                   "super_classes": [spec.super_class(name) for name in spec.classes]}
+                   "super_classes": spec.super_classes}
     if cfg.scale.backend == "local":
         from reasonbed.train.context import LocalContext
         from reasonbed.train.worker import worker_loop

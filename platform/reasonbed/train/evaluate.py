@@ -24,9 +24,7 @@ from typing import Any
 from reasonbed.inference.base import Request, SamplingConfig
 from reasonbed.inference.sampling import generate
 from reasonbed.models.encoding import decode_image
-from reasonbed.prompts import classification_prompt, parse_chain, parse_class, reasoning_prompt
-
-PROMPTS = ("direct", "reasoning")
+from reasonbed.prompts import answer_class, prompt_for
 
 
 def eval_rows(rows: Sequence[Mapping[str, Any]], max_per_domain: int, seed: int, in_parts: bool = False
@@ -45,15 +43,6 @@ def eval_rows(rows: Sequence[Mapping[str, Any]], max_per_domain: int, seed: int,
         random.Random(f"{seed}/{key}").shuffle(group)
         chosen.extend(group[:max_per_domain])
     return chosen
-
-
-def prompt_for(kind: str, class_names: Sequence[str]) -> str:
-    return reasoning_prompt(class_names) if kind == "reasoning" else classification_prompt(class_names)
-
-
-def answer_class(text: str, kind: str, class_names: Sequence[str]) -> int | None:
-    """The class an answer names: the whole answer (direct) or the chain's conclusion (reasoning)."""
-    return parse_class(parse_chain(text).conclusion if kind == "reasoning" else text, class_names)
 
 
 def count_correct(model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], read_image: Any,
