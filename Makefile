@@ -16,7 +16,7 @@ STAMP := $(VENV)/.reasonbed-$(subst $(comma),-,$(EXTRAS))
 # constraints.txt pins every other package to the versions the tests passed with (reproducible installs).
 CONSTRAINTS := constraints.txt
 
-.PHONY: setup run test test-fast lint bench clean-venv print-extras constraints
+.PHONY: setup run test test-fast lint clean-venv print-extras constraints
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

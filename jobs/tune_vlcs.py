@@ -1,6 +1,6 @@
 """Tune methods on VLCS with leave-one-domain-out splits (Ray Tune + Optuna + ASHA), then report.
 
-jobs/tune.py with the dataset set to vlcs (`reasonbed tune --dataset vlcs`); `--smoke-test` runs on
+jobs/tune.py with the dataset set to vlcs (`reasonbed tune --dataset vlcs ...`); `--smoke-test` runs on
 the embedded default (synthetic benchmark, tiny model, template chains, local Ray, CPU).
 
 One machine:

@@ -63,7 +63,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-# Two Ray settings that only save CPU, for the session's Ray and the tests' own heads (tests/test_cluster.py), measured
+# Two Ray settings that only save CPU, for the session's Ray and the tests' own heads (tests/own_ray_head.py), measured
 # in docs/benchmarks.md: Ray Train's preemption watcher only logs spot-instance preemptions (none happen here), and
 # each fit would start it as an actor of its own (about 2.7 s of CPU); Ray's log monitor globs its logs folder ten
 # times a second while it holds under 1000 files, and at 0 every 0.5 s (Ray's LOG_NAME_UPDATE_INTERVAL_S): half its

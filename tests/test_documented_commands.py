@@ -33,8 +33,11 @@ from reasonbed.data.catalog import OFFLINE_GENERATORS
 REPO = Path(__file__).resolve().parents[1]
 JOB = re.compile(r"\bpython3? (jobs/[\w./-]+\.py)\b")
 MODULE = re.compile(r"\bpython3? -m reasonbed\b")
-# The console script counts at the start of a line (a code line), not as a name in prose.
-SCRIPT = re.compile(r"^\s*(?:\$\s+)?(reasonbed (?:" + "|".join(map(re.escape, cli.COMMANDS.names())) + r"))\b")
+# The console script counts at the start of a line (a code line), or of an inline code span when arguments follow
+# it; not as a name in prose (`reasonbed tune`, `reasonbed generate | train | ...`).
+_SUBCOMMAND = "reasonbed (?:" + "|".join(map(re.escape, cli.COMMANDS.names())) + ")"
+SCRIPT = re.compile(r"^\s*(?:\$\s+)?(" + _SUBCOMMAND + r")\b|(?<=`)(" + _SUBCOMMAND + r") (?=[^`\s|])")
+SYNOPSIS = ("[", "|", "...")  # what marks an inline code span as a command's shape rather than a command
 CLOUD = ("s3://", "gs://")
 FLOAT32 = ("float32", "")
 
@@ -96,8 +99,10 @@ def commands_in(text: str, source: str, cluster_file: bool = False, comments: bo
                 continue
             found.append(Documented(f"{source}:{number}", ("reasonbed", *words), submitted))
         for match in SCRIPT.finditer(line):
-            words = _split(_command_at(line, match.start(1)))
-            found.append(Documented(f"{source}:{number}", tuple(words), submitted))
+            text = _command_at(line, match.start(1) if match.group(1) else match.start(2))
+            if match.group(2) and any(mark in text for mark in SYNOPSIS):
+                continue  # an inline synopsis (`reasonbed predict --model M [--adapter A] ...`), not a command
+            found.append(Documented(f"{source}:{number}", tuple(_split(text)), submitted))
     return found
 
 
@@ -161,13 +166,14 @@ def test_the_documentation_holds_the_commands_we_expect() -> None:
 
 
 def test_extraction_joins_continuations_and_cuts_inline_spans() -> None:
-    text = ("Run `python jobs/train.py --smoke-test` then read.\n"
+    text = ("Run `python jobs/train.py --smoke-test` then `reasonbed report runs/x --out r`, not `reasonbed report`\n"
+            "nor `reasonbed report RUN [--out DIR]`.\n"
             "```\nray job submit --address http://h:8265 \\\n    -- python jobs/tune_pacs.py --storage s3://b \\\n"
             "    --gpu   # a comment\n```\n")
     found = commands_in(text, "x.md")
-    assert [c.argv for c in found] == [("jobs/train.py", "--smoke-test"),
+    assert [c.argv for c in found] == [("jobs/train.py", "--smoke-test"), ("reasonbed", "report", "runs/x", "--out", "r"),
                                        ("jobs/tune_pacs.py", "--storage", "s3://b", "--gpu")]
-    assert [c.cluster for c in found] == [False, True]
+    assert [c.cluster for c in found] == [False, False, True]
 
 
 def test_the_old_rayjob_entrypoint_fails() -> None:

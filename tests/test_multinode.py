@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 
 from conftest import RANDOM_MODEL, free_port, save_random_adapter, short_temp_dir
+from own_ray_head import OwnRayHead, session_pids
 from reasonbed.models.configs import ModelConfig
-from test_cluster import OwnRayHead, _session_pids
 
 REPO = Path(__file__).resolve().parents[1]
 # `ray start` (the CLI's main) with loopback addresses kept as given.
@@ -94,7 +94,7 @@ class WorkerRaylet:
             self.proc.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=30)
-        for pid in [p for p in _session_pids(sid) if p != os.getpid()]:
+        for pid in [p for p in session_pids(sid) if p != os.getpid()]:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):

@@ -6,29 +6,35 @@ cluster/aws.yaml, cluster/gcp.yaml, cluster/kuberay/), asked for by `scale.resou
 training run starts: SARR's self-chain engines, GRPO's vLLM rollout actor, plus GRPO's
 `method_config.rollout_resources`). The fast tests check that
 each key reaches Ray; the slow test runs Ray's real autoscaler with the fake multi-node provider mirroring
-cluster/aws.yaml (tests/test_cluster.py's own head): a job submitted with cluster/runtime_env.yaml runs as
+cluster/aws.yaml (tests/own_ray_head.py): a job submitted with cluster/runtime_env.yaml runs as
 documented, a generation job scales up the generation group only, a training job the training group only,
 and idle nodes are removed again.
 """
 
 from __future__ import annotations
 
+import datetime
+import json
+import re
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from conftest import RANDOM_MODEL
+from conftest import RANDOM_MODEL, free_port, short_temp_dir
+from own_ray_head import REPO, OwnRayHead
 from reasonbed.cli import cluster_files as rc
 from reasonbed.config import ConfigError, load
 from reasonbed.inference.base import EngineConfig
 from reasonbed.ray_runtime import SETUP_HOOK
 from reasonbed.train.config import TrainConfig
-from test_cluster import REPO, OwnRayHead, _head, _monitor_events, _summary
 
 CONFIGS = REPO / "configs"
+CHECK_MARKER = "cluster_check:"  # jobs/cluster_check.py's summary line
 
 
 def test_resource_keys_are_checked_and_reach_ray(tmp_path: Path) -> None:
@@ -66,7 +72,19 @@ def test_example_configs_place_work_on_the_node_groups() -> None:
 
 @pytest.fixture(scope="module")
 def autoscaling_head() -> Iterator[OwnRayHead]:
-    yield from _head("rbpl-", max_workers_per_type=1)
+    """An own head with the fake autoscaler mirroring cluster/aws.yaml's groups, one 1-CPU node per group at most."""
+    root = short_temp_dir("rbpl-")
+    gcs_port = free_port()
+    config = rc.fake_autoscaling_config(rc.load_yaml(REPO / "cluster" / "aws.yaml"),
+                                        gcs_address=f"127.0.0.1:{gcs_port}", head_resources={"CPU": 2},
+                                        worker_cpus=1, max_workers_per_type=1, idle_timeout_minutes=0.1)
+    head = OwnRayHead(root, config, head_cpus=2, gcs_port=gcs_port)
+    try:
+        head.start()
+        yield head
+    finally:
+        head.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _no_workers_within(head: OwnRayHead, seconds: float) -> bool:
@@ -132,3 +150,34 @@ def test_jobs_on_an_autoscaling_head_run_with_the_runtime_env_and_scale_their_ow
         "eval.max_per_domain=1", RANDOM_MODEL, submission_id="placement-train")
     assert '"step": 2' in output
     assert launched == {"train_8gpu"}, launched
+
+
+# ------------------------------------------------------------------- reading the head's logs and jobs
+
+_LOG_TIME = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})"
+
+
+def _monitor_events(head: OwnRayHead) -> dict[str, list[tuple[float, str]]]:
+    """Autoscaler decisions from monitor.log as (unix time, node type or id): launches and idle removals."""
+    def stamp(text: str) -> float:
+        return datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+    events: dict[str, list[tuple[float, str]]] = {"launch": [], "idle_terminate": []}
+    asked: dict[str, float] = {}  # launcher thread -> when it got its launch request
+    for log in (head.root / "ray" / "session_latest" / "logs").glob("monitor.log*"):
+        for line in log.read_text(errors="replace").splitlines():
+            if m := re.search(_LOG_TIME + r".*NodeLauncher(\d+): Got \d+ nodes to launch", line):
+                asked[m[2]] = stamp(m[1])
+            elif m := re.search(_LOG_TIME + r".*NodeLauncher(\d+): Launching \d+ nodes, type (\S+)\.", line):
+                events["launch"].append((asked.pop(m[2], stamp(m[1])), m[3]))  # logged once created
+            elif m := re.search(_LOG_TIME + r".*Terminating the node with id (\S+) .*\(idle\)", line):
+                events["idle_terminate"].append((stamp(m[1]), m[2]))
+    return events
+
+
+def _summary(output: str) -> dict[str, Any]:
+    """The JSON summary jobs/cluster_check.py prints after CHECK_MARKER."""
+    for line in output.splitlines():
+        if CHECK_MARKER in line:
+            return json.loads(line.split(CHECK_MARKER, 1)[1])
+    raise AssertionError(f"no '{CHECK_MARKER}' line in the job output:\n{output[-4000:]}")

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from conftest import RANDOM_MODEL, free_port, short_temp_dir
-from test_cluster import RAY_BIN, OwnRayHead, _session_pids
+from own_ray_head import RAY_BIN, OwnRayHead, session_pids
 
 REPO = Path(__file__).resolve().parents[1]
 SECTION = "## One machine, through a local Ray head"
@@ -97,7 +97,7 @@ def test_readme_headline_steps_on_an_own_head() -> None:
                 outputs[" ".join(job)] = result.stdout
             elif step == ["ray", "stop"]:
                 head.stop()
-                assert not [pid for pid in _session_pids(head.proc.pid) if pid != os.getpid()]
+                assert not [pid for pid in session_pids(head.proc.pid) if pid != os.getpid()]
             else:
                 pytest.fail(f"README step the test does not know: {line!r}")
     finally:

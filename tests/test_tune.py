@@ -223,15 +223,7 @@ def test_zero_shot_config_is_a_trials_config_with_a_run_of_its_own(tmp_path):
     assert zero.name == "zero_shot-sketch-s3" and zero.run_dir == str(tmp_path / "zs")
 
 
-def _zero_shot_registered() -> bool:
-    import reasonbed.methods  # noqa: F401 - registers the built-in methods
-    from reasonbed.methods.base import METHODS
-
-    return "zero_shot" in METHODS
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(not _zero_shot_registered(), reason="the zero_shot method is not registered in this checkout")
 def test_zero_shot_runs_once_per_domain_and_seed_and_resumes(tmp_path, ray_session):
     from reasonbed.tune.records import load_zero_shot
     from reasonbed.tune.zero_shot import run_zero_shot
