@@ -25,7 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 CLUSTER = REPO / "cluster"
 LAUNCHERS = ("aws.yaml", "gcp.yaml")
 KUBERAY_FILES = sorted((CLUSTER / "kuberay").glob("*.yaml"))
-# The job entrypoint says `python` as docs/cluster.md does; PATH puts this interpreter's folder first.
 # Instance types of the 8-GPU training group (AWS detects GPUs from the type).
 EIGHT_GPU_TYPES = {"p4d.24xlarge", "p4de.24xlarge", "p5.48xlarge", "p5e.48xlarge", "p5en.48xlarge"}
 

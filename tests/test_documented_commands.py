@@ -3,7 +3,7 @@
 Every `python jobs/...` command line in README.md, docs/*.md, cluster/ (YAML comments and RayJob
 `entrypoint`s, `\\` continuations joined), configs/*.yaml comments and the jobs' docstrings, and
 every `python -m reasonbed ...` / `reasonbed <command> ...` line there and in the CLI modules'
-docstrings, runs with `--dry-run` appended, in this process through the job's own `main` (or the
+docstrings (and inline code spans `reasonbed <command> ARGS`, not synopses), runs with `--dry-run` appended, in this process through the job's own `main` (or the
 CLI's), and must exit 0. A command that runs on real data must also name what a real run needs,
 read from the resolved config it prints: the model (path, family and a dtype other than float32),
 GPUs, and for a cluster (`ray job submit`, cluster/, configs/) object storage for its results.
@@ -37,7 +37,7 @@ MODULE = re.compile(r"\bpython3? -m reasonbed\b")
 # it; not as a name in prose (`reasonbed tune`, `reasonbed generate | train | ...`).
 _SUBCOMMAND = "reasonbed (?:" + "|".join(map(re.escape, cli.COMMANDS.names())) + ")"
 SCRIPT = re.compile(r"^\s*(?:\$\s+)?(" + _SUBCOMMAND + r")\b|(?<=`)(" + _SUBCOMMAND + r") (?=[^`\s|])")
-SYNOPSIS = ("[", "|", "...")  # what marks an inline code span as a command's shape rather than a command
+SYNOPSIS = ("[-", "|", "...")  # what marks an inline code span as a command's shape rather than a command
 CLOUD = ("s3://", "gs://")
 FLOAT32 = ("float32", "")
 

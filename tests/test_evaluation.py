@@ -167,6 +167,27 @@ def test_bad_config_values_name_the_key():
         load(EvalConfig, overrides=["shots=[0,-2]"])
 
 
+def test_an_adapter_brings_the_image_bounds_it_was_trained_with(tmp_path):
+    """From a run directory's config.yaml or an export's reasonbed.json; a model with bounds of its own keeps them."""
+    from reasonbed.evaluation.adapters import with_trained_image_bounds
+    from reasonbed.models.configs import ModelConfig
+
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    (run / "config.yaml").write_text("model:\n  max_image_pixels: 12544\n  min_image_pixels: 0\n")
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "reasonbed.json").write_text(json.dumps({"min_image_pixels": 3136, "max_image_pixels": 6272}))
+    base = ModelConfig()
+    trained = with_trained_image_bounds(base, str(run / "adapter"))
+    assert (trained.min_image_pixels, trained.max_image_pixels) == (0, 12544)
+    exported = with_trained_image_bounds(base, str(export))
+    assert (exported.min_image_pixels, exported.max_image_pixels) == (3136, 6272)
+    own = with_trained_image_bounds(ModelConfig(max_image_pixels=9000), str(export))
+    assert (own.min_image_pixels, own.max_image_pixels) == (0, 9000)  # its own bounds, not mixed with the export's
+    assert with_trained_image_bounds(base, str(tmp_path)) == base and with_trained_image_bounds(base, "") == base
+
+
 def test_adapter_for_another_base_model_is_refused(tmp_path, tiny_model_dir):
     from reasonbed.evaluation.adapters import check_adapter, resolve_adapter
     from reasonbed.models import (

@@ -123,6 +123,21 @@ def test_processor_pixel_bounds(tiny_model_dir: Path):
     assert grid.tolist() == [[1, 16, 16]]
 
 
+def test_vllm_gets_the_image_bounds_of_the_families_that_have_them(tiny_model_dir: Path):
+    """engine.model's pixel bounds reach vLLM as the processor kwargs the Qwen families read (the slow test below
+    checks vLLM's prompts against transformers'); a family that does not resize images refuses them."""
+    from reasonbed.inference.base import EngineConfig
+    from reasonbed.inference.vllm_engine import engine_arguments
+
+    path = str(tiny_model_dir)
+    assert "mm_processor_kwargs" not in engine_arguments(EngineConfig(model=ModelConfig(path=path)), path)
+    bounded = ModelConfig(path=path, min_image_pixels=56 * 56, max_image_pixels=112 * 112)
+    assert engine_arguments(EngineConfig(model=bounded), path)["mm_processor_kwargs"] == {
+        "min_pixels": 56 * 56, "max_pixels": 112 * 112}
+    with pytest.raises(ConfigError, match="model.max_image_pixels: the internvl3 family does not resize"):
+        ModelConfig(family="internvl3", max_image_pixels=112 * 112)
+
+
 def test_tokenizer_spells_reasoning_tags(tiny_model_dir: Path):
     from transformers import AutoTokenizer
 

@@ -5,7 +5,9 @@
 made for another base model before any engine loads it: every adapted module must exist in the base
 architecture (built on the meta device from the model's config: no weights are read) with the
 adapter's input and output sizes. A differing `base_model_name_or_path` alone (the same architecture
-copied elsewhere) is logged, not refused.
+copied elsewhere) is logged, not refused. `with_trained_image_bounds(model, adapter)` gives the model the image
+size bounds (model.min/max_image_pixels) the adapter was trained with, read from its export's reasonbed.json
+or its run's config.yaml, so evaluation and predictions see images as training did.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
-from reasonbed.config import ConfigError
+from reasonbed.config import ConfigError, read_yaml
 from reasonbed.models.configs import ModelConfig
 from reasonbed.models.families import get_family
 
@@ -34,6 +37,33 @@ def resolve_adapter(path: str) -> str:
             return str(candidate.resolve())
     raise ConfigError(f"adapter {path!r} is neither a LoRA adapter directory ({CONFIG_FILE}) nor a training "
                       f"run directory holding adapter/{CONFIG_FILE}")
+
+
+IMAGE_BOUNDS = ("min_image_pixels", "max_image_pixels")
+
+
+def trained_image_bounds(adapter_dir: str) -> dict[str, int]:
+    """The non-zero image bounds an adapter was trained with: from its export's reasonbed.json (`reasonbed
+    export`), else from its run's config.yaml (a run directory's adapter/); {} when neither says."""
+    directory = Path(adapter_dir)
+    if (directory / "reasonbed.json").is_file():
+        recorded = json.loads((directory / "reasonbed.json").read_text())
+    elif directory.name == "adapter" and (directory.parent / "config.yaml").is_file():
+        recorded = read_yaml(directory.parent / "config.yaml").get("model") or {}
+    else:
+        return {}
+    return {key: int(recorded[key]) for key in IMAGE_BOUNDS if recorded.get(key)}
+
+
+def with_trained_image_bounds(model: ModelConfig, adapter_dir: str) -> ModelConfig:
+    """`model` with the image bounds `adapter_dir` was trained with, unless `model` sets bounds of its own."""
+    if not adapter_dir or any(getattr(model, key) for key in IMAGE_BOUNDS):
+        return model
+    bounds = trained_image_bounds(adapter_dir)
+    if bounds:
+        log.info("adapter %s was trained with %s: the model's processor uses them too", adapter_dir,
+                 ", ".join(f"model.{key}={value}" for key, value in bounds.items()))
+    return replace(model, **bounds) if bounds else model
 
 
 def adapter_digest(adapter_dir: str) -> str:

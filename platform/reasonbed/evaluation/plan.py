@@ -20,11 +20,16 @@ from typing import Any
 from reasonbed.config import ConfigError
 from reasonbed.data.reader import ImageCheck, check_images, scan
 from reasonbed.data.specs import DatasetSpec
-from reasonbed.evaluation.adapters import adapter_digest, check_adapter, resolve_adapter
+from reasonbed.evaluation.adapters import (
+    adapter_digest,
+    check_adapter,
+    resolve_adapter,
+    with_trained_image_bounds,
+)
 from reasonbed.evaluation.config import ZERO_SHOT, EvalConfig, EvalModel
 from reasonbed.evaluation.sampling import Episode, Item, Sampler, Unavailable
 from reasonbed.generation.shards import Shard, plan_shards
-from reasonbed.inference.base import EngineConfig, engine_weights
+from reasonbed.inference.base import EngineConfig, engine_weights, warn_served_image_bounds
 from reasonbed.models.configs import ModelConfig
 from reasonbed.prompts import PROMPT_VERSION
 
@@ -72,6 +77,9 @@ def resolve_models(cfg: EvalConfig) -> list[ResolvedModel]:
         adapter = resolve_adapter(entry.adapter) if entry.adapter else ""
         if adapter:
             check_adapter(adapter, model, path)
+        model = with_trained_image_bounds(model, adapter)
+        if engine_weights(cfg.engine.name) == "served":
+            warn_served_image_bounds(model)
         digest = adapter_digest(adapter) if adapter else ""
         name = entry.name or default_name(entry, path, adapter)
         depends = {"path": path, "family": model.family, "dtype": model.dtype, "adapter": digest,
@@ -79,6 +87,8 @@ def resolve_models(cfg: EvalConfig) -> list[ResolvedModel]:
                    "max_tokens": [cfg.max_tokens_direct, cfg.max_tokens_reasoning], "seed": cfg.seed,
                    "data": [cfg.data.dataset, cfg.data.root, cfg.data.images_per_class, cfg.data.image_size,
                             cfg.data.palette], "prompt_version": PROMPT_VERSION}
+        if model.min_image_pixels or model.max_image_pixels:  # (not in the key otherwise: earlier keys stay valid)
+            depends["image_pixels"] = [model.min_image_pixels, model.max_image_pixels]
         key = f"{_slug(name)}-{hashlib.sha1(json.dumps(depends, sort_keys=True).encode()).hexdigest()[:8]}"
         engine = replace(cfg.engine, model=model, lora_path=adapter, images_per_prompt=cfg.images_per_prompt)
         resolved.append(ResolvedModel(name, key, model, adapter, digest, engine))

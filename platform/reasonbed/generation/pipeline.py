@@ -55,7 +55,7 @@ def _run_pass(cfg: GenerationConfig, spec: DatasetSpec, root: str, store: ShardS
         load_images, fn_kwargs={"root": root, "storage_options": dict(cfg.data.storage_options), "verify": True},
         # a loader asks for no more CPU than its engine: an engine on its caller's CPU (num_cpus 0) takes them along
         batch_size=cfg.engine.batch_size, num_cpus=min(LOADER_CPUS, cfg.engine.num_cpus),
-        concurrency=LOADERS_PER_ACTOR * cfg.engine.actors,
+        compute=ray.data.TaskPoolStrategy(size=LOADERS_PER_ACTOR * cfg.engine.actors),
     )
     constructor = {"engine_cfg": cfg.engine, "sampling": sampling, "class_names": spec.display_names,
                    "data_root": root, "storage_options": dict(cfg.data.storage_options), "prompt_kind": prompt_kind,

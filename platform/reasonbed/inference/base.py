@@ -14,6 +14,8 @@ whether it has an async face for several batches at once (vLLM's async engine).
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -22,6 +24,8 @@ from reasonbed.config import ConfigError
 from reasonbed.models.configs import ModelConfig
 from reasonbed.ray_runtime import check_custom_resources
 from reasonbed.registry import Registry
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -178,6 +182,16 @@ def engine_weights(engine: str) -> Literal["local", "served", "none"]:
     probed), "served" - an endpoint holds them (`engine.base_url`: nothing local to resolve), "none" - no model
     (the template teacher writes chains from the images' metadata: it cannot predict)."""
     return ENGINES.get(engine).weights
+
+
+def warn_served_image_bounds(model: Any) -> None:
+    """A served model's image sizes are its server's: name the server flag that applies `model`'s bounds."""
+    bounds = {"min_pixels": model.min_image_pixels, "max_pixels": model.max_image_pixels}
+    bounds = {key: value for key, value in bounds.items() if value}
+    if bounds:
+        log.warning("the served model's server decides its image sizes: start vLLM's server with "
+                    "--mm-processor-kwargs '%s' to apply model.min/max_image_pixels as training did",
+                    json.dumps(bounds))
 
 
 def check_standalone(engine: str) -> None:

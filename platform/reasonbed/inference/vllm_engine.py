@@ -62,7 +62,7 @@ def engine_arguments(cfg: EngineConfig, path: str) -> dict[str, Any]:
         # the image bounds the training processor applies (`ModelFamily.configure_processor`), so vLLM's prompts
         # hold the same image tokens as training's
         family = cfg.model.family or resolve_model(cfg.model).family
-        kwargs["mm_processor_kwargs"] = get_family(family).vllm_mm_processor_kwargs(cfg.model)
+        kwargs["mm_processor_kwargs"] = get_family(family).vllm_mm_processor_kwargs(cfg.model) or None
     kwargs.update(cfg.engine_kwargs)
     return kwargs
 

@@ -95,6 +95,11 @@ class ModelConfig:
         for name in ("min_image_pixels", "max_image_pixels", "tiny_seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"model.{name}: value {getattr(self, name)!r} must be >= 0")
+        if (self.min_image_pixels or self.max_image_pixels) and self.family \
+                and not FAMILIES.get(self.family).image_bounds:
+            bounds = "min_image_pixels" if self.min_image_pixels else "max_image_pixels"
+            raise ConfigError(f"model.{bounds}: the {self.family} family does not resize images to a pixel budget; "
+                              f"these bounds apply to {', '.join(n for n in FAMILIES.names() if FAMILIES.get(n).image_bounds)}")
         if self.min_image_pixels and self.max_image_pixels and self.min_image_pixels > self.max_image_pixels:
             raise ConfigError(
                 f"model.min_image_pixels: value {self.min_image_pixels!r} exceeds "

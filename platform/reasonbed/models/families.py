@@ -66,6 +66,8 @@ class ModelFamily:
     model_type: ClassVar[str] = ""
     processor_class_name: ClassVar[str] = ""
     tokenizer_class_name: ClassVar[str] = "Qwen2Tokenizer"
+    # Whether model.min/max_image_pixels apply (`configure_processor`, `vllm_mm_processor_kwargs`).
+    image_bounds: ClassVar[bool] = False
     # Regexes of the module-name prefixes inside which LoRA targets are looked for.
     vision_scope: ClassVar[str] = r"model\.visual\.blocks\.\d+"
     language_scope: ClassVar[str] = r"model\.language_model\.layers\.\d+"
@@ -148,6 +150,7 @@ class Qwen2VLFamily(ModelFamily):
     processor_class_name = "Qwen2VLProcessor"
     special_tokens = QWEN2_VL_SPECIAL_TOKENS
     chat_template = QWEN2_VL_CHAT_TEMPLATE
+    image_bounds = True  # Qwen resizes each image to within [min, max] pixels
     vision_sizes: ClassVar[dict[str, dict[str, Any]]] = {
         "tiny": {"depth": 2, "embed_dim": 64, "num_heads": 4, "mlp_ratio": 2},
         "small": {"depth": 4, "embed_dim": 256, "num_heads": 4, "mlp_ratio": 4},

@@ -102,6 +102,12 @@ def model_card(chosen: Chosen, info: Mapping[str, Any]) -> str:
                   f"processor = AutoProcessor.from_pretrained(\"{info['base_model']}\")",
                   f"# vLLM: vllm.LLM(model=\"{info['base_model']}\", enable_lora=True, "
                   "enable_tower_connector_lora=True) with LoRARequest(\"adapter\", 1, \"THIS_DIR\")"]
+        bounds = {key: info[key] for key in ("min_image_pixels", "max_image_pixels") if info.get(key)}
+        if bounds:  # the base model's processor does not know them: give both libraries the sizes training used
+            pixels = {key.split("_")[0] + "_pixels": value for key, value in bounds.items()}
+            lines += [f"# trained with {', '.join(f'model.{k}={v}' for k, v in bounds.items())}: vLLM needs "
+                      f"mm_processor_kwargs={pixels}; transformers: processor.image_processor.size's longest_edge "
+                      "(max) / shortest_edge (min), as reasonbed's ModelFamily.configure_processor sets them"]
     lines += ["```", "", "Batch predictions: `reasonbed predict --model BASE --adapter THIS_DIR --data FOLDER "
               "--out preds.parquet` (with the merged model: `--model THIS_DIR`); serving: docs/serving.md.", ""]
     return "\n".join(lines)

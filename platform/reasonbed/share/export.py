@@ -25,7 +25,7 @@ from reasonbed.models.configs import ModelConfig
 from reasonbed.share.source import Chosen, choose
 
 log = logging.getLogger(__name__)
-INFO_FILE = "reasonbed.json"  # what `reasonbed predict` reads from an export: classes, prompt, family
+INFO_FILE = "reasonbed.json"  # what `reasonbed predict` reads from an export: classes, prompt, family, image bounds
 
 
 @dataclass

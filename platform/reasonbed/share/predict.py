@@ -22,7 +22,15 @@ from typing import Any, Literal
 
 from reasonbed import storage
 from reasonbed.config import ConfigError
-from reasonbed.inference.base import EngineConfig, Request, SamplingConfig, check_standalone, engine_weights
+from reasonbed.inference.base import (
+    EngineConfig,
+    Request,
+    SamplingConfig,
+    check_standalone,
+    engine_weights,
+    warn_served_image_bounds,
+)
+from reasonbed.prompts import PROMPT_KINDS
 
 log = logging.getLogger(__name__)
 COLUMNS = ("image_id", "path", "domain", "label", "class_name", "prompt_kind", "prompt", "answer",
@@ -85,7 +93,7 @@ def resolve(cfg: PredictConfig) -> Resolved:
     """Classes, prompt, data root and the engine with its model and adapter (errors name the key)."""
     from reasonbed.data import catalog
     from reasonbed.data.specs import get_spec
-    from reasonbed.evaluation.adapters import check_adapter, resolve_adapter
+    from reasonbed.evaluation.adapters import check_adapter, resolve_adapter, with_trained_image_bounds
     from reasonbed.models.loading import resolve_model
     from reasonbed.train.config import EvalConfig
 
@@ -96,21 +104,22 @@ def resolve(cfg: PredictConfig) -> Resolved:
         model = replace(model, path=info["base_model"], family=info.get("family", model.family))
     elif info.get("family") and info["family"] != model.family:
         model = replace(model, family=info["family"])
-    trained_bounds = {key: int(info[key]) for key in ("min_image_pixels", "max_image_pixels")
-                      if info.get(key) and not getattr(model, key)}  # the export's, unless engine.model sets its own
-    if trained_bounds:
-        model = replace(model, **trained_bounds)
+    model = with_trained_image_bounds(model, adapter)  # the sizes training saw, unless engine.model sets its own
     spec = get_spec(cfg.dataset) if cfg.dataset else None
     classes = list(cfg.classes) or list(info.get("classes") or []) or (spec.display_names if spec else [])
     if len(classes) < 2:
         raise ConfigError("classes: the options to offer are unknown: set classes=[a,b,...], --dataset NAME, or "
                           "predict with an export (reasonbed export) whose reasonbed.json names them")
     prompt = cfg.prompt if cfg.prompt != "auto" else str(info.get("prompt") or "direct")
+    if prompt not in PROMPT_KINDS:  # an export's reasonbed.json edited by hand
+        raise ConfigError(f"prompt: {prompt!r} (from the export's reasonbed.json) is not one of "
+                          f"{', '.join(PROMPT_KINDS)}")
     limits = EvalConfig()
     max_tokens = cfg.max_tokens or (limits.reasoning_max_tokens if prompt == "reasoning" else limits.direct_max_tokens)
     root = cfg.data or catalog.resolve(catalog.DataConfig(dataset=cfg.dataset))[1]
     if engine_weights(cfg.engine.name) == "served":
         name = cfg.engine.served_model or model.path
+        warn_served_image_bounds(model)
     else:
         model = resolve_model(model)  # the tiny model built, the family detected
         if adapter:
