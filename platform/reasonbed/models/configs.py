@@ -98,8 +98,9 @@ class ModelConfig:
         if (self.min_image_pixels or self.max_image_pixels) and self.family \
                 and not FAMILIES.get(self.family).image_bounds:
             bounds = "min_image_pixels" if self.min_image_pixels else "max_image_pixels"
+            resizing = ", ".join(name for name in FAMILIES.names() if FAMILIES.get(name).image_bounds)
             raise ConfigError(f"model.{bounds}: the {self.family} family does not resize images to a pixel budget; "
-                              f"these bounds apply to {', '.join(n for n in FAMILIES.names() if FAMILIES.get(n).image_bounds)}")
+                              f"these bounds apply to {resizing}")
         if self.min_image_pixels and self.max_image_pixels and self.min_image_pixels > self.max_image_pixels:
             raise ConfigError(
                 f"model.min_image_pixels: value {self.min_image_pixels!r} exceeds "
