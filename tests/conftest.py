@@ -330,6 +330,8 @@ def start_vllm_server():
 
 TRAINED_RUN = {  # a few steps of `direct` on the tiny model in this process: enough to change its answers
     "data": {"dataset": "synthetic_shapes", "images_per_class": 2}, "test_domain": "photo",
+    # an image bound the run records and its export and predictions carry (above the 56-pixel images: none shrinks)
+    "model": {"max_image_pixels": 112 * 112},
     "optim": {"batch_size": 4, "max_steps": 8, "lr": 1e-3, "warmup_ratio": 0.0},
     "eval": {"every": 0, "max_per_domain": 0}, "scale": {"backend": "local"},
 }

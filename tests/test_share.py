@@ -73,10 +73,11 @@ def test_export_writes_the_adapter_a_model_card_and_reasonbed_json(exported_adap
     provenance = json.loads((trained_run / "provenance.json").read_text())
     assert info["checkpoint"] == selected["checkpoint"] and info["metrics"]["test_acc"] == selected["test_acc"]
     assert info["classes"] == ["circle", "cross", "ring", "square", "star", "triangle"] and info["prompt"] == "direct"
+    assert (info["min_image_pixels"], info["max_image_pixels"]) == (0, 112 * 112)  # the run's model config
     card = (exported_adapter / "README.md").read_text()
     for text in ("base_model: " + str(tiny_model_dir), "library_name: peft", "| photo | test |",
                  "training-domain validation within the run", info["prompt_text"], "`optim.lr`: `0.001`",
-                 provenance["data_manifest_sha256"], "code version"):
+                 provenance["data_manifest_sha256"], "code version", "mm_processor_kwargs={'max_pixels': 12544}"):
         assert text in card, text
     assert f"**{100 * selected['test_acc']:.1f}**" in card
     assert (merged / "model.safetensors").is_file() and (merged / "config.json").is_file()
@@ -165,23 +166,20 @@ def test_predict_on_a_labelled_folder_scores_as_the_training_evaluation(exported
     assert scores["photo"]["acc"] == pytest.approx(weighted) and scores["photo"]["images"] == 12
 
 
-def test_predict_sees_images_at_the_size_the_export_was_trained_on(exported_adapter, tmp_path):
-    """An export records training's model.min/max_image_pixels; predict's engine takes them unless it sets its own."""
+def test_predict_sees_images_at_the_size_the_run_was_trained_on(exported_adapter, trained_run, tmp_path):
+    """The run's model.max_image_pixels reaches predict's engine through the export's reasonbed.json or the run
+    directory's config.yaml; a model that sets bounds of its own keeps them."""
     from reasonbed.share.predict import resolve
 
-    info = json.loads((exported_adapter / "reasonbed.json").read_text())
-    assert info["min_image_pixels"] == info["max_image_pixels"] == 0  # the run kept the processor's own sizes
-    bounded = tmp_path / "bounded-export"
-    shutil.copytree(exported_adapter, bounded)
-    (bounded / "reasonbed.json").write_text(json.dumps({**info, "max_image_pixels": 112 * 112}))
-
-    def engine_model(**model: int) -> ModelConfig:
-        cfg = PredictConfig(data=str(tmp_path), adapter=str(bounded), output=str(tmp_path / "p.parquet"),
-                            engine=EngineConfig(name="hf", model=ModelConfig(**model)))
+    def engine_model(adapter: Path, **bounds: int) -> ModelConfig:
+        cfg = PredictConfig(data=str(tmp_path), adapter=str(adapter), output=str(tmp_path / "p.parquet"),
+                            classes=["circle", "square"], engine=EngineConfig(name="hf", model=ModelConfig(**bounds)))
         return resolve(cfg).engine.model
 
-    assert engine_model().max_image_pixels == 112 * 112
-    assert engine_model(max_image_pixels=56 * 56).max_image_pixels == 56 * 56  # set for this run: it wins
+    assert engine_model(exported_adapter).max_image_pixels == 112 * 112
+    assert engine_model(trained_run).max_image_pixels == 112 * 112
+    own = engine_model(exported_adapter, min_image_pixels=56 * 56)
+    assert (own.min_image_pixels, own.max_image_pixels) == (56 * 56, 0)
 
 
 def test_export_from_a_sweep_is_the_model_its_selection_picked(tmp_path, ray_session):
