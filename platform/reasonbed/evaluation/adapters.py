@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from reasonbed.config import ConfigError, read_yaml
-from reasonbed.models.configs import ModelConfig
+from reasonbed.models.configs import IMAGE_BOUNDS, ModelConfig
 from reasonbed.models.families import get_family
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,6 @@ def resolve_adapter(path: str) -> str:
             return str(candidate.resolve())
     raise ConfigError(f"adapter {path!r} is neither a LoRA adapter directory ({CONFIG_FILE}) nor a training "
                       f"run directory holding adapter/{CONFIG_FILE}")
-
-
-IMAGE_BOUNDS = ("min_image_pixels", "max_image_pixels")
 
 
 def trained_image_bounds(adapter_dir: str) -> dict[str, int]:

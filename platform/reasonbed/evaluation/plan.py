@@ -78,8 +78,7 @@ def resolve_models(cfg: EvalConfig) -> list[ResolvedModel]:
         if adapter:
             check_adapter(adapter, model, path)
         model = with_trained_image_bounds(model, adapter)
-        if engine_weights(cfg.engine.name) == "served":
-            warn_served_image_bounds(model)
+        warn_served_image_bounds(cfg.engine.name, model)
         digest = adapter_digest(adapter) if adapter else ""
         name = entry.name or default_name(entry, path, adapter)
         depends = {"path": path, "family": model.family, "dtype": model.dtype, "adapter": digest,

@@ -21,7 +21,8 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from reasonbed.compat.engines import default_engine, require_vllm
 from reasonbed.config import ConfigError
-from reasonbed.models.configs import ModelConfig
+from reasonbed.models.configs import IMAGE_BOUNDS, ModelConfig
+from reasonbed.models.families import get_family
 from reasonbed.ray_runtime import check_custom_resources
 from reasonbed.registry import Registry
 
@@ -184,31 +185,37 @@ def engine_weights(engine: str) -> Literal["local", "served", "none"]:
     return ENGINES.get(engine).weights
 
 
-def warn_served_image_bounds(model: Any) -> None:
-    """A served model's image sizes are its server's: name the server flag that applies `model`'s bounds."""
-    bounds = {"min_pixels": model.min_image_pixels, "max_pixels": model.max_image_pixels}
-    bounds = {key: value for key, value in bounds.items() if value}
-    if bounds:
-        log.warning("the served model's server decides its image sizes: start vLLM's server with "
-                    "--mm-processor-kwargs '%s' to apply model.min/max_image_pixels as training did",
-                    json.dumps(bounds))
+def warn_served_image_bounds(engine: str, model: ModelConfig) -> None:
+    """With a served model (engine `engine`), its server decides the image sizes: when `model` has image bounds,
+    name the vLLM server flag that applies them (the family's own kwargs, when the family is known)."""
+    bounds = {key: getattr(model, key) for key in IMAGE_BOUNDS if getattr(model, key)}
+    if engine_weights(engine) != "served" or not bounds:
+        return
+    flag = get_family(model.family).vllm_mm_processor_kwargs(model) if model.family else bounds
+    log.warning("the served model's server decides its image sizes: start vLLM's server with "
+                "--mm-processor-kwargs '%s' to apply %s as training did", json.dumps(flag),
+                ", ".join(f"model.{key}={value}" for key, value in bounds.items()))
 
 
 def check_standalone(engine: str) -> None:
     """Raise `ConfigError` when engine `engine` cannot run from its config alone: it samples a training run's live
     policy (GRPO's rollouts build it from their model), so generation, evaluation and prediction refuse it."""
     if ENGINES.get(engine).follows_policy:
-        standalone = ", ".join(name for name in ENGINES.names() if not ENGINES.get(name).follows_policy)
         raise ConfigError(f"engine.name: engine {engine!r} samples a training run's live policy (GRPO's rollouts) "
-                          f"and cannot run on its own; engines that can: {standalone}")
+                          f"and cannot run on its own; engines that can: {_engines_where('follows_policy', False)}")
 
 
 def check_multi_image(engine: str, images: int) -> None:
     """Raise `ConfigError` naming the engine when it cannot put `images` (> 1) images in one prompt."""
     if images > 1 and not ENGINES.get(engine).multi_image:
-        capable = ", ".join(name for name in ENGINES.names() if ENGINES.get(name).multi_image)
         raise ConfigError(f"engine.name: engine {engine!r} does not support several images per prompt "
-                          f"({images} asked: in-context examples + the query); engines that do: {capable}")
+                          f"({images} asked: in-context examples + the query); engines that do: "
+                          f"{_engines_where('multi_image', True)}")
+
+
+def _engines_where(fact: str, value: bool) -> str:
+    """The registered engines whose class fact `fact` is `value`, for error messages."""
+    return ", ".join(name for name in ENGINES.names() if getattr(ENGINES.get(name), fact) == value)
 
 
 def engine_secrets(cfg: EngineConfig) -> dict[str, str]:

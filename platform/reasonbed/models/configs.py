@@ -39,6 +39,9 @@ def checkpoint_config(path: str) -> dict[str, Any] | None:
         raise ConfigError(f"model.path: cannot read {str(found)!r}: {error}") from error
 
 
+IMAGE_BOUNDS = ("min_image_pixels", "max_image_pixels")  # ModelConfig's image size bounds (Qwen families)
+
+
 @dataclass
 class ModelConfig:
     """Which multimodal LLM to load, and how."""

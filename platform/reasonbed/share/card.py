@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from reasonbed.models.configs import IMAGE_BOUNDS, ModelConfig
+from reasonbed.models.families import get_family
 from reasonbed.share.source import Chosen
 
 SELECTION_NAMES = {"run": "training-domain validation within the run (best val_acc over its checkpoints)",
@@ -102,9 +104,9 @@ def model_card(chosen: Chosen, info: Mapping[str, Any]) -> str:
                   f"processor = AutoProcessor.from_pretrained(\"{info['base_model']}\")",
                   f"# vLLM: vllm.LLM(model=\"{info['base_model']}\", enable_lora=True, "
                   "enable_tower_connector_lora=True) with LoRARequest(\"adapter\", 1, \"THIS_DIR\")"]
-        bounds = {key: info[key] for key in ("min_image_pixels", "max_image_pixels") if info.get(key)}
+        bounds = {key: info[key] for key in IMAGE_BOUNDS if info.get(key)}
         if bounds:  # the base model's processor does not know them: give both libraries the sizes training used
-            pixels = {key.split("_")[0] + "_pixels": value for key, value in bounds.items()}
+            pixels = get_family(info["family"]).vllm_mm_processor_kwargs(ModelConfig(family=info["family"], **bounds))
             lines += [f"# trained with {', '.join(f'model.{k}={v}' for k, v in bounds.items())}: vLLM needs "
                       f"mm_processor_kwargs={pixels}; transformers: processor.image_processor.size's longest_edge "
                       "(max) / shortest_edge (min), as reasonbed's ModelFamily.configure_processor sets them"]

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from reasonbed import storage
 from reasonbed.config import ConfigError, from_dict
-from reasonbed.models.configs import ModelConfig
+from reasonbed.models.configs import IMAGE_BOUNDS, ModelConfig
 from reasonbed.share.source import Chosen, choose
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def export(cfg: ExportConfig) -> Path:
                     f"{'-merged' if cfg.merge else '-lora'}",
             "base_model": base, "family": model_cfg.family, "merged": cfg.merge, "dataset": dataset,
             # the image bounds training applied (0: the processor's own), so predictions see images alike
-            "min_image_pixels": model_cfg.min_image_pixels, "max_image_pixels": model_cfg.max_image_pixels,
+            **{key: getattr(model_cfg, key) for key in IMAGE_BOUNDS},
             "classes": classes, "prompt": prompt, "prompt_text": prompt_for(prompt, classes),
             "test_domain": chosen.train_config.get("test_domain"), "selection": chosen.selection,
             "source": chosen.source, "checkpoint": chosen.checkpoint, "step": chosen.report.get("step"),

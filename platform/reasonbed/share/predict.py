@@ -119,7 +119,7 @@ def resolve(cfg: PredictConfig) -> Resolved:
     root = cfg.data or catalog.resolve(catalog.DataConfig(dataset=cfg.dataset))[1]
     if engine_weights(cfg.engine.name) == "served":
         name = cfg.engine.served_model or model.path
-        warn_served_image_bounds(model)
+        warn_served_image_bounds(cfg.engine.name, model)
     else:
         model = resolve_model(model)  # the tiny model built, the family detected
         if adapter:
