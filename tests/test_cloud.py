@@ -191,7 +191,8 @@ def test_vllm_engine_loads_an_adapter_from_object_storage(s3_bucket: str, seed_a
 
     fs, path = storage.filesystem(f"s3://{s3_bucket}/adapters/seed")
     fs.put(f"{seed_adapter}/", path, recursive=True)
-    engine = VLLMEngine(EngineConfig(name="vllm", lora_path=str(seed_adapter), max_model_len=1024))
+    # the offline engine: the async one (the default) adds an engine-core process; test_generation.py tests it
+    engine = VLLMEngine(EngineConfig(name="vllm", lora_path=str(seed_adapter), max_model_len=1024, vllm_async=False))
     try:
         request = Request(Image.new("RGB", (56, 56), (200, 40, 30)), "What is in this photo?", {"id": "a"})
         greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=8)

@@ -57,9 +57,10 @@ def test_multi_image_prompts_agree_in_vllm_and_transformers(shapes, tiny_model_d
             requests.append(Request(image(query), query_prompt("direct", names), {"id": query.id}, examples))
     sampling = SamplingConfig(n=1, temperature=0.0, max_tokens=8)
     answers = {}
-    for name in ("hf", "vllm"):
+    for name in ("hf", "vllm"):  # vLLM's offline engine: the async one adds an engine-core process (its own test:
+        # test_generation.py)
         engine = build_engine(EngineConfig(name=name, model=ModelConfig(path=str(tiny_model_dir)),
-                                           images_per_prompt=3, max_model_len=1024))
+                                           images_per_prompt=3, max_model_len=1024, vllm_async=False))
         answers[name] = [(c.token_ids, c.text, c.prompt_tokens) for c, *_ in engine.generate(requests, sampling)]
         if hasattr(engine, "close"):
             engine.close()

@@ -117,7 +117,8 @@ def test_vllm_rollouts_change_after_adapter_update(ray_session, tiny_model_dir):
     model_cfg = ModelConfig(path=str(tiny_model_dir))
     model, _ = load_model_and_processor(model_cfg)
     model = apply_lora(model, LoraConfig(), "qwen2_vl")
-    rollout = build_engine(EngineConfig(name="vllm_actor", model=model_cfg), model=model)
+    # vLLM's offline engine in the actor: the async one (the default; the job smoke below) adds an engine-core process
+    rollout = build_engine(EngineConfig(name="vllm_actor", model=model_cfg, vllm_async=False), model=model)
     image, prompt = Image.new("RGB", (56, 56), (30, 160, 60)), classification_prompt(["circle", "square", "star"])
     greedy = SamplingConfig(n=1, temperature=0.0, max_tokens=8)
 

@@ -108,8 +108,9 @@ def test_exports_answer_like_the_adapter_on_the_base_model_in_transformers(expor
 
 
 def test_merged_export_loads_in_vllm(merged, requests, reference):
+    # the offline engine: the async one (the default) adds an engine-core process; test_generation.py tests it
     engine = build_engine(EngineConfig(name="vllm", model=ModelConfig(path=str(merged)), max_model_len=1024,
-                                       batch_size=16))
+                                       batch_size=16, vllm_async=False))
     try:
         assert [c.text for (c,) in engine.generate(requests, GREEDY)] == reference
     finally:
