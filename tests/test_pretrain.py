@@ -219,12 +219,13 @@ def test_random_model_reachable_by_flag(tmp_path: Path, tiny_model_dir: Path):
 
 @pytest.mark.slow  # two processes pretraining: seconds of real time
 def test_concurrent_builds_build_once(tmp_path: Path):
-    """Two processes ask for one model at once: one builds it, the other waits and reuses it."""
+    """Two processes ask for one model at once: one builds it, the other waits and reuses it. (The builder in one
+    process: the data-parallel helpers are the test above's.)"""
     script = (
         "import sys; from reasonbed.models.corpus import CorpusSpec; from reasonbed.models.pretrain import "
         "PretrainRecipe; from reasonbed.models.tiny import build_tiny_model; "
         "recipe = PretrainRecipe(corpus=CorpusSpec(shape_images=24, digit_images=8, option_lists=2), vision_steps=3, "
-        "vision_batch_size=8, steps=12, batch_size=4, warmup_steps=1); "
+        "vision_batch_size=8, steps=12, batch_size=4, warmup_steps=1, processes=1); "
         f"print(build_tiny_model('qwen2_vl', out={str(tmp_path / 'model')!r}, recipe=recipe))"
     )
     processes = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
