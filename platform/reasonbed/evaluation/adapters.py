@@ -54,7 +54,7 @@ def trained_image_bounds(adapter_dir: str) -> dict[str, int]:
 
 def with_trained_image_bounds(model: ModelConfig, adapter_dir: str) -> ModelConfig:
     """`model` with the image bounds `adapter_dir` was trained with, unless `model` sets bounds of its own."""
-    if not adapter_dir or any(getattr(model, key) for key in IMAGE_BOUNDS):
+    if not adapter_dir or model.pixel_bounds():
         return model
     bounds = trained_image_bounds(adapter_dir)
     if bounds:

@@ -86,7 +86,7 @@ def resolve_models(cfg: EvalConfig) -> list[ResolvedModel]:
                    "max_tokens": [cfg.max_tokens_direct, cfg.max_tokens_reasoning], "seed": cfg.seed,
                    "data": [cfg.data.dataset, cfg.data.root, cfg.data.images_per_class, cfg.data.image_size,
                             cfg.data.palette], "prompt_version": PROMPT_VERSION}
-        if model.min_image_pixels or model.max_image_pixels:  # (not in the key otherwise: earlier keys stay valid)
+        if model.pixel_bounds():  # (not in the key otherwise: earlier keys stay valid)
             depends["image_pixels"] = [model.min_image_pixels, model.max_image_pixels]
         key = f"{_slug(name)}-{hashlib.sha1(json.dumps(depends, sort_keys=True).encode()).hexdigest()[:8]}"
         engine = replace(cfg.engine, model=model, lora_path=adapter, images_per_prompt=cfg.images_per_prompt)

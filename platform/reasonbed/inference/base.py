@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from reasonbed.compat.engines import default_engine, require_vllm
 from reasonbed.config import ConfigError
-from reasonbed.models.configs import IMAGE_BOUNDS, ModelConfig
+from reasonbed.models.configs import ModelConfig
 from reasonbed.models.families import get_family
 from reasonbed.ray_runtime import check_custom_resources
 from reasonbed.registry import Registry
@@ -188,7 +188,7 @@ def engine_weights(engine: str) -> Literal["local", "served", "none"]:
 def warn_served_image_bounds(engine: str, model: ModelConfig) -> None:
     """With a served model (engine `engine`), its server decides the image sizes: when `model` has image bounds,
     name the vLLM server flag that applies them (the family's own kwargs, when the family is known)."""
-    bounds = {key: getattr(model, key) for key in IMAGE_BOUNDS if getattr(model, key)}
+    bounds = model.pixel_bounds()
     if engine_weights(engine) != "served" or not bounds:
         return
     flag = get_family(model.family).vllm_mm_processor_kwargs(model) if model.family else bounds

@@ -58,7 +58,7 @@ def engine_arguments(cfg: EngineConfig, path: str) -> dict[str, Any]:
         # enable_tower_connector_lora: apply the adapter's vision-encoder modules too (else ignored)
         kwargs.update({"enable_lora": True, "max_lora_rank": 64, "max_loras": 1,
                        "enable_tower_connector_lora": True})
-    if cfg.model.min_image_pixels or cfg.model.max_image_pixels:
+    if cfg.model.pixel_bounds():
         # the image bounds the training processor applies (`ModelFamily.configure_processor`), so vLLM's prompts
         # hold the same image tokens as training's
         family = cfg.model.family or resolve_model(cfg.model).family

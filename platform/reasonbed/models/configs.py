@@ -95,12 +95,11 @@ class ModelConfig:
             raise ConfigError(
                 f"model.tiny_size: value {self.tiny_size!r} is not allowed; allowed: {', '.join(TINY_SIZES)}"
             )
-        for name in ("min_image_pixels", "max_image_pixels", "tiny_seed"):
+        for name in (*IMAGE_BOUNDS, "tiny_seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"model.{name}: value {getattr(self, name)!r} must be >= 0")
-        if (self.min_image_pixels or self.max_image_pixels) and self.family \
-                and not FAMILIES.get(self.family).image_bounds:
-            bounds = "min_image_pixels" if self.min_image_pixels else "max_image_pixels"
+        if self.pixel_bounds() and self.family and not FAMILIES.get(self.family).image_bounds:
+            bounds = next(iter(self.pixel_bounds()))
             resizing = ", ".join(name for name in FAMILIES.names() if FAMILIES.get(name).image_bounds)
             raise ConfigError(f"model.{bounds}: the {self.family} family does not resize images to a pixel budget; "
                               f"these bounds apply to {resizing}")
@@ -109,6 +108,10 @@ class ModelConfig:
                 f"model.min_image_pixels: value {self.min_image_pixels!r} exceeds "
                 f"max_image_pixels {self.max_image_pixels!r}"
             )
+
+    def pixel_bounds(self) -> dict[str, int]:
+        """The image size bounds this config sets (the non-zero ones of IMAGE_BOUNDS), by key."""
+        return {key: getattr(self, key) for key in IMAGE_BOUNDS if getattr(self, key)}
 
 
 def checked_family(family: str, config: dict[str, Any], path: str) -> str:

@@ -158,7 +158,7 @@ class Qwen2VLFamily(ModelFamily):
 
     def configure_processor(self, processor: Any, cfg: Any) -> Any:
         """Bound the pixels per image (Qwen resizes each image to within [min, max] pixels)."""
-        if not (cfg.min_image_pixels or cfg.max_image_pixels):
+        if not cfg.pixel_bounds():
             return processor
         from transformers.image_utils import SizeDict
 
